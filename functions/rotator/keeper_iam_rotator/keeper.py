@@ -1,0 +1,180 @@
+"""Keeper adapter: read PAM User records, stage a rotation, commit or roll it back.
+
+Every request goes through the SDK's transport hook (`SecretsManager.post_function`), replaced here by a keep-alive
+`requests.Session` with timeouts: the stock transport opens a new TLS connection per call and waits forever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from keeper_secrets_manager_core import SecretsManager
+from keeper_secrets_manager_core.dto.dtos import Record
+from keeper_secrets_manager_core.dto.payload import KSMHttpResponse, QueryOptions
+from keeper_secrets_manager_core.storage import InMemoryKeyValueStorage
+from keeper_secrets_manager_core.utils import bytes_to_base64
+
+from .sensitive import Secret
+
+ACCOUNT_FIELD_LABEL = "account_id_or_alias"  # the label Keeper's AWS post-rotation plugin wrote
+ROTATION_TRANSACTION = "rotation"
+
+
+class KeeperFailure(Exception):
+    """A Keeper call failed; the message is the SDK's error text (codes and server messages, never record data)."""
+
+
+class _Transport:
+    """`post_function` replacement: same request as the SDK's, over one pooled session with timeouts."""
+
+    def __init__(self, timeout: float) -> None:
+        self._session = requests.Session()
+        self._timeout = (min(5.0, timeout), timeout)
+
+    def __call__(
+        self, url: str, transmission_key: Any, payload: Any, verify_ssl_certs: bool = True, proxy_url: str | None = None
+    ) -> KSMHttpResponse:
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "PublicKeyId": str(transmission_key.publicKeyId),
+            "TransmissionKey": bytes_to_base64(transmission_key.encryptedKey),
+            "Authorization": f"Signature {bytes_to_base64(payload.signature)}",
+        }
+        response = self._session.post(
+            url,
+            headers=headers,
+            data=payload.encrypted_payload,
+            verify=verify_ssl_certs,
+            proxies={"https": proxy_url} if proxy_url else None,
+            timeout=self._timeout,
+        )
+        return KSMHttpResponse(response.status_code, response.content, response)
+
+
+@dataclass
+class PamUser:
+    """A view of a Keeper record with the fields rotation reads; `record` is the SDK object staged back."""
+
+    record: Record
+
+    @property
+    def uid(self) -> str:
+        return str(self.record.uid)
+
+    @property
+    def type(self) -> str:
+        return str(self.record.type or "")
+
+    @property
+    def editable(self) -> bool:
+        return self.record.is_editable is not False
+
+    @property
+    def folder_uids(self) -> set[str]:
+        return {uid for uid in (self.record.folder_uid, self.record.inner_folder_uid) if uid}
+
+    def _standard(self, field_type: str) -> str:
+        field = self.record.get_standard_field(field_type)
+        values = (field or {}).get("value") or []
+        return str(values[0]).strip() if values and values[0] else ""
+
+    @property
+    def login(self) -> str:
+        return self._standard("login")
+
+    @property
+    def distinguished_name(self) -> str:
+        return self._standard("distinguishedName")
+
+    @property
+    def password(self) -> Secret | None:
+        value = self._standard("password")
+        return Secret(value) if value else None
+
+
+def _set_field(fields: list[dict[str, Any]], field_type: str, value: str, label: str | None = None) -> None:
+    """Set the first field of this type (and label, when given), adding it when the record lacks one."""
+    for field in fields:
+        if field.get("type") == field_type and (label is None or field.get("label") == label):
+            field["value"] = [value]
+            return
+    fields.append({"type": field_type, "value": [value], **({"label": label} if label else {})})
+
+
+def _with_rotation(user: PamUser, password: Secret, account_id: str, user_arn: str) -> Record:
+    """The user's record carrying the rotation's fields, ready to save."""
+    record = user.record
+    fields = record.dict.setdefault("fields", [])
+    _set_field(fields, "password", password.reveal())
+    if not user.distinguished_name:
+        _set_field(fields, "text", user_arn, label="distinguishedName")
+    _set_field(record.dict.setdefault("custom", []), "text", account_id, label=ACCOUNT_FIELD_LABEL)
+    record._update()
+    return record
+
+
+class KeeperVault:
+    def __init__(self, config: str, timeout: float = 20.0) -> None:
+        try:
+            storage = InMemoryKeyValueStorage(config)
+        except Exception:  # the SDK's parse errors may quote the config: never surface them
+            raise KeeperFailure("the KSM config is not valid base64 or JSON KSM configuration") from None
+        self._sm = SecretsManager(config=storage)
+        self._sm.post_function = _Transport(timeout)
+
+    def _call(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as error:
+            raise KeeperFailure(f"{action}: {type(error).__name__}: {str(error)[:300]}") from None
+
+    def fetch(self, uids: Sequence[str]) -> dict[str, PamUser]:
+        """The requested records that the KSM application can see, by uid (absent uids are not shared or do not
+        exist: Keeper does not distinguish)."""
+        records: Iterable[Record] = self._call("read records", self._sm.get_secrets, list(uids)) if uids else []
+        return {str(r.uid): PamUser(r) for r in records}
+
+    def fetch_all(self, folder_uids: Sequence[str] = ()) -> list[PamUser]:
+        """Every record the application sees, or only those in the given shared folders."""
+        options = QueryOptions(records_filter=None, folders_filter=list(folder_uids) or None)
+        records = self._call("read records", self._sm.get_secrets_with_options, options)
+        users = [PamUser(r) for r in records]
+        if folder_uids:  # subfolders report their shared folder too; keep only what was asked for
+            users = [u for u in users if u.folder_uids & set(folder_uids)]
+        return users
+
+    def committed_password(self, uid: str) -> Secret | None:
+        """Re-read the record: what every other Keeper reader sees now."""
+        user = self.fetch([uid]).get(uid)
+        return user.password if user else None
+
+    def stage(self, user: PamUser, password: Secret, account_id: str, user_arn: str) -> None:
+        """Stage (not yet apply) the new password, the account id and, if empty, the user ARN as one update.
+
+        When Keeper refuses and a staged update is pending (left by a run that died), roll that one back and stage
+        again on a fresh copy of the record: a dead run's transaction must not block the record forever.
+        """
+        try:
+            self._sm.save(_with_rotation(user, password, account_id, user_arn), transaction_type=ROTATION_TRANSACTION)
+            return
+        except Exception as error:
+            first = f"stage update: {type(error).__name__}: {str(error)[:300]}"
+        try:
+            self._sm.complete_transaction(user.uid, rollback=True)
+        except Exception:
+            raise KeeperFailure(first) from None  # nothing was pending: the first error is the real one
+        refreshed = self.fetch([user.uid]).get(user.uid)
+        if refreshed is None:
+            raise KeeperFailure("stage update: the record is no longer shared with the application")
+        user.record = refreshed.record
+        record = _with_rotation(user, password, account_id, user_arn)
+        self._call("stage update", self._sm.save, record, transaction_type=ROTATION_TRANSACTION)
+
+    def commit(self, uid: str) -> None:
+        self._call("commit update", self._sm.complete_transaction, uid)
+
+    def rollback(self, uid: str) -> None:
+        self._call("roll back update", self._sm.complete_transaction, uid, rollback=True)

@@ -1,0 +1,52 @@
+"""Powertools Logger, Metrics and Tracer for the function, and the per-record report (log line + metrics).
+
+Logs and metrics carry uids, names, statuses and codes, never secrets. Loggers of the libraries that can print
+request bodies (botocore at DEBUG logs UpdateLoginProfile's Password) are held at INFO whatever LOG_LEVEL says.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from .results import RECOVERY_PENDING_CODES, RecordResult, Status
+
+NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "KeeperIamRotator")
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "keeper-iam-rotator")
+CHATTY_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "ksm", "requests")
+
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+tracer = Tracer(service=SERVICE)
+
+STATUS_METRIC = {
+    Status.ROTATED: "RotationSucceeded",
+    Status.FAILED: "RotationFailed",
+    Status.SKIPPED: "RotationSkipped",
+    Status.PLANNED: "RotationPlanned",
+}
+
+
+def quiet_chatty_loggers() -> None:
+    """Never let a library's DEBUG output (which includes request parameters) reach the log."""
+    for name in CHATTY_LOGGERS:
+        chatty = logging.getLogger(name)
+        if chatty.getEffectiveLevel() < logging.INFO:
+            chatty.setLevel(logging.INFO)
+
+
+def report(result: RecordResult, seconds: float) -> None:
+    """One structured log line and the metrics for one record's outcome."""
+    level = logging.WARNING if result.status is Status.FAILED else logging.INFO
+    logger.log(level, "rotation result", extra={**result.to_dict(), "durationMs": round(seconds * 1000)})
+    metrics.add_metric(name=STATUS_METRIC[result.status], unit=MetricUnit.Count, value=1)
+    if result.status is Status.ROTATED:
+        metrics.add_metric(name="RotationDuration", unit=MetricUnit.Milliseconds, value=seconds * 1000)
+    if result.code in RECOVERY_PENDING_CODES:
+        metrics.add_metric(name="RecoveryRequired", unit=MetricUnit.Count, value=1)
+    if result.status is Status.FAILED and result.code:
+        with single_metric(name="RotationFailedByCode", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as m:
+            m.add_dimension(name="code", value=str(result.code))

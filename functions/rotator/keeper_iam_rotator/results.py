@@ -1,0 +1,91 @@
+"""What a rotation reports: one result per requested record, with stable machine-readable codes.
+
+Results are returned to callers and logged, so nothing in here may ever hold a secret.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class Status(StrEnum):
+    ROTATED = "rotated"
+    PLANNED = "planned"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+class Code(StrEnum):
+    """Why a record was skipped or failed. The README's "Failure codes" table documents each one."""
+
+    # skipped: nothing was attempted and nothing changed
+    RECORD_NOT_FOUND = "record_not_found"
+    NOT_PAM_USER = "not_pam_user"
+    MISSING_LOGIN = "missing_login"
+    RECORD_NOT_EDITABLE = "record_not_editable"
+    CROSS_ACCOUNT_UNSUPPORTED = "cross_account_unsupported"
+    IAM_USER_NOT_FOUND = "iam_user_not_found"
+    NO_LOGIN_PROFILE = "no_login_profile"
+    IAM_ACCESS_DENIED = "iam_access_denied"
+    LOCKED = "locked"
+    # failed, nothing changed
+    KSM_CONFIG_UNREADABLE = "ksm_config_unreadable"
+    KEEPER_UNAVAILABLE = "keeper_unavailable"
+    KEEPER_STAGE_FAILED = "keeper_stage_failed"
+    IAM_ERROR = "iam_error"
+    IAM_UPDATE_REFUSED = "iam_update_refused"
+    JOURNAL_UNAVAILABLE = "journal_unavailable"
+    # failed, IAM restored to the password Keeper holds
+    KEEPER_COMMIT_FAILED_IAM_RESTORED = "keeper_commit_failed_iam_restored"
+    # failed, the working password is held (encrypted) in the journal; the next run converges
+    IAM_OUTCOME_UNKNOWN = "iam_outcome_unknown"
+    PASSWORD_IN_JOURNAL = "password_in_journal"  # noqa: S105 - a code, not a password
+    JOURNAL_UNREADABLE = "journal_unreadable"
+    INTERNAL_ERROR = "internal_error"
+
+
+# Codes after which IAM may hold a password Keeper's committed record does not: an operator must look.
+RECOVERY_PENDING_CODES = frozenset({Code.IAM_OUTCOME_UNKNOWN, Code.PASSWORD_IN_JOURNAL, Code.JOURNAL_UNREADABLE})
+
+
+@dataclass
+class RecordResult:
+    record_uid: str
+    status: Status
+    user_name: str | None = None
+    account_id: str | None = None
+    code: Code | None = None
+    message: str | None = None
+    recovered: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"recordUid": self.record_uid, "status": str(self.status)}
+        if self.user_name:
+            out["userName"] = self.user_name
+        if self.account_id:
+            out["accountId"] = self.account_id
+        if self.recovered:
+            out["recovered"] = True
+        if self.code:
+            out["error"] = {"code": str(self.code), "message": self.message or ""}
+        return out
+
+
+class RotationStop(Exception):
+    """Ends one record's rotation with a result; raised by protocol steps, caught per record."""
+
+    def __init__(self, status: Status, code: Code, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def skip(code: Code, message: str) -> RotationStop:
+    return RotationStop(Status.SKIPPED, code, message)
+
+
+def fail(code: Code, message: str) -> RotationStop:
+    return RotationStop(Status.FAILED, code, message)

@@ -1,0 +1,147 @@
+"""One invocation: fetch the records, rotate each independently, finish dead runs' rotations, report.
+
+Shared by the Lambda entry point and the CLI; the AWS clients and the Keeper connection live as long as the
+process (a warm Lambda container), the IAM facts (account id, password policy) as long as one invocation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from .iam import IamGateway, describe
+from .journal import Journal, JournalError
+from .keeper import KeeperFailure, KeeperVault, PamUser
+from .requests_model import RotationRequest
+from .results import Code, RecordResult, Status
+from .rotation import Rotation, rotate
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+READS = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=20)
+WRITES = Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=20)  # see iam.py: own retries
+
+
+@lru_cache(maxsize=8)
+def client(service: str, config: Config = READS) -> Any:
+    """AWS clients are reused across warm invocations (connection pools, credentials)."""
+    return boto3.client(service, config=config)
+
+
+@lru_cache(maxsize=2)
+def vault_for(ksm_config: str, timeout: float) -> KeeperVault:
+    """One Keeper connection per distinct config: a rotated KSM config gets a new client, an unchanged one keeps
+    its keep-alive session."""
+    return KeeperVault(ksm_config, timeout=timeout)
+
+
+class ConfigUnavailable(Exception):
+    """The KSM config secret could not be read; the message names the secret, never its value."""
+
+
+@dataclass
+class Invocation:
+    settings: Settings
+    owner: str  # journal lease owner: the Lambda request id, or a CLI run id
+    lease_seconds: float
+    load_ksm_config: Callable[[], str]
+    observe: Callable[[RecordResult, float], None] = lambda result, seconds: None
+
+
+def run(request: RotationRequest, inv: Invocation) -> list[RecordResult]:
+    settings = inv.settings
+    dry_run = request.dry_run or settings.dry_run
+    iam = IamGateway(client("iam"), client("iam", WRITES), client("sts"), retry_delay=settings.retry_delay)
+    journal = Journal(client("dynamodb"), client("kms"), settings.journal_table, settings.journal_key_id)
+    try:
+        account_id = iam.account_id
+    except Exception as error:
+        return _all_failed(request, Code.IAM_ERROR, f"STS GetCallerIdentity failed: {_brief(error)}", inv)
+    try:
+        ksm_config = inv.load_ksm_config()
+    except ConfigUnavailable as error:
+        return _all_failed(request, Code.KSM_CONFIG_UNREADABLE, str(error), inv, account_id)
+    try:
+        vault = vault_for(ksm_config, settings.keeper_timeout)
+        users = _fetch(request, vault, settings)
+        orphans = [] if request.record_uids or dry_run else _orphaned_entries(journal, users, vault)
+    except (KeeperFailure, JournalError) as error:
+        return _all_failed(request, Code.KEEPER_UNAVAILABLE, f"{error}; nothing was changed", inv, account_id)
+
+    rot = Rotation(
+        iam, vault, journal, inv.owner, inv.lease_seconds, settings.password_length, settings.commit_attempts
+    )
+    results = []
+    for uid, user in users:
+        started = time.monotonic()
+        if user is None:
+            result = RecordResult(
+                uid,
+                Status.SKIPPED,
+                account_id=account_id,
+                code=Code.RECORD_NOT_FOUND,
+                message="no such record is shared with the KSM application",
+            )
+        else:
+            result = _guarded(rotate, user, rot, dry_run)
+        inv.observe(result, time.monotonic() - started)
+        results.append(result)
+    for user in orphans:
+        started = time.monotonic()
+        result = _guarded(rotate, user, rot, False)
+        inv.observe(result, time.monotonic() - started)
+        results.append(result)
+    return results
+
+
+def _fetch(request: RotationRequest, vault: KeeperVault, settings: Settings) -> list[tuple[str, PamUser | None]]:
+    """Requested uids in request order (None for the ones Keeper does not return), or every pamUser in scope."""
+    if request.record_uids:
+        found = vault.fetch(request.record_uids)
+        return [(uid, found.get(uid)) for uid in request.record_uids]
+    return [(u.uid, u) for u in vault.fetch_all(settings.folder_uids) if u.type == "pamUser"]
+
+
+def _orphaned_entries(journal: Journal, users: list[tuple[str, PamUser | None]], vault: KeeperVault) -> list[PamUser]:
+    """Scheduled runs also finish unfinished rotations of records outside this run's scope."""
+    in_run = {uid for uid, _ in users}
+    missing = sorted({e.record_uid for e in journal.open_entries() if e.record_uid not in in_run})
+    return list(vault.fetch(missing).values()) if missing else []
+
+
+def _guarded(fn: Callable[..., RecordResult], user: PamUser, rot: Rotation, dry_run: bool) -> RecordResult:
+    """One record's bug must not stop the others; the journal keeps whatever it had reached."""
+    try:
+        return fn(user, rot, dry_run)
+    except Exception as error:
+        log.exception("unexpected error rotating a record", extra={"record_uid": user.uid})
+        return RecordResult(
+            user.uid,
+            Status.FAILED,
+            account_id=rot.iam.account_id,
+            code=Code.INTERNAL_ERROR,
+            message=f"unexpected {type(error).__name__}; see the function log",
+        )
+
+
+def _all_failed(
+    request: RotationRequest, code: Code, message: str, inv: Invocation, account_id: str | None = None
+) -> list[RecordResult]:
+    uids = request.record_uids or ("*",)
+    results = [RecordResult(uid, Status.FAILED, account_id=account_id, code=code, message=message) for uid in uids]
+    for result in results:
+        inv.observe(result, 0.0)
+    return results
+
+
+def _brief(error: Exception) -> str:
+    return describe(error) if isinstance(error, ClientError) else type(error).__name__

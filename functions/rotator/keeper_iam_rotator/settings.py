@@ -1,0 +1,74 @@
+"""Configuration from environment variables. Only KSM_CONFIG_SECRET_ID is required; the template sets the rest."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+class ConfigurationError(ValueError):
+    """A setting is missing or malformed; the message names the variable and never its secret content."""
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigurationError(f"{name} must be true or false, not {raw!r}")
+
+
+def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, not {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigurationError(f"{name} must be between {low:g} and {high:g}, not {raw}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    ksm_config_secret_id: str
+    folder_uids: tuple[str, ...] = ()
+    dry_run: bool = False
+    password_length: int = 32
+    journal_table: str = "keeper-iam-rotator-journal"
+    journal_key_id: str = "alias/keeper-iam-rotator-journal"
+    idempotency_table: str = ""
+    ksm_config_max_age: int = 300
+    keeper_timeout: float = 20.0
+    commit_attempts: int = 3
+    retry_delay: float = 1.0
+    lease_seconds: int = 960
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        secret_id = env.get("KSM_CONFIG_SECRET_ID", "").strip()
+        if not secret_id:
+            raise ConfigurationError(
+                "KSM_CONFIG_SECRET_ID is not set: name the Secrets Manager secret holding the KSM config"
+            )
+        return cls(
+            ksm_config_secret_id=secret_id,
+            folder_uids=tuple(uid.strip() for uid in env.get("ROTATION_FOLDER_UIDS", "").split(",") if uid.strip()),
+            dry_run=_flag(env, "DRY_RUN", False),
+            password_length=int(_number(env, "PASSWORD_LENGTH", 32, 8, 128)),
+            journal_table=env.get("JOURNAL_TABLE_NAME", "").strip() or cls.journal_table,
+            journal_key_id=env.get("JOURNAL_KEY_ID", "").strip() or cls.journal_key_id,
+            idempotency_table=env.get("IDEMPOTENCY_TABLE_NAME", "").strip(),
+            ksm_config_max_age=int(_number(env, "KSM_CONFIG_MAX_AGE", 300, 0, 86400)),
+            keeper_timeout=_number(env, "KEEPER_TIMEOUT", 20.0, 1, 120),
+            commit_attempts=int(_number(env, "KEEPER_COMMIT_ATTEMPTS", 3, 1, 10)),
+            retry_delay=_number(env, "RETRY_DELAY", 1.0, 0, 30),
+            lease_seconds=int(_number(env, "JOURNAL_LEASE_SECONDS", 960, 30, 86400)),
+        )

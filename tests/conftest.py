@@ -1,0 +1,182 @@
+"""Shared fixtures: moto for AWS, the KSM emulator (real SDK, real encryption, loopback HTTPS) for Keeper.
+
+`stack` gives a small world to rotate in and the two facts every rotation test compares: the password moto stores
+for an IAM user, and the password Keeper has committed for the record.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.iam.models import iam_backends
+
+ACCOUNT = "123456789012"
+EVENTS = Path(__file__).resolve().parent.parent / "events"
+INITIAL_PASSWORD = "Initial-Passw0rd!"
+JOURNAL_TABLE = "keeper-iam-rotator-journal"
+JOURNAL_KEY = "alias/keeper-iam-rotator-journal"
+CONFIG_SECRET = "keeper-iam-rotator/ksm-config"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+        "POWERTOOLS_METRICS_NAMESPACE": "KeeperIamRotator",
+        "KSM_CONFIG_SECRET_ID": CONFIG_SECRET,
+        "RETRY_DELAY": "0",
+    }.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "ROTATION_FOLDER_UIDS", "DRY_RUN", "KSM_CONFIG", "KSM_HOSTNAME"):
+        monkeypatch.delenv(name, raising=False)
+    _clear_caches()
+    yield
+    _clear_caches()
+
+
+def _clear_caches() -> None:
+    from aws_lambda_powertools.utilities import parameters
+
+    from keeper_iam_rotator import service
+
+    service.client.cache_clear()
+    service.vault_for.cache_clear()
+    parameters.clear_caches()
+
+
+@dataclass
+class LambdaContext:
+    function_name: str = "keeper-iam-rotator"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:keeper-iam-rotator"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    remaining_ms: int = 300_000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def load_event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS / name).read_text())
+
+
+@dataclass
+class Stack:
+    """IAM (moto) + Keeper (emulator) + the function's own resources, with helpers to read the truth back."""
+
+    keeper: Any
+    iam: Any = field(default_factory=lambda: boto3.client("iam"))
+
+    def add_user(self, name: str, password: str | None = INITIAL_PASSWORD, path: str = "/") -> str:
+        arn = self.iam.create_user(UserName=name, Path=path)["User"]["Arn"]
+        if password is not None:
+            self.iam.create_login_profile(UserName=name, Password=password)
+        return arn
+
+    def add_record(
+        self,
+        login: str | None,
+        password: str = INITIAL_PASSWORD,
+        dn: str = "",
+        record_type: str = "pamUser",
+        folder: str | None = None,
+        title: str | None = None,
+        uid: str | None = None,
+    ) -> str:
+        fields = [
+            {"type": "login", "value": [login] if login else []},
+            {"type": "password", "value": [password] if password else []},
+            {"type": "text", "label": "distinguishedName", "value": [dn] if dn else []},
+        ]
+        return self.keeper.vault.add_record(
+            uid=uid, type=record_type, title=title or f"IAM {login}", fields=fields, custom=[], folder=folder
+        )
+
+    def add_pair(self, name: str, **record: Any) -> str:
+        """An IAM user with a console password and the pamUser record that holds it."""
+        self.add_user(name)
+        return self.add_record(name, **record)
+
+    def iam_password(self, name: str) -> str | None:
+        return iam_backends[ACCOUNT]["global"].get_user(name).password
+
+    def iam_reset_required(self, name: str) -> Any:
+        return iam_backends[ACCOUNT]["global"].get_user(name).password_reset_required
+
+    def keeper_record(self, uid: str) -> dict[str, Any]:
+        return self.keeper.vault.committed(uid)
+
+    def keeper_password(self, uid: str) -> str | None:
+        return field_value(self.keeper_record(uid), "password")
+
+    def set_password_policy(self, **policy: Any) -> None:
+        self.iam.update_account_password_policy(**policy)
+
+    def invoke(self, event: dict[str, Any], **context: Any) -> dict[str, Any]:
+        from app import lambda_handler
+
+        return lambda_handler(event, LambdaContext(**context))
+
+    def rotate(self, *uids: str, dry_run: bool = False) -> list[dict[str, Any]]:
+        return self.invoke({"records": list(uids), "dryRun": dry_run})["results"]
+
+    def journal_items(self) -> list[dict[str, Any]]:
+        return boto3.client("dynamodb").scan(TableName=JOURNAL_TABLE)["Items"]
+
+
+def field_value(record: dict[str, Any], field_type: str, label: str | None = None) -> str | None:
+    for section in ("fields", "custom"):
+        for item in record.get(section) or []:
+            if item.get("type") == field_type and (label is None or item.get("label") == label):
+                return (item.get("value") or [None])[0]
+    return None
+
+
+def custom_value(record: dict[str, Any], label: str) -> str | None:
+    for item in record.get("custom") or []:
+        if item.get("label") == label:
+            return (item.get("value") or [None])[0]
+    return None
+
+
+def create_function_resources(config_b64: str) -> None:
+    """What template.yaml creates: the journal table, its KMS key, and the KSM config secret."""
+    boto3.client("dynamodb").create_table(
+        TableName=JOURNAL_TABLE,
+        KeySchema=[{"AttributeName": "userArn", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "userArn", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    kms = boto3.client("kms")
+    key_id = kms.create_key(Description="journal")["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName=JOURNAL_KEY, TargetKeyId=key_id)
+    boto3.client("secretsmanager").create_secret(Name=CONFIG_SECRET, SecretString=config_b64)
+
+
+@pytest.fixture
+def keeper(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    from ksm_emulator import EmulatorServer
+
+    with EmulatorServer() as server:
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", server.ca_file)
+        yield server
+
+
+@pytest.fixture
+def stack(keeper: Any) -> Iterator[Stack]:
+    with mock_aws():
+        create_function_resources(keeper.client_config())
+        yield Stack(keeper=keeper)
