@@ -22,3 +22,20 @@ test: lint
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .hypothesis
+
+# SAM CLI lives in its own environment: it pins boto3/click versions the app must not inherit.
+$(SAM_VENV)/.installed:
+	test -x $(SAM_VENV)/bin/python || python3 -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli cfn-lint
+	touch $@
+
+validate: $(SAM_VENV)/.installed
+	SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --lint
+	SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --region us-east-1
+	$(SAM_VENV)/bin/cfn-lint template.yaml
+
+# sam build needs the runtime's Python (3.13) on PATH; without Docker it fetches arm64 wheels.
+build: validate
+	PATH="$(dir $(PYTHON)):$$PATH" SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam build
+	du -sh .aws-sam/build/RotatorFunction

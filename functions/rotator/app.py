@@ -18,7 +18,6 @@ from keeper_iam_rotator.observability import logger, metrics, quiet_chatty_logge
 from keeper_iam_rotator.requests_model import BadRequest, RotationRequest, parse_request
 from keeper_iam_rotator.settings import Settings
 
-LEASE_MARGIN_SECONDS = 60
 api = APIGatewayRestResolver()
 quiet_chatty_loggers()
 
@@ -40,7 +39,7 @@ def execute(request: RotationRequest, trigger: str, context: LambdaContext) -> d
     invocation = service.Invocation(
         settings=settings,
         owner=context.aws_request_id,
-        lease_seconds=context.get_remaining_time_in_millis() / 1000 + LEASE_MARGIN_SECONDS,
+        lease_seconds=context.get_remaining_time_in_millis() / 1000 + settings.lease_margin,
         load_ksm_config=lambda: load_ksm_config(settings),
         observe=report,
     )

@@ -48,7 +48,7 @@ class Settings:
     keeper_timeout: float = 20.0
     commit_attempts: int = 3
     retry_delay: float = 1.0
-    lease_seconds: int = 960
+    lease_margin: int = 60
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -70,5 +70,5 @@ class Settings:
             keeper_timeout=_number(env, "KEEPER_TIMEOUT", 20.0, 1, 120),
             commit_attempts=int(_number(env, "KEEPER_COMMIT_ATTEMPTS", 3, 1, 10)),
             retry_delay=_number(env, "RETRY_DELAY", 1.0, 0, 30),
-            lease_seconds=int(_number(env, "JOURNAL_LEASE_SECONDS", 960, 30, 86400)),
+            lease_margin=int(_number(env, "JOURNAL_LEASE_MARGIN_SECONDS", 60, 0, 3600)),
         )

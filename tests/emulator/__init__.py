@@ -1,0 +1,1 @@
+"""Tests of the KSM emulator, driven through the stock Keeper SDK."""

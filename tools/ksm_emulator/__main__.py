@@ -1,0 +1,81 @@
+"""``python -m ksm_emulator``: serve a KSM emulator until SIGINT/SIGTERM."""
+
+import argparse
+import os
+import shutil
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from ksm_emulator.server import EmulatorServer, require_loopback
+from ksm_emulator.state import PENDING_POLICIES
+
+WAKE_INTERVAL = 0.2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ksm_emulator",
+        description="Keeper Secrets Manager emulator speaking the real KSM wire protocol over HTTPS on loopback.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="IPv4 loopback address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default)")
+    parser.add_argument("--seed", type=Path, help="JSON seed file: app, folders, records")
+    parser.add_argument(
+        "--pending-policy",
+        choices=PENDING_POLICIES,
+        default="replace",
+        help="what a second staged update of a record does (default replace)",
+    )
+    parser.add_argument(
+        "--write-config",
+        type=Path,
+        metavar="FILE",
+        help="write a base64 KSM client config for a new bound client here (mode 0600)",
+    )
+    parser.add_argument(
+        "--write-ca", type=Path, metavar="FILE", help="copy the server certificate here, for REQUESTS_CA_BUNDLE"
+    )
+    return parser
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only the owner can read: the config carries the client's private key."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        require_loopback(args.host)
+    except ValueError as err:
+        parser.error(str(err))
+
+    stop = threading.Event()
+
+    def _stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+
+    with EmulatorServer(seed=args.seed, pending_policy=args.pending_policy, host=args.host, port=args.port) as server:
+        written = []
+        if args.write_config:
+            _write_private(args.write_config, server.client_config())
+            written.append(f"config={args.write_config}")
+        if args.write_ca:
+            shutil.copyfile(server.ca_file, args.write_ca)
+            written.append(f"ca={args.write_ca}")
+        print(" ".join([f"ksm_emulator serving {server.url}", *written]), flush=True)
+        while not stop.wait(WAKE_INTERVAL):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
