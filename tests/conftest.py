@@ -48,13 +48,10 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def _clear_caches() -> None:
-    from aws_lambda_powertools.utilities import parameters
-
     from keeper_iam_rotator import service
 
-    service.client.cache_clear()
-    service.vault_for.cache_clear()
-    parameters.clear_caches()
+    for cached in (service.client, service.vault_for, service.secrets_provider):
+        cached.cache_clear()
 
 
 @dataclass
@@ -79,6 +76,7 @@ class Stack:
 
     keeper: Any
     iam: Any = field(default_factory=lambda: boto3.client("iam"))
+    remaining_ms: int = 300_000  # what the fake Lambda context reports; it sizes the journal lease
 
     def add_user(self, name: str, password: str | None = INITIAL_PASSWORD, path: str = "/") -> str:
         arn = self.iam.create_user(UserName=name, Path=path)["User"]["Arn"]
@@ -128,6 +126,7 @@ class Stack:
     def invoke(self, event: dict[str, Any], **context: Any) -> dict[str, Any]:
         from app import lambda_handler
 
+        context.setdefault("remaining_ms", self.remaining_ms)
         return lambda_handler(event, LambdaContext(**context))
 
     def rotate(self, *uids: str, dry_run: bool = False) -> list[dict[str, Any]]:
@@ -180,3 +179,17 @@ def stack(keeper: Any) -> Iterator[Stack]:
     with mock_aws():
         create_function_resources(keeper.client_config())
         yield Stack(keeper=keeper)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print every fault-matrix cell (case -> what the faulted run reported -> state after the recovery run)."""
+    from matrix import OUTCOMES
+
+    if not OUTCOMES:
+        return
+    write = terminalreporter.write_line
+    terminalreporter.section(f"fault matrix: {len(OUTCOMES)} cells, 0 lost passwords unless a test above failed")
+    width = max(len(case) for case, _, _ in OUTCOMES)
+    write(f"{'case':<{width}}  {'faulted run':<42}  after recovery run")
+    for case, first, after in sorted(OUTCOMES):
+        write(f"{case:<{width}}  {first:<42}  {after}")

@@ -10,9 +10,10 @@ import json
 
 import pytest
 
+from keeper_iam_rotator.passwords import PasswordPolicy
+
 from conftest import INITIAL_PASSWORD, custom_value, field_value, load_event
 from faults import AwsFaults
-from keeper_iam_rotator.passwords import PasswordPolicy
 from policy_checker import violations
 
 EVENT_UID = load_event("direct-invoke.json")["records"][0]

@@ -10,7 +10,6 @@ import json
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
-from aws_lambda_powertools.utilities import parameters
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from keeper_iam_rotator import service
@@ -22,17 +21,6 @@ api = APIGatewayRestResolver()
 quiet_chatty_loggers()
 
 
-def load_ksm_config(settings: Settings) -> str:
-    """The KSM config (base64 or JSON) from Secrets Manager, cached for KSM_CONFIG_MAX_AGE seconds per container."""
-    try:
-        value = parameters.get_secret(settings.ksm_config_secret_id, max_age=settings.ksm_config_max_age)
-    except parameters.exceptions.GetParameterError as error:
-        raise service.ConfigUnavailable(
-            f"cannot read the KSM config secret {settings.ksm_config_secret_id}: {str(error)[:300]}"
-        ) from None
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def execute(request: RotationRequest, trigger: str, context: LambdaContext) -> dict[str, Any]:
     settings = Settings.from_env()
     metrics.add_dimension(name="trigger", value=trigger)
@@ -40,7 +28,7 @@ def execute(request: RotationRequest, trigger: str, context: LambdaContext) -> d
         settings=settings,
         owner=context.aws_request_id,
         lease_seconds=context.get_remaining_time_in_millis() / 1000 + settings.lease_margin,
-        load_ksm_config=lambda: load_ksm_config(settings),
+        load_ksm_config=lambda: service.load_ksm_config(settings.ksm_config_secret_id, settings.ksm_config_max_age),
         observe=report,
     )
     return {"results": [result.to_dict() for result in service.run(request, invocation)]}

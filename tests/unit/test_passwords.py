@@ -4,6 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keeper_iam_rotator.passwords import PasswordPolicy, generate_password
+
 from policy_checker import violations
 
 policies = st.builds(

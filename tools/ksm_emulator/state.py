@@ -236,6 +236,11 @@ class Vault:
         with self._lock:
             self._faults.append(Fault(path, kind, times, status, body, seconds))
 
+    def clear_faults(self) -> None:
+        """Drop every pending fault (the records and their revisions stay as they are)."""
+        with self._lock:
+            self._faults.clear()
+
     def take_fault(self, path: str) -> Fault | None:
         """Consume one use of the first fault matching ``path``."""
         with self._lock:

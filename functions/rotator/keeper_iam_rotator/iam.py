@@ -40,11 +40,16 @@ class IamOutcomeUnknown(Exception):
     """IAM may or may not have changed the password (timeout, dropped connection, server error)."""
 
 
-def error_code(error: ClientError) -> str:
+def error_code(error: Exception) -> str:
+    if not isinstance(error, ClientError):
+        return type(error).__name__
     return str(error.response.get("Error", {}).get("Code", "Unknown"))
 
 
-def describe(error: ClientError) -> str:
+def describe(error: Exception) -> str:
+    """AWS's error code and message (never request parameters), or the exception's type for transport errors."""
+    if not isinstance(error, ClientError):
+        return type(error).__name__
     detail = error.response.get("Error", {})
     return f"{detail.get('Code', 'Unknown')}: {detail.get('Message', '')}".strip()
 
@@ -120,7 +125,7 @@ class IamGateway:
             except ClientError as error:
                 status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
                 maybe_applied = maybe_applied or status >= 500
-                if error_code(error) not in RETRYABLE_CODES or last:
+                if (error_code(error) not in RETRYABLE_CODES and status < 500) or last:
                     if maybe_applied:
                         raise IamOutcomeUnknown(describe(error)) from None
                     raise IamRefused(error_code(error), describe(error)) from None

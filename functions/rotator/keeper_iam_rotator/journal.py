@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .sensitive import Secret
 
@@ -75,7 +75,7 @@ class Journal:
             return self._kms.encrypt(
                 KeyId=self._key_id, Plaintext=plaintext, EncryptionContext=_context(user_arn, record_uid)
             )["CiphertextBlob"]
-        except ClientError as error:
+        except (ClientError, BotoCoreError) as error:
             raise JournalError(f"KMS Encrypt failed: {_code(error)}") from None
 
     def passwords(self, entry: Entry) -> list[Secret]:
@@ -84,7 +84,7 @@ class Journal:
             plaintext = self._kms.decrypt(
                 CiphertextBlob=entry.ciphertext, EncryptionContext=_context(entry.user_arn, entry.record_uid)
             )["Plaintext"]
-        except ClientError as error:
+        except (ClientError, BotoCoreError) as error:
             raise JournalError(f"KMS Decrypt failed: {_code(error)}") from None
         return [Secret(p) for p in json.loads(plaintext)["passwords"]]
 
@@ -103,7 +103,7 @@ class Journal:
                 ExpressionAttributeNames={"#s": "state"},
                 ExpressionAttributeValues={":closed": {"S": CLOSED}},
             )
-        except ClientError as error:
+        except (ClientError, BotoCoreError) as error:
             if _code(error) == "ConditionalCheckFailedException":
                 raise LeaseHeld(user_arn) from None
             raise JournalError(f"DynamoDB PutItem failed: {_code(error)}") from None
@@ -113,7 +113,7 @@ class Journal:
         """The open entry for this user, if any."""
         try:
             item = self._ddb.get_item(TableName=self._table, Key=_key(user_arn), ConsistentRead=True).get("Item")
-        except ClientError as error:
+        except (ClientError, BotoCoreError) as error:
             raise JournalError(f"DynamoDB GetItem failed: {_code(error)}") from None
         entry = Entry.from_item(item) if item else None
         return entry if entry and entry.open else None
@@ -149,7 +149,7 @@ class Journal:
                 ConsistentRead=True,
             ):
                 yield from (Entry.from_item(item) for item in page.get("Items", []))
-        except ClientError as error:
+        except (ClientError, BotoCoreError) as error:
             raise JournalError(f"DynamoDB Scan failed: {_code(error)}") from None
 
     # -- plumbing ------------------------------------------------------------------------------------------------
@@ -180,7 +180,7 @@ class Journal:
                 ExpressionAttributeNames={"#o": "owner"},
                 ExpressionAttributeValues=values,
             )
-        except ClientError as error:
+        except (ClientError, BotoCoreError) as error:
             if _code(error) == "ConditionalCheckFailedException":
                 raise LeaseHeld(entry.user_arn) from None
             raise JournalError(f"DynamoDB PutItem failed: {_code(error)}") from None
@@ -194,5 +194,7 @@ def _context(user_arn: str, record_uid: str) -> dict[str, str]:
     return {"userArn": user_arn, "recordUid": record_uid}
 
 
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", "Unknown"))
+def _code(error: ClientError | BotoCoreError) -> str:
+    if isinstance(error, ClientError):
+        return str(error.response.get("Error", {}).get("Code", "Unknown"))
+    return type(error).__name__

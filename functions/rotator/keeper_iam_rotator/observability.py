@@ -34,7 +34,7 @@ def quiet_chatty_loggers() -> None:
     """Never let a library's DEBUG output (which includes request parameters) reach the log."""
     for name in CHATTY_LOGGERS:
         chatty = logging.getLogger(name)
-        if chatty.getEffectiveLevel() < logging.INFO:
+        if chatty.level < logging.INFO:  # NOTSET would inherit a DEBUG root logger set later
             chatty.setLevel(logging.INFO)
 
 

@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 from enum import Enum
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from .iam import IamGateway, IamOutcomeUnknown, IamRefused, IamUser, describe, error_code
 from .journal import APPLIED, PENDING, Entry, Journal, JournalError, LeaseHeld
@@ -100,7 +100,7 @@ def resolve_target(user: PamUser, iam: IamGateway) -> IamUser:
         return IamUser(name=arn.rsplit("/", 1)[1], arn=arn)
     try:
         real_arn = iam.user_arn_of(user.login)
-    except ClientError as error:
+    except (ClientError, BotoCoreError) as error:
         raise _iam_read_stop(error) from None
     if real_arn is None:
         raise skip(Code.IAM_USER_NOT_FOUND, f"IAM has no user named {user.login!r}")
@@ -113,7 +113,7 @@ def require_console_access(target: IamUser, iam: IamGateway) -> None:
     try:
         if not iam.has_login_profile(target.name):
             raise skip(Code.NO_LOGIN_PROFILE, "the user has no console password (or does not exist); not creating one")
-    except ClientError as error:
+    except (ClientError, BotoCoreError) as error:
         raise _iam_read_stop(error) from None
 
 
@@ -121,7 +121,7 @@ def new_password(rot: Rotation) -> Secret:
     """Step 3: a password the account's policy accepts (the policy is read once per invocation)."""
     try:
         return generate_password(rot.iam.password_policy, rot.password_length)
-    except ClientError as error:
+    except (ClientError, BotoCoreError) as error:
         raise _iam_read_stop(error) from None
 
 
@@ -261,7 +261,7 @@ def _rollback_keeper(rot: Rotation, uid: str) -> None:
         log.warning("Keeper rollback failed", extra={"record_uid": uid, "error": str(error)})
 
 
-def _iam_read_stop(error: ClientError) -> RotationStop:
+def _iam_read_stop(error: ClientError | BotoCoreError) -> RotationStop:
     if error_code(error) in {"AccessDenied", "AccessDeniedException"}:
         return skip(
             Code.IAM_ACCESS_DENIED,

@@ -14,8 +14,9 @@ from functools import lru_cache
 from typing import Any
 
 import boto3
+from aws_lambda_powertools.utilities.parameters import SecretsProvider
+from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 from botocore.config import Config
-from botocore.exceptions import ClientError
 
 from .iam import IamGateway, describe
 from .journal import Journal, JournalError
@@ -65,7 +66,7 @@ def run(request: RotationRequest, inv: Invocation) -> list[RecordResult]:
     try:
         account_id = iam.account_id
     except Exception as error:
-        return _all_failed(request, Code.IAM_ERROR, f"STS GetCallerIdentity failed: {_brief(error)}", inv)
+        return _all_failed(request, Code.IAM_ERROR, f"STS GetCallerIdentity failed: {describe(error)}", inv)
     try:
         ksm_config = inv.load_ksm_config()
     except ConfigUnavailable as error:
@@ -143,5 +144,16 @@ def _all_failed(
     return results
 
 
-def _brief(error: Exception) -> str:
-    return describe(error) if isinstance(error, ClientError) else type(error).__name__
+@lru_cache(maxsize=1)
+def secrets_provider() -> SecretsProvider:
+    """Powertools' Secrets Manager provider on our shared client (same timeouts and retries); it caches values."""
+    return SecretsProvider(boto3_client=client("secretsmanager"))
+
+
+def load_ksm_config(secret_id: str, max_age: int) -> str:
+    """The KSM config (base64 or JSON) from Secrets Manager, cached for `max_age` seconds per process."""
+    try:
+        value = secrets_provider().get(secret_id, max_age=max_age)
+    except GetParameterError as error:
+        raise ConfigUnavailable(f"cannot read the KSM config secret {secret_id}: {str(error)[:300]}") from None
+    return value.decode() if isinstance(value, bytes) else str(value)

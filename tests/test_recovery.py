@@ -1,0 +1,221 @@
+"""Crash safety: a fault at every remote call of the protocol, then one clean run, and no password is lost.
+
+Each cell injects one fault at one call: an error answer, a timeout whose request did land, or the process dying
+right after the call succeeded (SimulatedCrash, a BaseException nothing catches; tests/e2e kills real processes).
+The next run, with the fault gone and the dead run's lease expired, must leave IAM's stored password equal to
+Keeper's committed one, no staged update, no open journal entry, and the record intact.
+"""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from botocore.exceptions import ReadTimeoutError
+
+from conftest import INITIAL_PASSWORD, JOURNAL_TABLE, _clear_caches
+from faults import AwsFaults, SimulatedCrash, after_aws_call, after_keeper_call
+from matrix import record
+
+# (label, kind, target, occurrence) in the order a rotation makes the calls
+CALLS = [
+    ("secretsmanager GetSecretValue", "aws", ("secrets-manager", "GetSecretValue"), 1),
+    ("sts GetCallerIdentity", "aws", ("sts", "GetCallerIdentity"), 1),
+    ("keeper get_secret", "keeper", "get_secret", 1),
+    ("iam GetUser", "aws", ("iam", "GetUser"), 1),
+    ("iam GetLoginProfile", "aws", ("iam", "GetLoginProfile"), 1),
+    ("iam GetAccountPasswordPolicy", "aws", ("iam", "GetAccountPasswordPolicy"), 1),
+    ("kms Encrypt (journal)", "aws", ("kms", "Encrypt"), 1),
+    ("dynamodb PutItem (journal open)", "aws", ("dynamodb", "PutItem"), 1),
+    ("keeper update_secret (stage)", "keeper", "update_secret", 1),
+    ("iam UpdateLoginProfile", "aws", ("iam", "UpdateLoginProfile"), 1),
+    ("dynamodb PutItem (journal applied)", "aws", ("dynamodb", "PutItem"), 2),
+    ("keeper finalize_secret_update (commit)", "keeper", "finalize_secret_update", 1),
+    ("dynamodb PutItem (journal close)", "aws", ("dynamodb", "PutItem"), 3),
+]
+AFTER_STAGE = {
+    "keeper update_secret (stage)",
+    "iam UpdateLoginProfile",
+    "dynamodb PutItem (journal applied)",
+    "keeper finalize_secret_update (commit)",
+}
+CELLS = [
+    pytest.param(call, fault, policy, id=f"{call[0]}-{fault}-{policy}")
+    for call in CALLS
+    for fault in ("error", "timeout", "crash")
+    for policy in (("replace", "refuse") if call[0] in AFTER_STAGE else ("replace",))
+]
+
+
+def timeout_error() -> ReadTimeoutError:
+    return ReadTimeoutError(endpoint_url="https://aws.amazonaws.com")
+
+
+def arm(stack, patches: pytest.MonkeyPatch, kind: str, target, occurrence: int, fault: str) -> None:
+    if kind == "aws":
+        service, operation = target
+        if fault == "error":
+            AwsFaults().fail(service, operation, "ServiceUnavailable", status=503, after=occurrence - 1)
+        else:
+            after_aws_call(service, operation, timeout_error() if fault == "timeout" else SimulatedCrash(), occurrence)
+    elif fault == "error":
+        stack.keeper.vault.inject_fault(target, kind="error", status=500)
+    elif fault == "timeout":
+        stack.keeper.vault.inject_fault(target, kind="drop_after")
+    else:
+        after_keeper_call(patches, target, SimulatedCrash())
+
+
+def run(stack, uid: str) -> str:
+    """One invocation as a fresh process would make it; returns "status/code" or "crashed"."""
+    _clear_caches()
+    try:
+        result = stack.rotate(uid)[0]
+    except SimulatedCrash:
+        return "crashed"
+    return f"{result['status']}/{result['error']['code']}" if "error" in result else result["status"]
+
+
+def open_entries() -> list[dict]:
+    items = boto3.client("dynamodb").scan(TableName=JOURNAL_TABLE)["Items"]
+    return [item for item in items if item["state"]["S"] != "closed"]
+
+
+def assert_converged(stack, uid: str, name: str) -> str:
+    iam, keeper = stack.iam_password(name), stack.keeper_password(uid)
+    assert iam == keeper, "IAM and Keeper disagree: a password is lost"
+    assert stack.keeper.vault.staged(uid) is None
+    assert open_entries() == []
+    record_now = stack.keeper_record(uid)
+    assert record_now["type"] == "pamUser"
+    assert [f["value"] for f in record_now["fields"] if f["type"] == "login"] == [[name]]
+    assert not stack.iam_reset_required(name)
+    return iam
+
+
+@pytest.fixture
+def short_lease(stack, monkeypatch):
+    """A dead run's lease expires at once, so the very next run may recover it."""
+    monkeypatch.setenv("JOURNAL_LEASE_MARGIN_SECONDS", "0")
+    stack.remaining_ms = 0
+
+
+@pytest.fixture
+def patches():
+    """Fault patches, undone by `disarm` while the test's environment stays."""
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def disarm(stack, patches: pytest.MonkeyPatch) -> None:
+    patches.undo()
+    boto3.setup_default_session()  # drops the botocore fault hooks with the session that held them
+    stack.keeper.vault.clear_faults()
+
+
+@pytest.mark.parametrize(("call", "fault", "policy"), CELLS)
+def test_fault_matrix(stack, short_lease, patches, capsys, call, fault, policy):
+    label, kind, target, occurrence = call
+    stack.keeper.vault.pending_policy = policy
+    uid = stack.add_pair("alice")
+    arm(stack, patches, kind, target, occurrence, fault)
+    first = run(stack, uid)
+    seen = {stack.iam_password("alice"), stack.keeper_password(uid)}
+    disarm(stack, patches)
+    after = run(stack, uid)
+    final = assert_converged(stack, uid, "alice")
+    assert after == "rotated" and final != INITIAL_PASSWORD
+    output = capsys.readouterr()
+    for secret in seen | {final, INITIAL_PASSWORD}:
+        assert secret not in output.out + output.err
+    record(f"{label} x {fault} [{policy}]", first, f"{after}, IAM == Keeper")
+
+
+# --- the cases a single fault cannot produce ---------------------------------------------------------------------
+
+
+def test_live_lease_locks_out_a_second_invocation(stack, patches):
+    """A schedule racing an API call: while one run holds the user's lease, another changes nothing."""
+    uid = stack.add_pair("alice")
+    after_aws_call("iam", "UpdateLoginProfile", SimulatedCrash())
+    assert run(stack, uid) == "crashed"  # a run that is still "alive": its lease has minutes left
+    disarm(stack, patches)
+    iam_before, keeper_before = stack.iam_password("alice"), stack.keeper_password(uid)
+    assert run(stack, uid) == "skipped/locked"
+    assert (stack.iam_password("alice"), stack.keeper_password(uid)) == (iam_before, keeper_before)
+    assert len(open_entries()) == 1
+    record("concurrent run while another holds the lease", "skipped/locked", "nothing changed")
+
+
+def test_lambda_timeout_mid_rotation_is_recovered_after_the_lease(stack, short_lease, patches):
+    uid = stack.add_pair("alice")
+    after_aws_call("iam", "UpdateLoginProfile", SimulatedCrash())
+    assert run(stack, uid) == "crashed"
+    applied = stack.iam_password("alice")
+    assert applied != stack.keeper_password(uid)  # the dangerous moment: IAM changed, Keeper did not commit
+    disarm(stack, patches)
+    result = stack.rotate(uid)[0]
+    assert result["status"] == "rotated" and result["recovered"] is True
+    assert assert_converged(stack, uid, "alice") == applied  # converged forward, no third password
+    record("Lambda timeout after UpdateLoginProfile", "crashed", "recovered with the journaled password")
+
+
+def test_scheduled_run_recovers_records_outside_its_scope(stack, monkeypatch, short_lease, patches):
+    folder = stack.keeper.vault.add_folder(name="in-scope")
+    uid = stack.add_pair("alice")  # not in the folder the schedule is limited to
+    after_aws_call("iam", "UpdateLoginProfile", SimulatedCrash())
+    assert run(stack, uid) == "crashed"
+    disarm(stack, patches)
+    monkeypatch.setenv("ROTATION_FOLDER_UIDS", folder)
+    _clear_caches()
+    results = stack.invoke(json.loads('{"source": "aws.events", "detail-type": "Scheduled Event"}'))["results"]
+    assert [(r["recordUid"], r["status"], r.get("recovered")) for r in results] == [(uid, "rotated", True)]
+    assert_converged(stack, uid, "alice")
+
+
+def test_reuse_prevention_refusing_the_rollback_keeps_the_password_in_the_journal(stack, short_lease, patches):
+    uid = stack.add_pair("alice")
+    stack.keeper.vault.inject_fault("finalize_secret_update", kind="error", status=500, times=10)
+    AwsFaults().fail("iam", "UpdateLoginProfile", "PasswordPolicyViolation", after=1)  # the rollback is refused
+    assert run(stack, uid) == "failed/password_in_journal"
+    assert stack.iam_password("alice") != stack.keeper_password(uid)  # only the journal knows IAM's password now
+    assert len(open_entries()) == 1 and "secret" in open_entries()[0]
+    disarm(stack, patches)
+    assert run(stack, uid) == "rotated"
+    assert_converged(stack, uid, "alice")
+    record("commit fails + rollback refused (PasswordReusePrevention)", "failed/password_in_journal", "rotated")
+
+
+def test_recovery_uses_a_third_password_when_iam_refuses_the_journaled_one(stack, short_lease, patches):
+    uid = stack.add_pair("alice")
+    after_aws_call("iam", "UpdateLoginProfile", SimulatedCrash())
+    assert run(stack, uid) == "crashed"
+    journaled = stack.iam_password("alice")
+    disarm(stack, patches)
+    AwsFaults().fail("iam", "UpdateLoginProfile", "PasswordPolicyViolation")  # "already used" on re-apply
+    assert run(stack, uid) == "rotated"
+    final = assert_converged(stack, uid, "alice")
+    assert final not in {journaled, INITIAL_PASSWORD}
+    record("recovery re-apply refused (reuse)", "crashed", "rotated with a third password")
+
+
+def test_keeper_throttling_is_retried(stack):
+    uid = stack.add_pair("alice")
+    stack.keeper.vault.inject_fault("update_secret", kind="throttle", times=2, seconds=0.01)
+    assert run(stack, uid) == "rotated"
+    assert_converged(stack, uid, "alice")
+    record("Keeper throttles staging twice", "rotated", "rotated")
+
+
+def test_journal_ciphertext_is_bound_to_its_user(stack, short_lease, patches):
+    """A journal item copied onto another user's key cannot be decrypted (KMS encryption context)."""
+    uid = stack.add_pair("alice")
+    after_aws_call("iam", "UpdateLoginProfile", SimulatedCrash())
+    assert run(stack, uid) == "crashed"
+    ddb = boto3.client("dynamodb")
+    item = open_entries()[0]
+    item["recordUid"] = {"S": "AAAAAAAAAAAAAAAAAAAAAA"}
+    ddb.put_item(TableName=JOURNAL_TABLE, Item=item)
+    disarm(stack, patches)
+    assert run(stack, uid) == "skipped/locked"  # the entry names another record: not this run's to recover
