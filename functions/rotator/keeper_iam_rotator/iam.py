@@ -32,7 +32,7 @@ class IamRefused(Exception):
     """IAM answered and did not change the password."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
+        super().__init__(message)
         self.code = code
 
 
@@ -133,7 +133,7 @@ class IamGateway:
                 if last:
                     if maybe_applied:
                         raise IamOutcomeUnknown(type(error).__name__) from None
-                    raise IamRefused("EndpointUnreachable", type(error).__name__) from None
+                    raise IamRefused("EndpointUnreachable", f"IAM unreachable: {type(error).__name__}") from None
             except Exception as error:  # read timeout, reset connection: the request may have landed
                 maybe_applied = True
                 if last:
