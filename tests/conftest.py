@@ -24,6 +24,7 @@ INITIAL_PASSWORD = "Initial-Passw0rd!"
 JOURNAL_TABLE = "keeper-iam-rotator-journal"
 JOURNAL_KEY = "alias/keeper-iam-rotator-journal"
 CONFIG_SECRET = "keeper-iam-rotator/ksm-config"
+IDEMPOTENCY_TABLE = "keeper-iam-rotator-idempotency"
 
 
 @pytest.fixture(autouse=True)
@@ -37,6 +38,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         "POWERTOOLS_TRACE_DISABLED": "true",
         "POWERTOOLS_METRICS_NAMESPACE": "KeeperIamRotator",
         "KSM_CONFIG_SECRET_ID": CONFIG_SECRET,
+        "IDEMPOTENCY_TABLE_NAME": IDEMPOTENCY_TABLE,
         "RETRY_DELAY": "0",
     }.items():
         monkeypatch.setenv(name, value)
@@ -48,9 +50,9 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def _clear_caches() -> None:
-    from keeper_iam_rotator import service
+    from keeper_iam_rotator import idempotency, service
 
-    for cached in (service.client, service.vault_for, service.secrets_provider):
+    for cached in (service.client, service.vault_for, service.secrets_provider, idempotency._store):
         cached.cache_clear()
 
 
@@ -152,13 +154,15 @@ def custom_value(record: dict[str, Any], label: str) -> str | None:
 
 
 def create_function_resources(config_b64: str) -> None:
-    """What template.yaml creates: the journal table, its KMS key, and the KSM config secret."""
-    boto3.client("dynamodb").create_table(
-        TableName=JOURNAL_TABLE,
-        KeySchema=[{"AttributeName": "userArn", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "userArn", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    """What template.yaml creates: the journal and idempotency tables, the journal's KMS key, and the KSM config
+    secret (which `keeper-iam-rotator init` creates in real life)."""
+    for table, key in ((JOURNAL_TABLE, "userArn"), (IDEMPOTENCY_TABLE, "id")):
+        boto3.client("dynamodb").create_table(
+            TableName=table,
+            KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
     kms = boto3.client("kms")
     key_id = kms.create_key(Description="journal")["KeyMetadata"]["KeyId"]
     kms.create_alias(AliasName=JOURNAL_KEY, TargetKeyId=key_id)

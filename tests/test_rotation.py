@@ -296,3 +296,39 @@ def test_direct_invoke_bad_input_is_a_clear_error(stack):
     assert stack.invoke({"records": "alice"}) == {
         "error": {"code": "bad_request", "message": '"records" must be a non-empty list of Keeper record uids'}
     }
+
+
+# --- idempotency -----------------------------------------------------------------------------------------------------
+
+
+def test_async_retry_of_the_same_invocation_does_not_rotate_twice(stack):
+    uid = stack.add_pair("alice")
+    first = stack.invoke({"records": [uid]}, aws_request_id="req-1")
+    password = stack.iam_password("alice")
+    again = stack.invoke({"records": [uid]}, aws_request_id="req-1")  # Lambda's async retry keeps the request id
+    assert again == first
+    assert stack.iam_password("alice") == password == stack.keeper_password(uid)
+
+
+def test_api_idempotency_key_returns_the_first_answer(stack):
+    uid = stack.add_pair("alice")
+    event = api_event(json.dumps({"records": [uid]}))
+    event["headers"]["Idempotency-Key"] = "rotate-alice-2026-11"
+    first = stack.invoke(event)
+    password = stack.iam_password("alice")
+    assert json.loads(stack.invoke(event)["body"]) == json.loads(first["body"])
+    assert stack.iam_password("alice") == password
+    other = api_event(json.dumps({"records": [uid], "dryRun": True}))
+    other["headers"]["Idempotency-Key"] = "rotate-alice-2026-11"
+    refused = stack.invoke(other)
+    assert refused["statusCode"] == 422
+    assert json.loads(refused["body"])["error"]["code"] == "idempotency_key_reused"
+
+
+def test_without_a_key_each_api_call_rotates(stack):
+    uid = stack.add_pair("alice")
+    stack.invoke(api_event(json.dumps({"records": [uid]})))
+    first = stack.iam_password("alice")
+    stack.invoke(api_event(json.dumps({"records": [uid]})))
+    assert stack.iam_password("alice") != first
+    assert_rotated(stack, uid, "alice", previous=first)

@@ -13,6 +13,7 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from keeper_iam_rotator import service
+from keeper_iam_rotator.idempotency import AlreadyRunning, KeyReused, once
 from keeper_iam_rotator.observability import logger, metrics, quiet_chatty_loggers, report, tracer
 from keeper_iam_rotator.requests_model import BadRequest, RotationRequest, parse_request
 from keeper_iam_rotator.settings import Settings
@@ -21,7 +22,14 @@ api = APIGatewayRestResolver()
 quiet_chatty_loggers()
 
 
-def execute(request: RotationRequest, trigger: str, context: LambdaContext) -> dict[str, Any]:
+class RequestRefused(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def execute(request: RotationRequest, trigger: str, context: LambdaContext, retry_key: str) -> dict[str, Any]:
+    """Run the request once per idempotency key (the caller's, else `retry_key`) and return its results."""
     settings = Settings.from_env()
     metrics.add_dimension(name="trigger", value=trigger)
     invocation = service.Invocation(
@@ -31,7 +39,19 @@ def execute(request: RotationRequest, trigger: str, context: LambdaContext) -> d
         load_ksm_config=lambda: service.load_ksm_config(settings.ksm_config_secret_id, settings.ksm_config_max_age),
         observe=report,
     )
-    return {"results": [result.to_dict() for result in service.run(request, invocation)]}
+
+    def work() -> dict[str, Any]:
+        return {"results": [result.to_dict() for result in service.run(request, invocation)]}
+
+    key = request.idempotency_key or retry_key
+    try:
+        return once(key, request.to_dict(), settings.idempotency_table, context, work)
+    except AlreadyRunning:
+        raise RequestRefused(409, "in_progress", "this request is already being processed; retry later") from None
+    except KeyReused:
+        raise RequestRefused(
+            422, "idempotency_key_reused", "this idempotency key was used with a different request"
+        ) from None
 
 
 def _error(status: int, code: str, message: str) -> Response:
@@ -41,15 +61,19 @@ def _error(status: int, code: str, message: str) -> Response:
 
 @api.post("/rotations")
 def post_rotations() -> dict[str, Any] | Response:
+    event = api.current_event
     try:
-        body = json.loads(api.current_event.decoded_body or "")
-    except ValueError:
-        return _error(400, "bad_request", "the body is not valid JSON")
-    try:
+        body = json.loads(event.decoded_body or "")
+        if isinstance(body, dict) and "idempotencyKey" not in body and event.get_header_value("Idempotency-Key"):
+            body["idempotencyKey"] = event.get_header_value("Idempotency-Key")
         request = parse_request(body)
-    except BadRequest as error:
-        return _error(400, "bad_request", str(error))
-    return execute(request, "api", api.lambda_context)
+    except ValueError as error:  # JSONDecodeError and BadRequest
+        message = str(error) if isinstance(error, BadRequest) else "the body is not valid JSON"
+        return _error(400, "bad_request", message)
+    try:
+        return execute(request, "api", api.lambda_context, retry_key="")
+    except RequestRefused as refused:
+        return _error(refused.status, refused.code, refused.message)
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -58,10 +82,11 @@ def post_rotations() -> dict[str, Any] | Response:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if "httpMethod" in event and "requestContext" in event:
         return api.resolve(event, context)
-    if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
-        return execute(RotationRequest(record_uids=None), "schedule", context)
     try:
-        request = parse_request(event)
+        if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
+            return execute(RotationRequest(record_uids=None), "schedule", context, retry_key=str(event.get("id", "")))
+        return execute(parse_request(event), "invoke", context, retry_key=context.aws_request_id)
     except BadRequest as error:
         return {"error": {"code": "bad_request", "message": str(error)}}
-    return execute(request, "invoke", context)
+    except RequestRefused as refused:
+        return {"error": {"code": refused.code, "message": refused.message}}

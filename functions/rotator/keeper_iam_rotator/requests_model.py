@@ -8,7 +8,7 @@ from typing import Any
 
 MAX_RECORDS = 50
 RECORD_UID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")  # Keeper uids: url-safe base64 of 16 bytes (22 chars)
-ALLOWED_KEYS = frozenset({"records", "dryRun"})
+ALLOWED_KEYS = frozenset({"records", "dryRun", "idempotencyKey"})
 
 
 class BadRequest(ValueError):
@@ -21,6 +21,11 @@ class RotationRequest:
 
     record_uids: tuple[str, ...] | None
     dry_run: bool = False
+    idempotency_key: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The request as idempotency compares it: a key reused with another body is refused."""
+        return {"records": list(self.record_uids or ()), "dryRun": self.dry_run}
 
 
 def parse_request(body: Any) -> RotationRequest:
@@ -30,7 +35,7 @@ def parse_request(body: Any) -> RotationRequest:
         raise BadRequest('the request must be a JSON object like {"records": ["<record uid>"]}')
     unknown = sorted(set(body) - ALLOWED_KEYS)
     if unknown:
-        raise BadRequest(f"unknown field(s) {', '.join(unknown)}; allowed: records, dryRun")
+        raise BadRequest(f"unknown field(s) {', '.join(unknown)}; allowed: records, dryRun, idempotencyKey")
     records = body.get("records")
     if not isinstance(records, list) or not records:
         raise BadRequest('"records" must be a non-empty list of Keeper record uids')
@@ -42,4 +47,7 @@ def parse_request(body: Any) -> RotationRequest:
     dry_run = body.get("dryRun", False)
     if not isinstance(dry_run, bool):
         raise BadRequest('"dryRun" must be true or false')
-    return RotationRequest(record_uids=tuple(dict.fromkeys(records)), dry_run=dry_run)
+    key = body.get("idempotencyKey")
+    if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 128):
+        raise BadRequest('"idempotencyKey" must be a string of 1 to 128 characters')
+    return RotationRequest(record_uids=tuple(dict.fromkeys(records)), dry_run=dry_run, idempotency_key=key)

@@ -1,0 +1,60 @@
+"""A retried request returns the first answer instead of rotating again (Powertools idempotency on DynamoDB).
+
+The key is the caller's when given (API header `Idempotency-Key`, invoke field `idempotencyKey`), else the id a
+platform retry keeps: the EventBridge event id for the schedule and the Lambda request id for a direct invoke
+(asynchronous retries reuse it). API calls without a key are not deduplicated: API Gateway does not retry them.
+The journal already makes a repeated rotation safe; this makes it not happen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools.utilities.idempotency import (
+    DynamoDBPersistenceLayer,
+    IdempotencyConfig,
+    idempotent_function,
+)
+from aws_lambda_powertools.utilities.idempotency.exceptions import (
+    IdempotencyAlreadyInProgressError,
+    IdempotencyValidationError,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+RESULT_TTL_SECONDS = 3600
+
+
+class AlreadyRunning(Exception):
+    """The same request is being processed by another invocation right now."""
+
+
+class KeyReused(Exception):
+    """The idempotency key was used before with a different request body."""
+
+
+@lru_cache(maxsize=2)
+def _store(table: str) -> DynamoDBPersistenceLayer:
+    return DynamoDBPersistenceLayer(table_name=table)
+
+
+def once(key: str, request: dict[str, Any], table: str, context: LambdaContext, work: Callable[[], Any]) -> Any:
+    """Run `work` once per (key, request) within an hour; without a table or a key, just run it."""
+    if not table or not key:
+        return work()
+    config = IdempotencyConfig(
+        event_key_jmespath="key", payload_validation_jmespath="request", expires_after_seconds=RESULT_TTL_SECONDS
+    )
+    config.register_lambda_context(context)
+
+    @idempotent_function(data_keyword_argument="call", config=config, persistence_store=_store(table))
+    def rotate_once(call: dict[str, Any]) -> Any:
+        return work()
+
+    try:
+        return rotate_once(call={"key": key, "request": request})
+    except IdempotencyAlreadyInProgressError:
+        raise AlreadyRunning(key) from None
+    except IdempotencyValidationError:
+        raise KeyReused(key) from None
