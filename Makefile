@@ -5,7 +5,7 @@ SAM_VENV ?= .venv-sam
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint unit demo bench validate build clean
+.PHONY: test lint demo bench bench-import validate build clean
 
 $(STAMP): pyproject.toml functions/rotator/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,3 +39,6 @@ validate: $(SAM_VENV)/.installed
 build: validate
 	PATH="$(dir $(PYTHON)):$$PATH" SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam build
 	du -sh .aws-sam/build/RotatorFunction
+
+bench-import: $(STAMP)
+	$(BIN)/python tools/bench_import.py

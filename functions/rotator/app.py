@@ -7,9 +7,9 @@ in scope), and a direct invoke / `sam local invoke` with `{"records": [...], "dr
 from __future__ import annotations
 
 import json
-from typing import Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from keeper_iam_rotator import service
@@ -18,7 +18,9 @@ from keeper_iam_rotator.observability import logger, metrics, quiet_chatty_logge
 from keeper_iam_rotator.requests_model import BadRequest, RotationRequest, parse_request
 from keeper_iam_rotator.settings import Settings
 
-api = APIGatewayRestResolver()
+if TYPE_CHECKING:
+    from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+
 quiet_chatty_loggers()
 
 
@@ -54,14 +56,26 @@ def execute(request: RotationRequest, trigger: str, context: LambdaContext, retr
         ) from None
 
 
+@lru_cache(maxsize=1)
+def api() -> APIGatewayRestResolver:
+    """The REST API router, imported on the first API event only (the schedule and direct invokes never need it)."""
+    from aws_lambda_powertools.event_handler import APIGatewayRestResolver  # noqa: PLC0415 - API events only
+
+    router = APIGatewayRestResolver()
+    router.post("/rotations")(post_rotations)
+    return router
+
+
 def _error(status: int, code: str, message: str) -> Response:
+    from aws_lambda_powertools.event_handler import Response, content_types  # noqa: PLC0415 - API events only
+
     body = json.dumps({"error": {"code": code, "message": message}})
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
 
 
-@api.post("/rotations")
 def post_rotations() -> dict[str, Any] | Response:
-    event = api.current_event
+    """POST /rotations: the body is a rotation request; 400 for anything else, 404 (the router's) elsewhere."""
+    event = api().current_event
     try:
         body = json.loads(event.decoded_body or "")
         if isinstance(body, dict) and "idempotencyKey" not in body and event.get_header_value("Idempotency-Key"):
@@ -71,7 +85,7 @@ def post_rotations() -> dict[str, Any] | Response:
         message = str(error) if isinstance(error, BadRequest) else "the body is not valid JSON"
         return _error(400, "bad_request", message)
     try:
-        return execute(request, "api", api.lambda_context, retry_key="")
+        return execute(request, "api", api().lambda_context, retry_key="")
     except RequestRefused as refused:
         return _error(refused.status, refused.code, refused.message)
 
@@ -81,7 +95,7 @@ def post_rotations() -> dict[str, Any] | Response:
 @tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if "httpMethod" in event and "requestContext" in event:
-        return api.resolve(event, context)
+        return api().resolve(event, context)
     try:
         if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
             return execute(RotationRequest(record_uids=None), "schedule", context, retry_key=str(event.get("id", "")))
