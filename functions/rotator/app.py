@@ -78,8 +78,9 @@ def post_rotations() -> dict[str, Any] | Response:
     event = api().current_event
     try:
         body = json.loads(event.decoded_body or "")
-        if isinstance(body, dict) and "idempotencyKey" not in body and event.get_header_value("Idempotency-Key"):
-            body["idempotencyKey"] = event.get_header_value("Idempotency-Key")
+        header_key = event.headers.get("Idempotency-Key")  # Powertools' headers are case-insensitive
+        if isinstance(body, dict) and header_key and "idempotencyKey" not in body:
+            body["idempotencyKey"] = header_key
         request = parse_request(body)
     except ValueError as error:  # JSONDecodeError and BadRequest
         message = str(error) if isinstance(error, BadRequest) else "the body is not valid JSON"
