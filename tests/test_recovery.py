@@ -219,3 +219,24 @@ def test_journal_ciphertext_is_bound_to_its_user(stack, short_lease, patches):
     ddb.put_item(TableName=JOURNAL_TABLE, Item=item)
     disarm(stack, patches)
     assert run(stack, uid) == "skipped/locked"  # the entry names another record: not this run's to recover
+
+
+def test_scheduled_run_reports_an_unfinished_rotation_whose_record_is_gone(stack):
+    """Never drop a journal entry silently: IAM may hold its password."""
+    boto3.client("dynamodb").put_item(
+        TableName=JOURNAL_TABLE,
+        Item={
+            "userArn": {"S": "arn:aws:iam::123456789012:user/ghost"},
+            "recordUid": {"S": "GoneGoneGoneGoneGone00"},
+            "state": {"S": "applied"},
+            "owner": {"S": "a-dead-run"},
+            "leaseUntil": {"N": "0"},
+            "secret": {"B": b"ciphertext"},
+        },
+    )
+    results = stack.invoke({"source": "aws.events", "detail-type": "Scheduled Event"})["results"]
+    assert [(r["recordUid"], r["status"], r["error"]["code"]) for r in results] == [
+        ("GoneGoneGoneGoneGone00", "failed", "password_in_journal")
+    ]
+    assert "user/ghost" in results[0]["error"]["message"]
+    assert len(open_entries()) == 1

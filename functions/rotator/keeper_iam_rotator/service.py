@@ -49,6 +49,9 @@ class ConfigUnavailable(Exception):
     """The KSM config secret could not be read; the message names the secret, never its value."""
 
 
+Work = PamUser | RecordResult  # a record to rotate, or the result it already has
+
+
 @dataclass
 class Invocation:
     settings: Settings
@@ -73,50 +76,60 @@ def run(request: RotationRequest, inv: Invocation) -> list[RecordResult]:
         return _all_failed(request, Code.KSM_CONFIG_UNREADABLE, str(error), inv, account_id)
     try:
         vault = vault_for(ksm_config, settings.keeper_timeout)
-        users = _fetch(request, vault, settings)
-        orphans = [] if request.record_uids or dry_run else _orphaned_entries(journal, users, vault)
-    except (KeeperFailure, JournalError) as error:
+        work = _fetch(request, vault, settings, account_id)
+        if not (request.record_uids or dry_run):
+            work += _unfinished_elsewhere(journal, work, vault, account_id)
+    except KeeperFailure as error:
         return _all_failed(request, Code.KEEPER_UNAVAILABLE, f"{error}; nothing was changed", inv, account_id)
 
     rot = Rotation(
         iam, vault, journal, inv.owner, inv.lease_seconds, settings.password_length, settings.commit_attempts
     )
     results = []
-    for uid, user in users:
+    for item in work:
         started = time.monotonic()
-        if user is None:
-            result = RecordResult(
-                uid,
-                Status.SKIPPED,
-                account_id=account_id,
-                code=Code.RECORD_NOT_FOUND,
-                message="no such record is shared with the KSM application",
-            )
-        else:
-            result = _guarded(rotate, user, rot, dry_run)
-        inv.observe(result, time.monotonic() - started)
-        results.append(result)
-    for user in orphans:
-        started = time.monotonic()
-        result = _guarded(rotate, user, rot, False)
+        result = item if isinstance(item, RecordResult) else _guarded(rotate, item, rot, dry_run)
         inv.observe(result, time.monotonic() - started)
         results.append(result)
     return results
 
 
-def _fetch(request: RotationRequest, vault: KeeperVault, settings: Settings) -> list[tuple[str, PamUser | None]]:
-    """Requested uids in request order (None for the ones Keeper does not return), or every pamUser in scope."""
+def _fetch(request: RotationRequest, vault: KeeperVault, settings: Settings, account_id: str) -> list[Work]:
+    """Requested records in request order (a result for the ones Keeper does not return), or every pamUser in
+    scope for the schedule."""
     if request.record_uids:
         found = vault.fetch(request.record_uids)
-        return [(uid, found.get(uid)) for uid in request.record_uids]
-    return [(u.uid, u) for u in vault.fetch_all(settings.folder_uids) if u.type == "pamUser"]
+        missing = "no such record is shared with the KSM application"
+        return [
+            found.get(uid)
+            or RecordResult(uid, Status.SKIPPED, account_id=account_id, code=Code.RECORD_NOT_FOUND, message=missing)
+            for uid in request.record_uids
+        ]
+    return [user for user in vault.fetch_all(settings.folder_uids) if user.type == "pamUser"]
 
 
-def _orphaned_entries(journal: Journal, users: list[tuple[str, PamUser | None]], vault: KeeperVault) -> list[PamUser]:
-    """Scheduled runs also finish unfinished rotations of records outside this run's scope."""
-    in_run = {uid for uid, _ in users}
-    missing = sorted({e.record_uid for e in journal.open_entries() if e.record_uid not in in_run})
-    return list(vault.fetch(missing).values()) if missing else []
+def _unfinished_elsewhere(journal: Journal, work: list[Work], vault: KeeperVault, account_id: str) -> list[Work]:
+    """The scheduled run also finishes rotations that died on records outside its scope. An entry whose record is
+    gone is reported, never dropped: IAM may hold its password."""
+    in_run = {item.record_uid if isinstance(item, RecordResult) else item.uid for item in work}
+    try:
+        entries = [entry for entry in journal.open_entries() if entry.record_uid not in in_run]
+    except JournalError as error:
+        log.warning("could not scan the journal for unfinished rotations", extra={"error": str(error)})
+        return []
+    found = vault.fetch(sorted({entry.record_uid for entry in entries})) if entries else {}
+    gone = "the journal holds an unfinished rotation for {arn}, but its record is no longer shared with the KSM app"
+    return [
+        found.get(entry.record_uid)
+        or RecordResult(
+            entry.record_uid,
+            Status.FAILED,
+            account_id=account_id,
+            code=Code.PASSWORD_IN_JOURNAL,
+            message=gone.format(arn=entry.user_arn),
+        )
+        for entry in entries
+    ]
 
 
 def _guarded(fn: Callable[..., RecordResult], user: PamUser, rot: Rotation, dry_run: bool) -> RecordResult:
