@@ -1,0 +1,175 @@
+"""`check`: the preflight changes nothing and says PASS/FAIL/WARN/SKIP per check; exit 0 iff nothing FAILed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from .conftest import TARGET, answer_aws
+from conftest import INITIAL_PASSWORD
+from faults import AwsFaults
+
+
+def checks_of(result) -> dict[str, dict[str, str]]:
+    document = json.loads(result.stdout)
+    return {c["check"]: c for c in document["checks"]} | {"verdict": {"result": document["verdict"]}}
+
+
+def simulate(decisions: dict[str, str]) -> list[dict[str, Any]]:
+    """Answer iam:SimulatePrincipalPolicy (moto lacks it) with these decisions per action, default "allowed"."""
+
+    def respond(params: dict[str, Any]) -> dict[str, Any]:
+        results = [
+            {"EvalActionName": action, "EvalResourceName": resource, "EvalDecision": decisions.get(action, "allowed")}
+            for action in params["ActionNames"]
+            for resource in params["ResourceArns"]
+        ]
+        return {"EvaluationResults": results, "IsTruncated": False}
+
+    return answer_aws("iam", "SimulatePrincipalPolicy", respond)
+
+
+@pytest.fixture
+def ready(stack):
+    """Two rotatable users; nothing may change during a check."""
+    uids = {name: stack.add_pair(name) for name in ("alice", "bob")}
+    yield uids
+    for name, uid in uids.items():
+        assert stack.iam_password(name) == INITIAL_PASSWORD
+        assert stack.keeper_password(uid) == INITIAL_PASSWORD
+    assert stack.journal_items() == []
+
+
+def test_ready_deployment_passes(ready, run):
+    simulate({})
+    result = run("check", "--json", *TARGET)
+    assert result.exit_code == 0, result.output
+    checks = checks_of(result)
+    assert checks["verdict"]["result"] == "READY"
+    for name in ("aws-credentials", "ksm-config", "keeper-records", "password-policy", "journal-table", "journal-key"):
+        assert checks[name]["result"] == "PASS", checks[name]
+    for uid in ready.values():
+        assert checks[f"record {uid}"]["result"] == "PASS"
+    for action in ("iam:UpdateLoginProfile", "dynamodb:PutItem", "kms:Decrypt", "secretsmanager:GetSecretValue"):
+        assert checks[action]["result"] == "PASS"
+    assert "2 pamUser record(s)" in checks["keeper-records"]["detail"]
+
+
+def test_table_output_and_verdict(ready, run):
+    simulate({})
+    result = run("check", "--record", ready["alice"], *TARGET)
+    assert result.exit_code == 0
+    assert "READY" in result.stdout and "PASS" in result.stdout and ready["alice"] in result.stdout
+
+
+def test_denied_action_fails(ready, run):
+    simulate({"iam:UpdateLoginProfile": "implicitDeny"})
+    result = run("check", "--json", *TARGET)
+    assert result.exit_code == 1
+    checks = checks_of(result)
+    assert checks["iam:UpdateLoginProfile"]["result"] == "FAIL"
+    assert "implicitDeny on arn:aws:iam::123456789012:user/alice" in checks["iam:UpdateLoginProfile"]["detail"]
+    assert checks["iam:GetUser"]["result"] == "PASS"
+    assert checks["verdict"]["result"] == "NOT READY"
+
+
+def test_simulation_unsupported_is_skipped_not_failed(ready, run):
+    result = run("check", "--json", *TARGET)  # moto does not implement SimulatePrincipalPolicy
+    assert result.exit_code == 0, result.output
+    permissions = checks_of(result)["permissions"]
+    assert permissions["result"] == "SKIP"
+    assert "SimulatePrincipalPolicy unavailable (NotImplementedError)" in permissions["detail"]
+
+
+def test_simulation_denied_is_skipped_and_role_arn_is_simulated(ready, run):
+    AwsFaults().fail("iam", "SimulatePrincipalPolicy", "AccessDenied", status=403)
+    result = run("check", "--json", "--role-arn", "arn:aws:iam::123456789012:role/rotator", *TARGET)
+    assert result.exit_code == 0
+    assert (
+        checks_of(result)["permissions"]["detail"]
+        == "iam:SimulatePrincipalPolicy unavailable (AccessDenied); not checked"
+    )
+
+
+def test_permissions_are_simulated_on_the_deployments_resources(ready, run):
+    sent = simulate({})
+    result = run("check", "--json", "--role-arn", "arn:aws:iam::123456789012:role/rotator", *TARGET)
+    assert result.exit_code == 0
+    assert "allowed for arn:aws:iam::123456789012:role/rotator" in checks_of(result)["kms:Encrypt"]["detail"]
+    assert {p["PolicySourceArn"] for p in sent} == {"arn:aws:iam::123456789012:role/rotator"}
+    resources = {tuple(p["ActionNames"]): p["ResourceArns"] for p in sent}
+    users = resources[("iam:GetUser", "iam:GetLoginProfile", "iam:UpdateLoginProfile")]
+    assert sorted(users) == ["arn:aws:iam::123456789012:user/alice", "arn:aws:iam::123456789012:user/bob"]
+    assert resources[("dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Scan")] == [
+        "arn:aws:dynamodb:us-east-1:123456789012:table/keeper-iam-rotator-journal"
+    ]
+    assert resources[("secretsmanager:GetSecretValue",)][0].startswith(
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:keeper-iam-rotator/ksm-config"
+    )
+
+
+def test_user_problems_fail(stack, run):
+    stack.add_user("svc", password=None)
+    no_console = stack.add_record("svc")
+    ghost = stack.add_record("ghost")
+    login = stack.add_record("carol", record_type="login")
+    missing = "ZZZZZZZZZZZZZZZZZZZZZZ"
+    result = run("check", "--json", *[a for u in (no_console, ghost, login, missing) for a in ("--record", u)], *TARGET)
+    assert result.exit_code == 1
+    checks = checks_of(result)
+    assert checks[f"record {no_console}"]["detail"].startswith("no_login_profile")
+    assert checks[f"record {ghost}"]["detail"].startswith("iam_user_not_found")
+    assert checks[f"record {login}"]["detail"].startswith("not_pam_user")
+    assert checks["keeper-records"]["result"] == "FAIL" and missing in checks["keeper-records"]["detail"]
+    with pytest.raises(stack.iam.exceptions.NoSuchEntityException):
+        stack.iam.get_login_profile(UserName="svc")
+
+
+def test_user_path_and_required_tag(stack, run):
+    stack.add_user("ops", path="/rotatable/")
+    stack.iam.tag_user(UserName="ops", Tags=[{"Key": "rotate", "Value": "yes"}])
+    inside = stack.add_record("ops")
+    outside = stack.add_pair("alice")
+    args = ["check", "--json", "--record", inside, "--record", outside, "--user-path", "/rotatable/"]
+    result = run(*args, "--required-tag", "rotate=yes", *TARGET)
+    assert result.exit_code == 1
+    checks = checks_of(result)
+    assert checks[f"record {inside}"]["result"] == "PASS"
+    detail = checks[f"record {outside}"]["detail"]
+    assert "path / is outside /rotatable/" in detail and "tag rotate=yes missing" in detail
+
+
+def test_password_policy_is_described(ready, run, stack):
+    stack.set_password_policy(MinimumPasswordLength=40, RequireSymbols=True)
+    result = run("check", "--json", *TARGET)
+    detail = checks_of(result)["password-policy"]["detail"]
+    assert "custom policy: min 40, requires symbols; generated passwords have 40 chars" in detail
+
+
+def test_missing_journal_and_bad_config_fail(stack, run, tmp_path):
+    config = tmp_path / "ksm.json"
+    config.write_text('{"hostname": "127.0.0.1:9"}')
+    result = run(
+        "check", "--json", "--config-file", str(config), "--journal-table", "nope", "--journal-key", "alias/no"
+    )
+    assert result.exit_code == 1
+    checks = checks_of(result)
+    assert checks["ksm-config"]["result"] == "FAIL"
+    assert checks["keeper-records"]["result"] == "SKIP"
+    assert "ResourceNotFoundException" in checks["journal-table"]["detail"]
+    assert "NotFoundException" in checks["journal-key"]["detail"]
+
+
+def test_bad_options_are_usage_errors(run):
+    assert run("check", "--user-path", "rotatable").exit_code == 2
+    result = run("check", "--required-tag", "novalue")
+    assert result.exit_code == 2 and "KEY=VALUE" in result.stderr
+
+
+def test_help(run):
+    result = run("check", "--help")
+    assert result.exit_code == 0
+    for option in ("--record", "--user-path", "--required-tag", "--role-arn", "--json", "--stack"):
+        assert option in result.stdout

@@ -1,0 +1,129 @@
+"""`init`: redeem an emulator one-time token with the stock SDK, store the config in (moto) Secrets Manager."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import boto3
+
+from .conftest import TARGET
+from faults import AwsFaults
+
+NAME = "rotator/ksm-config-new"
+
+
+def init_args(keeper, *extra: str) -> list[str]:
+    return [
+        "init",
+        "--secret-name",
+        NAME,
+        "--hostname",
+        keeper.host,
+        "--server-public-key",
+        keeper.server_public_key,
+        *extra,
+    ]
+
+
+def stored_config(name: str = NAME) -> dict:
+    value = boto3.client("secretsmanager").get_secret_value(SecretId=name)["SecretString"]
+    return json.loads(base64.b64decode(value))
+
+
+def test_creates_the_secret_and_the_config_rotates(stack, run):
+    token = stack.keeper.one_time_token()
+    key = boto3.client("kms").create_key()["KeyMetadata"]["KeyId"]
+    result = run(*init_args(stack.keeper, "--token", token, "--tag", "team=iam", "--kms-key-id", key))
+    assert result.exit_code == 0, result.output
+    arn = boto3.client("secretsmanager").describe_secret(SecretId=NAME)["ARN"]
+    assert f"Created secret: {arn}" in result.stdout
+    assert f"sam deploy --parameter-overrides KsmConfigSecretArn={arn}" in result.stdout
+    assert f"keeper-iam-rotator check --config-secret {arn}" in result.stdout
+    described = boto3.client("secretsmanager").describe_secret(SecretId=NAME)
+    assert described["Tags"] == [{"Key": "team", "Value": "iam"}]
+    assert described["KmsKeyId"] == key
+    config = stored_config()
+    assert {"clientId", "privateKey", "appKey", "hostname", "serverPublicKey"} <= set(config)
+    assert "clientKey" not in config
+    uid = stack.add_pair("alice")
+    rotated = run("rotate", "--record", uid, *TARGET[2:], "--config-secret", NAME)
+    assert rotated.exit_code == 0, rotated.output
+    assert stack.iam_password("alice") == stack.keeper_password(uid) != "Initial-Passw0rd!"
+
+
+def test_existing_secret_gets_a_new_version(stack, run):
+    boto3.client("secretsmanager").create_secret(Name=NAME, SecretString="old")
+    result = run(*init_args(stack.keeper, "--token", stack.keeper.one_time_token()))
+    assert result.exit_code == 0, result.output
+    assert "Stored a new version of secret" in result.stdout
+    versions = boto3.client("secretsmanager").list_secret_version_ids(SecretId=NAME)["Versions"]
+    assert len(versions) == 2
+    assert "appKey" in stored_config()
+
+
+def test_token_from_prompt_and_file(stack, run, tmp_path):
+    token = stack.keeper.one_time_token()
+    result = run(*init_args(stack.keeper), input=f"{token}\n")
+    assert result.exit_code == 0, result.output
+    assert "KSM one-time access token" in result.output
+    token_file = tmp_path / "token"
+    token_file.write_text(stack.keeper.one_time_token() + "\n")
+    result = run(*init_args(stack.keeper, "--token-file", str(token_file)))
+    assert result.exit_code == 0
+    assert len(boto3.client("secretsmanager").list_secret_version_ids(SecretId=NAME)["Versions"]) == 2
+
+
+def test_spent_token_fails_and_stores_nothing(stack, run):
+    token = stack.keeper.one_time_token()
+    assert run(*init_args(stack.keeper, "--token", token)).exit_code == 0
+    again = run(*init_args(stack.keeper, "--token", token))
+    assert again.exit_code == 1
+    assert "redeeming the one-time token failed" in again.stderr
+    assert len(boto3.client("secretsmanager").list_secret_version_ids(SecretId=NAME)["Versions"]) == 1
+
+
+def test_secrets_manager_denied_keeps_the_token_unspent(stack, run):
+    AwsFaults().fail("secretsmanager", "DescribeSecret", "AccessDeniedException", status=400)
+    token = stack.keeper.one_time_token()
+    denied = run(*init_args(stack.keeper, "--token", token))
+    assert denied.exit_code == 1
+    assert "DescribeSecret rotator/ksm-config-new failed: AccessDeniedException" in denied.stderr
+    assert run(*init_args(stack.keeper, "--token", token)).exit_code == 0  # the token still works
+
+
+def test_store_failure_after_redeeming_saves_a_private_file(stack, run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    AwsFaults().fail("secretsmanager", "CreateSecret", "AccessDeniedException", status=400)
+    result = run(*init_args(stack.keeper, "--token", stack.keeper.one_time_token()))
+    assert result.exit_code == 1
+    saved = tmp_path / "ksm-config-rotator_ksm-config-new.b64"
+    assert str(saved) in result.stderr
+    assert saved.stat().st_mode & 0o077 == 0
+    assert "appKey" in json.loads(base64.b64decode(saved.read_text()))
+
+
+def test_malformed_tokens_are_usage_errors(run):
+    result = run("init", "--secret-name", NAME, "--token", "127.0.0.1:8443:c2VjcmV0dG9rZW4")
+    assert result.exit_code == 2 and "--hostname HOST:PORT" in result.stderr
+    result = run("init", "--secret-name", NAME, "--token", "c2VjcmV0dG9rZW4")
+    assert result.exit_code == 2 and "give --hostname" in result.stderr
+    result = run("init", "--secret-name", NAME, "--token", "x", "--token-file", "-", input="y")
+    assert result.exit_code == 2
+    assert run("init", "--token", "US:abc").exit_code == 2  # --secret-name is required
+    assert "c2VjcmV0dG9rZW4" not in "".join(r for r in (result.output,))
+
+
+def test_help(run):
+    result = run("init", "--help")
+    assert result.exit_code == 0
+    for option in (
+        "--token",
+        "--token-file",
+        "--secret-name",
+        "--kms-key-id",
+        "--tag",
+        "--hostname",
+        "--server-public-key",
+    ):
+        assert option in result.stdout

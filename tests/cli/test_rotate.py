@@ -1,0 +1,188 @@
+"""`rotate`: the Lambda's rotation run locally; the truth is read back from moto and the KSM emulator."""
+
+from __future__ import annotations
+
+import json
+
+from .conftest import TARGET, answer_aws, results_of, stack_document
+from conftest import INITIAL_PASSWORD
+from faults import AwsFaults
+
+MISSING_UID = "ZZZZZZZZZZZZZZZZZZZZZZ"
+
+
+def assert_rotated(stack, uid: str, name: str) -> None:
+    password = stack.iam_password(name)
+    assert password == stack.keeper_password(uid)
+    assert password and password != INITIAL_PASSWORD
+    assert stack.keeper.vault.staged(uid) is None
+
+
+def assert_unchanged(stack, uid: str, name: str) -> None:
+    assert stack.iam_password(name) == INITIAL_PASSWORD
+    assert stack.keeper_password(uid) == INITIAL_PASSWORD
+
+
+def test_rotates_a_record_and_prints_a_table(stack, run):
+    uid = stack.add_pair("alice")
+    result = run("rotate", "--record", uid, *TARGET)
+    assert result.exit_code == 0, result.output
+    assert_rotated(stack, uid, "alice")
+    assert uid in result.stdout and "alice" in result.stdout and "rotated" in result.stdout
+    assert "1 rotated" in result.stdout
+
+
+def test_json_is_the_lambdas_results_document(stack, run):
+    uid = stack.add_pair("alice")
+    result = run("rotate", "--record", uid, "--json", *TARGET)
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == {
+        "results": [{"recordUid": uid, "status": "rotated", "userName": "alice", "accountId": "123456789012"}]
+    }
+    assert_rotated(stack, uid, "alice")
+
+
+def test_without_records_rotates_every_pam_user_in_scope(stack, run):
+    folder = stack.keeper.vault.add_folder(name="production")
+    alice = stack.add_pair("alice", folder=folder)
+    bob = stack.add_pair("bob")
+    result = run("rotate", "--folder", folder, "--json", *TARGET)
+    assert result.exit_code == 0
+    assert [r["recordUid"] for r in results_of(result)] == [alice]
+    assert_rotated(stack, alice, "alice")
+    assert_unchanged(stack, bob, "bob")
+
+
+def test_every_pam_user_in_scope_with_a_table(stack, run):
+    uids = {name: stack.add_pair(name) for name in ("u1", "u2", "u3", "u4", "u5")}
+    login_record = stack.add_record("carol", record_type="login")
+    result = run("rotate", *TARGET)
+    assert result.exit_code == 0, result.output
+    assert "5 rotated" in result.stdout
+    for name, uid in uids.items():
+        assert_rotated(stack, uid, name)
+    assert stack.keeper_password(login_record) == INITIAL_PASSWORD
+
+
+def test_dry_run_plans_and_changes_nothing(stack, run):
+    uid = stack.add_pair("alice")
+    result = run("rotate", "--record", uid, "--dry-run", "--json", *TARGET)
+    assert result.exit_code == 0
+    assert results_of(result)[0]["status"] == "planned"
+    assert_unchanged(stack, uid, "alice")
+    assert stack.journal_items() == []
+
+
+def test_skipped_record_exits_1_and_others_still_rotate(stack, run):
+    uid = stack.add_pair("alice")
+    stack.add_user("svc", password=None)
+    no_console = stack.add_record("svc")
+    result = run("rotate", "--record", uid, "--record", no_console, "--record", MISSING_UID, *TARGET)
+    assert result.exit_code == 1
+    assert "no_login_profile" in result.stdout and "record_not_found" in result.stdout
+    assert_rotated(stack, uid, "alice")
+    try:
+        stack.iam.get_login_profile(UserName="svc")
+        raise AssertionError("a login profile was created")
+    except stack.iam.exceptions.NoSuchEntityException:
+        pass
+
+
+def test_iam_refusal_is_a_failure_with_exit_1(stack, run):
+    AwsFaults().fail("iam", "UpdateLoginProfile", "PasswordPolicyViolation")
+    uid = stack.add_pair("alice")
+    result = run("rotate", "--record", uid, "--json", *TARGET)
+    assert result.exit_code == 1
+    assert results_of(result)[0]["error"]["code"] == "iam_update_refused"
+    assert_unchanged(stack, uid, "alice")
+
+
+def test_bad_uid_is_a_usage_error_and_changes_nothing(stack, run):
+    uid = stack.add_pair("alice")
+    result = run("rotate", "--record", uid, "--record", "not a uid!", *TARGET)
+    assert result.exit_code == 2
+    assert "is not a Keeper record uid" in result.stderr
+    assert_unchanged(stack, uid, "alice")
+
+
+def test_unreadable_config_secret_is_exit_2(stack, run):
+    uid = stack.add_pair("alice")
+    result = run("rotate", "--record", uid, "--config-secret", "no-such-secret")
+    assert result.exit_code == 2
+    assert "GetSecretValue no-such-secret failed: ResourceNotFoundException" in result.stderr
+    assert_unchanged(stack, uid, "alice")
+
+
+def test_invalid_config_is_exit_2_without_quoting_it(stack, run, tmp_path):
+    uid = stack.add_pair("alice")
+    bad = tmp_path / "ksm.json"
+    bad.write_text('{"clientId": "c2VjcmV0LWNsaWVudA==", "hostname": "127.0.0.1:1"}')
+    result = run("rotate", "--record", uid, "--config-file", str(bad))
+    assert result.exit_code == 2
+    assert "lacks privateKey, appKey" in result.stderr
+    assert "c2VjcmV0LWNsaWVudA" not in result.output
+    bad.write_text("not-json-not-base64 secret-value-123")
+    result = run("rotate", "--record", uid, "--config-file", str(bad))
+    assert result.exit_code == 2
+    assert "not valid base64 or JSON" in result.stderr
+    assert "secret-value-123" not in result.output
+    assert_unchanged(stack, uid, "alice")
+
+
+def test_config_file_and_env_work_like_the_secret(stack, run, tmp_path, monkeypatch):
+    alice, bob = stack.add_pair("alice"), stack.add_pair("bob")
+    config = tmp_path / "ksm-config.json"
+    config.write_text(stack.keeper.client_config(json_form=True))
+    assert run("rotate", "--record", alice, "--config-file", str(config)).exit_code == 0
+    monkeypatch.setenv("KSM_CONFIG", stack.keeper.client_config())
+    monkeypatch.delenv("KSM_CONFIG_SECRET_ID")
+    assert run("rotate", "--record", bob).exit_code == 0
+    assert_rotated(stack, alice, "alice")
+    assert_rotated(stack, bob, "bob")
+
+
+def test_both_config_options_is_a_usage_error(run, tmp_path):
+    result = run("rotate", "--config-secret", "x", "--config-file", str(tmp_path / "c"))
+    assert result.exit_code == 2
+    assert "either --config-secret or --config-file" in result.stderr
+
+
+def test_stack_outputs_name_the_secret_table_and_key(stack, run):
+    asked = answer_aws(
+        "cloudformation",
+        "DescribeStacks",
+        lambda params: stack_document(
+            config_secret="keeper-iam-rotator/ksm-config",
+            table="keeper-iam-rotator-journal",
+            key="alias/keeper-iam-rotator-journal",
+        ),
+    )
+    uid = stack.add_pair("alice")
+    result = run("rotate", "--record", uid, "--stack", "rotator", env={"KSM_CONFIG_SECRET_ID": ""})
+    assert result.exit_code == 0, result.output
+    assert asked[0]["StackName"] == "rotator"
+    assert_rotated(stack, uid, "alice")
+
+
+def test_unknown_stack_is_exit_2(stack, run):
+    AwsFaults().fail("cloudformation", "DescribeStacks", "ValidationError")  # moto's CloudFormation is slow to load
+    uid = stack.add_pair("alice")
+    missing = run("rotate", "--record", uid, "--stack", "nope")
+    assert missing.exit_code == 2
+    assert "DescribeStacks nope failed: ValidationError" in missing.stderr
+    assert_unchanged(stack, uid, "alice")
+
+
+def test_journal_unreachable_fails_the_record_and_changes_nothing(stack, run):
+    uid = stack.add_pair("alice")
+    result = run("rotate", "--record", uid, "--journal-table", "missing-table", "--journal-key", "alias/x", "--json")
+    assert result.exit_code == 1
+    assert results_of(result)[0]["error"]["code"] == "journal_unavailable"
+    assert_unchanged(stack, uid, "alice")
+
+
+def test_help(run):
+    result = run("rotate", "--help")
+    assert result.exit_code == 0
+    for option in ("--record", "--folder", "--dry-run", "--json", "--config-secret", "--config-file", "--stack"):
+        assert option in result.stdout

@@ -1,0 +1,269 @@
+"""`check`: a preflight that changes nothing. Every check is one line: PASS, WARN, SKIP or FAIL with a detail.
+
+The IAM checks reuse the rotation's own steps (resolve the user, require a login profile) so the preflight refuses
+exactly what a rotation would refuse, with the same words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from keeper_iam_rotator import service
+from keeper_iam_rotator.iam import IamGateway, IamUser, error_code
+from keeper_iam_rotator.keeper import KeeperFailure, KeeperVault, PamUser
+from keeper_iam_rotator.passwords import IAM_MAX_LENGTH, PasswordPolicy, generate_password
+from keeper_iam_rotator.results import RotationStop
+from keeper_iam_rotator.rotation import require_console_access, resolve_target
+
+from .errors import CliError
+from .resolve import Target, aws_error
+
+PASS, WARN, SKIP, FAIL = "PASS", "WARN", "SKIP", "FAIL"
+AWS_ERRORS = (ClientError, BotoCoreError)
+
+
+def permission_groups(
+    user_arns: list[str], account: str, table_arn: str | None, key_arn: str | None, secret_arn: str | None
+) -> list[tuple[list[str], list[str]]]:
+    """(actions, resources) the function's role needs, on the resources this deployment uses."""
+    users = user_arns or [f"arn:aws:iam::{account}:user/*"]
+    groups = [
+        (["iam:GetUser", "iam:GetLoginProfile", "iam:UpdateLoginProfile"], users),
+        (["iam:GetAccountPasswordPolicy"], ["*"]),
+    ]
+    if table_arn:
+        groups.append((["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Scan"], [table_arn]))
+    if key_arn:
+        groups.append((["kms:Encrypt", "kms:Decrypt"], [key_arn]))
+    if secret_arn:
+        groups.append((["secretsmanager:GetSecretValue"], [secret_arn]))
+    return groups
+
+
+def principal_of(caller_arn: str) -> str | None:
+    """The IAM entity SimulatePrincipalPolicy takes for a caller: an assumed role's role, a user as is."""
+    parts = caller_arn.split(":")
+    if len(parts) < 6:
+        return None
+    account, resource = parts[4], parts[5]
+    if resource.startswith("assumed-role/"):
+        return f"arn:aws:iam::{account}:role/{resource.split('/')[1]}"
+    if resource.startswith("user/") or resource.startswith("role/"):
+        return caller_arn
+    return None
+
+
+def policy_detail(policy: PasswordPolicy, length: int) -> str:
+    if not policy.custom:
+        return f"no custom policy (AWS default: 8+ chars, 3 of 4 classes); generated passwords have {length} chars"
+    needs = [
+        name
+        for name, flag in (
+            ("uppercase", policy.require_uppercase),
+            ("lowercase", policy.require_lowercase),
+            ("numbers", policy.require_numbers),
+            ("symbols", policy.require_symbols),
+        )
+        if flag
+    ]
+    required = f", requires {', '.join(needs)}" if needs else ""
+    return f"custom policy: min {policy.minimum_length}{required}; generated passwords have {length} chars, all classes"
+
+
+@dataclass
+class Preflight:
+    target: Target
+    uids: tuple[str, ...]
+    folders: tuple[str, ...]
+    user_path: str | None
+    required_tags: dict[str, str]
+    role_arn: str | None
+    checks: list[dict[str, str]] = field(default_factory=list)
+
+    def add(self, check: str, result: str, detail: str) -> None:
+        self.checks.append({"check": check, "result": result, "detail": detail})
+
+    def run(self) -> list[dict[str, str]]:
+        self.iam = IamGateway(service.client("iam"), service.client("iam", service.WRITES), service.client("sts"))
+        caller = self._identity()
+        users = self._records(self._config())
+        user_arns = self._iam_users(users) if caller else []
+        if caller:
+            self._password_policy()
+        table_arn, key_arn = self._journal()
+        if caller:
+            self._permissions(caller, user_arns, table_arn, key_arn)
+        return self.checks
+
+    def _identity(self) -> str | None:
+        try:
+            caller = self.iam._caller
+        except AWS_ERRORS as error:
+            self.add("aws-credentials", FAIL, aws_error("STS GetCallerIdentity", error))
+            return None
+        self.add("aws-credentials", PASS, f"{caller['Arn']} (account {caller['Account']})")
+        return str(caller["Arn"])
+
+    def _config(self) -> str | None:
+        source = self.target.config
+        try:
+            text = self.target.config_text
+        except CliError as error:
+            self.add("ksm-config", FAIL, error.message)
+            return None
+        self.add("ksm-config", PASS, f"read from {source.label}; the SDK parses it as a bound client config")
+        return text
+
+    def _records(self, config: str | None) -> list[PamUser]:
+        if config is None:
+            self.add("keeper-records", SKIP, "no usable KSM config")
+            return []
+        settings = self.target.settings(folder_uids=self.folders)
+        try:
+            vault = KeeperVault(config, timeout=settings.keeper_timeout)
+            if self.uids:
+                found = vault.fetch(self.uids)
+                seen = list(found.values())
+            else:
+                seen = vault.fetch_all(settings.folder_uids)
+        except KeeperFailure as error:
+            self.add("keeper-records", FAIL, f"the KSM application cannot read records: {error}")
+            return []
+        pam_users = [u for u in seen if u.type == "pamUser"]
+        scope = f"in folder(s) {', '.join(settings.folder_uids)}" if settings.folder_uids else "shared with it"
+        if self.uids:
+            missing = [uid for uid in self.uids if uid not in found]
+            self.add(
+                "keeper-records",
+                FAIL if missing else PASS,
+                f"not shared with the KSM application (or no such record): {', '.join(missing)}"
+                if missing
+                else f"the KSM application sees all {len(self.uids)} requested record(s)",
+            )
+            return [found[uid] for uid in self.uids if uid in found]
+        self.add(
+            "keeper-records",
+            PASS if pam_users else WARN,
+            f"{len(pam_users)} pamUser record(s) {scope}" if pam_users else f"no pamUser records {scope}",
+        )
+        return pam_users
+
+    def _iam_users(self, users: list[PamUser]) -> list[str]:
+        arns = []
+        for user in users:
+            name = f"record {user.uid}"
+            try:
+                target = resolve_target(user, self.iam)
+                require_console_access(target, self.iam)
+            except RotationStop as stop:
+                self.add(name, FAIL, f"{stop.code}: {stop.message}")
+                continue
+            arns.append(target.arn)
+            problems = self._scope_problems(target)
+            if problems:
+                self.add(name, FAIL, f"IAM user {target.name}: {'; '.join(problems)}")
+            else:
+                self.add(name, PASS, f"pamUser → IAM user {target.arn}, console password set")
+        return arns
+
+    def _scope_problems(self, target: IamUser) -> list[str]:
+        problems = []
+        if self.user_path is not None:
+            path = target.arn.split(":user", 1)[-1].rsplit("/", 1)[0] + "/"
+            if not path.startswith(self.user_path):
+                problems.append(f"path {path} is outside {self.user_path}")
+        if self.required_tags:
+            try:
+                pages = service.client("iam").get_paginator("list_user_tags").paginate(UserName=target.name)
+                tags = {t["Key"]: t["Value"] for page in pages for t in page.get("Tags", [])}
+            except AWS_ERRORS as error:
+                return [*problems, aws_error("ListUserTags", error)]
+            for key, value in self.required_tags.items():
+                if tags.get(key) != value:
+                    has = f" (has {key}={tags[key]})" if key in tags else ""
+                    problems.append(f"tag {key}={value} missing{has}")
+        return problems
+
+    def _password_policy(self) -> None:
+        length = self.target.settings().password_length
+        try:
+            policy = self.iam.password_policy
+        except AWS_ERRORS as error:
+            self.add("password-policy", FAIL, aws_error("IAM GetAccountPasswordPolicy", error))
+            return
+        if policy.minimum_length > IAM_MAX_LENGTH:
+            self.add("password-policy", FAIL, f"minimum length {policy.minimum_length} exceeds IAM's 128")
+            return
+        size = len(generate_password(policy, length).reveal())
+        self.add("password-policy", PASS, policy_detail(policy, size))
+
+    def _journal(self) -> tuple[str | None, str | None]:
+        table_arn = key_arn = None
+        table = self.target.journal_table
+        try:
+            described = service.client("dynamodb").describe_table(TableName=table)["Table"]
+        except AWS_ERRORS as error:
+            self.add("journal-table", FAIL, aws_error(f"DynamoDB DescribeTable {table}", error))
+        else:
+            table_arn = described.get("TableArn")
+            keys = [(k["AttributeName"], k["KeyType"]) for k in described.get("KeySchema", [])]
+            if keys != [("userArn", "HASH")]:
+                self.add("journal-table", FAIL, f"{table} is keyed {keys}, not userArn (HASH)")
+            else:
+                self.add("journal-table", PASS, f"{table} is {described.get('TableStatus')}, keyed userArn")
+        key = self.target.journal_key
+        try:
+            meta = service.client("kms").describe_key(KeyId=key)["KeyMetadata"]
+        except AWS_ERRORS as error:
+            self.add("journal-key", FAIL, aws_error(f"KMS DescribeKey {key}", error))
+        else:
+            key_arn = meta.get("Arn")
+            state = meta.get("KeyState", "Enabled" if meta.get("Enabled") else "Disabled")
+            usable = state == "Enabled" and meta.get("KeyUsage", "ENCRYPT_DECRYPT") == "ENCRYPT_DECRYPT"
+            self.add("journal-key", PASS if usable else FAIL, f"{key_arn} is {state}")
+        return table_arn, key_arn
+
+    def _permissions(self, caller: str, user_arns: list[str], table_arn: str | None, key_arn: str | None) -> None:
+        principal = self.role_arn or principal_of(caller)
+        if principal is None:
+            self.add("permissions", SKIP, f"cannot simulate {caller}; pass --role-arn (e.g. the function's role)")
+            return
+        account = self.iam.account_id
+        secret_arn = self.target.config.arn
+        decisions: dict[str, list[str]] = {}
+        for actions, resources in permission_groups(user_arns, account, table_arn, key_arn, secret_arn):
+            try:
+                answer = self._simulate(principal, actions, resources)
+            except Exception as error:  # denied, or not implemented (moto raises NotImplementedError)
+                code = error_code(error) if isinstance(error, ClientError) else type(error).__name__
+                self.add("permissions", SKIP, f"iam:SimulatePrincipalPolicy unavailable ({code}); not checked")
+                return
+            for result in answer:
+                action = result["EvalActionName"]
+                for resource, decision in _decisions(result):
+                    bucket = decisions.setdefault(action, [])
+                    if decision != "allowed":
+                        bucket.append(f"{decision} on {resource}")
+        for action, denials in decisions.items():
+            if denials:
+                self.add(action, FAIL, f"{principal}: {'; '.join(denials)}")
+            else:
+                self.add(action, PASS, f"allowed for {principal} (identity policies)")
+
+    def _simulate(self, principal: str, actions: list[str], resources: list[str]) -> list[dict[str, Any]]:
+        pages = (
+            service.client("iam")
+            .get_paginator("simulate_principal_policy")
+            .paginate(PolicySourceArn=principal, ActionNames=actions, ResourceArns=resources)
+        )
+        return [result for page in pages for result in page.get("EvaluationResults", [])]
+
+
+def _decisions(result: dict[str, Any]) -> list[tuple[str, str]]:
+    specific = result.get("ResourceSpecificResults") or []
+    if specific:
+        return [(r.get("EvalResourceName", "*"), r.get("EvalResourceDecision", "implicitDeny")) for r in specific]
+    return [(result.get("EvalResourceName", "*"), result.get("EvalDecision", "implicitDeny"))]

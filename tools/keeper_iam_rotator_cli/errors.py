@@ -1,0 +1,102 @@
+"""The CLI's error type and exit codes, and the guard that keeps exception text (which may quote a secret) out of
+the output."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the operation ran and something failed (or was skipped)
+EXIT_USAGE = 2  # bad input or configuration: nothing was changed
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class CliError(Exception):
+    """A clean, secret-free message for the operator, and the exit code it ends with."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+def guarded(fn: F) -> F:
+    """Run a command so that nothing but our own messages reaches the terminal: CliError prints its message,
+    any other exception only its type (its text could quote a config, a token or a password)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except CliError as error:
+            click.echo(f"Error: {error.message}", err=True)
+            sys.exit(error.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+        except Exception as error:
+            click.echo(
+                f"Error: unexpected {type(error).__name__} (details withheld: they may contain secrets)", err=True
+            )
+            sys.exit(EXIT_FAILED)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class _NoTraceback(logging.Formatter):
+    """Library warnings as one line each; tracebacks (and their exception text) are dropped."""
+
+    def formatException(self, ei: Any) -> str:
+        return ""
+
+    def formatStack(self, stack_info: str) -> str:
+        return ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.exc_text = ""
+        saved = record.exc_info
+        record.exc_info = None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_info = saved
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is now (click's test runner swaps it per invocation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
+def quiet_logging() -> None:
+    """The rotator logs warnings (with tracebacks for unexpected errors): show them as one line, no traceback.
+    Libraries that can log request bodies (botocore at DEBUG logs UpdateLoginProfile's Password) stay at INFO+."""
+    handler = _Stderr()
+    handler.setFormatter(_NoTraceback("warning: %(message)s"))
+    handler.setLevel(logging.WARNING)
+    rotator = logging.getLogger("keeper_iam_rotator")
+    for old in list(rotator.handlers):
+        if isinstance(old, _Stderr):
+            rotator.removeHandler(old)
+    rotator.addHandler(handler)
+    rotator.propagate = False
+    for name in ("botocore", "boto3", "urllib3", "requests", "ksm"):
+        logging.getLogger(name).setLevel(logging.WARNING)

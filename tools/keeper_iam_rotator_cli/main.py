@@ -1,0 +1,193 @@
+"""`keeper-iam-rotator`: the operator CLI. This module only wires click options to the command modules."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .checks import Preflight
+from .errors import guarded, quiet_logging
+from .init import initialise, read_token
+from .invoke import call_deployed, choose_endpoint
+from .render import show_checks, show_results
+from .resolve import parse_pairs, resolve_target
+from .rotate import check_uids, run_local
+
+
+def _target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Where the KSM config and the journal are (shared by rotate and check)."""
+    options = [
+        click.option(
+            "--config-secret", metavar="ID", help="Secrets Manager secret (name or ARN) holding the KSM config."
+        ),
+        click.option(
+            "--config-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            metavar="PATH",
+            help="Local KSM config file (base64 or JSON). Default: env KSM_CONFIG, then the stack's secret.",
+        ),
+        click.option("--journal-table", metavar="NAME", help="Journal DynamoDB table (default: the stack's)."),
+        click.option("--journal-key", metavar="ID", help="Journal KMS key id/ARN/alias (default: the stack's)."),
+        click.option("--stack", metavar="NAME", help="Read the secret, table and key from this SAM stack's outputs."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="keeper-iam-rotator")
+def cli() -> None:
+    """Operate keeper-iam-rotator: rotate IAM console passwords into Keeper PAM User records.
+
+    \b
+    init    redeem a KSM one-time token and store the config in Secrets Manager
+    check   preflight: config, records, IAM users, policy, journal, permissions
+    rotate  rotate now, locally, with your AWS credentials
+    invoke  rotate now through the deployed function (Lambda invoke or the IAM-signed API)
+    """
+    quiet_logging()
+
+
+@cli.command()
+@click.option("--record", "records", multiple=True, metavar="UID", help="Record to rotate (repeatable).")
+@click.option("--folder", "folders", multiple=True, metavar="UID", help="Without --record: only this shared folder.")
+@click.option("--dry-run", is_flag=True, help="Plan only: check every record and generate, change nothing.")
+@click.option("--json", "as_json", is_flag=True, help='Print the Lambda\'s {"results": [...]} document.')
+@_target_options
+@guarded
+def rotate(
+    records: tuple[str, ...],
+    folders: tuple[str, ...],
+    dry_run: bool,
+    as_json: bool,
+    config_secret: str | None,
+    config_file: Path | None,
+    journal_table: str | None,
+    journal_key: str | None,
+    stack: str | None,
+) -> None:
+    """Rotate now, locally: the same code as the Lambda, with your AWS credentials.
+
+    Without --record, every pamUser record the KSM application sees (or those in --folder) is rotated, like the
+    scheduled run. Exit 0 only if every record was rotated (or planned, with --dry-run); 1 otherwise; 2 for bad
+    input or configuration (then nothing was changed).
+    """
+    uids = check_uids(records)
+    if folders and uids:
+        raise click.UsageError("--folder selects records when no --record is given; do not combine them")
+    check_uids(folders)
+    target = resolve_target(config_secret, config_file, journal_table, journal_key, stack)
+    results = run_local(target, uids, folders, dry_run)
+    sys.exit(show_results(results, as_json, "Dry run: planned rotations" if dry_run else "Rotation results"))
+
+
+@cli.command()
+@click.option("--record", "records", multiple=True, metavar="UID", help="Record to check (default: all in scope).")
+@click.option("--folder", "folders", multiple=True, metavar="UID", help="Without --record: only this shared folder.")
+@click.option("--user-path", metavar="/PATH/", help="Require every IAM user to be under this path.")
+@click.option("--required-tag", "required_tags", multiple=True, metavar="KEY=VALUE", help="Require this user tag.")
+@click.option("--role-arn", metavar="ARN", help="Simulate permissions for this role (default: the caller).")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@_target_options
+@guarded
+def check(
+    records: tuple[str, ...],
+    folders: tuple[str, ...],
+    user_path: str | None,
+    required_tags: tuple[str, ...],
+    role_arn: str | None,
+    as_json: bool,
+    config_secret: str | None,
+    config_file: Path | None,
+    journal_table: str | None,
+    journal_key: str | None,
+    stack: str | None,
+) -> None:
+    """Preflight that changes nothing: can a rotation run, and would it succeed?
+
+    Checks the KSM config, the records the application sees, each IAM user (exists, has a console password, in
+    scope), the password policy, the journal table and KMS key, and (via iam:SimulatePrincipalPolicy) the
+    permissions. Exit 0 if no check FAILed, 1 otherwise, 2 for bad input.
+    """
+    uids = check_uids(records)
+    check_uids(folders)
+    if user_path is not None and not (user_path.startswith("/") and user_path.endswith("/")):
+        raise click.BadParameter("a user path starts and ends with '/', like /rotatable/", param_hint="--user-path")
+    tags = parse_pairs(required_tags, "--required-tag")
+    target = resolve_target(config_secret, config_file, journal_table, journal_key, stack)
+    preflight = Preflight(target, uids, folders, user_path, tags, role_arn)
+    sys.exit(show_checks(preflight.run(), as_json))
+
+
+@cli.command()
+@click.option(
+    "--token", metavar="TOKEN", help="One-time access token (visible in your shell history: prefer a prompt)."
+)
+@click.option(
+    "--token-file", type=click.File("r"), metavar="PATH", help="Read the one-time token from a file ('-' = stdin)."
+)
+@click.option("--secret-name", required=True, metavar="NAME", help="Secrets Manager secret to create or update.")
+@click.option("--kms-key-id", metavar="ID", help="KMS key for a new secret (default: aws/secretsmanager).")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="Tag for a new secret (repeatable).")
+@click.option(
+    "--hostname", metavar="HOST", help="KSM host, for a token without a region prefix (e.g. keepersecurity.com)."
+)
+@click.option("--server-public-key", metavar="KEY", help="Server public key of an isolated KSM deployment.")
+@click.option("--description", default="KSM config for keeper-iam-rotator", show_default=True, help="For a new secret.")
+@guarded
+def init(
+    token: str | None,
+    token_file: Any,
+    secret_name: str,
+    kms_key_id: str | None,
+    tags: tuple[str, ...],
+    hostname: str | None,
+    server_public_key: str | None,
+    description: str,
+) -> None:
+    """Redeem a KSM one-time access token and store the config in Secrets Manager.
+
+    The token (like US:XXXX, or XXXX with --hostname) binds a new client device of the KSM application; the
+    resulting config (base64 of its JSON, as Keeper's tools write it) goes into the secret: created, or a new
+    version when it exists. Neither the token nor the config is ever printed. Without --token/--token-file the
+    token is asked for without echo.
+    """
+    tag_map = parse_pairs(tags, "--tag")
+    secret_token = read_token(token, token_file)
+    stored = initialise(secret_token, secret_name, kms_key_id, tag_map, hostname, server_public_key, description)
+    stored.show()
+
+
+@cli.command()
+@click.option("--record", "records", multiple=True, required=True, metavar="UID", help="Record to rotate (repeatable).")
+@click.option("--dry-run", is_flag=True, help="Plan only: the function checks every record and changes nothing.")
+@click.option("--stack", metavar="NAME", help="Use the SAM stack's FunctionName (or ApiUrl with --via api).")
+@click.option("--function", "function_name", metavar="NAME", help="Invoke this Lambda function directly.")
+@click.option(
+    "--api-url", metavar="URL", help="POST to this IAM-authenticated API URL (…/Prod/rotations), SigV4-signed."
+)
+@click.option("--via", type=click.Choice(["lambda", "api"]), default="lambda", show_default=True, help="With --stack.")
+@click.option("--json", "as_json", is_flag=True, help='Print the function\'s {"results": [...]} document.')
+@guarded
+def invoke(
+    records: tuple[str, ...],
+    dry_run: bool,
+    stack: str | None,
+    function_name: str | None,
+    api_url: str | None,
+    via: str,
+    as_json: bool,
+) -> None:
+    """Rotate now through the deployed function: direct Lambda invoke or the IAM-signed API.
+
+    Prints the results like `rotate`. Exit 0 only if every record was rotated (or planned); 1 otherwise (or when
+    the call failed); 2 for bad input.
+    """
+    endpoint = choose_endpoint(stack, function_name, api_url, via)
+    results = call_deployed(endpoint, records, dry_run)
+    sys.exit(show_results(results, as_json, "Dry run: planned rotations" if dry_run else "Rotation results"))

@@ -1,0 +1,187 @@
+"""Where the CLI's settings come from: command-line options, the SAM stack's outputs, the environment.
+
+Precedence for every value: explicit option > `--stack` output > environment variable > the template's default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+from keeper_secrets_manager_core.storage import InMemoryKeyValueStorage
+
+from keeper_iam_rotator.iam import describe
+from keeper_iam_rotator.settings import ConfigurationError, Settings
+
+from .errors import EXIT_USAGE, CliError
+
+STACK_OUTPUTS = (
+    "FunctionName",
+    "FunctionArn",
+    "ApiUrl",
+    "JournalTableName",
+    "JournalKeyArn",
+    "ConfigSecretArn",
+    "AlarmTopicArn",
+)
+REQUIRED_CONFIG_KEYS = ("clientId", "privateKey", "appKey")
+
+
+def aws_error(action: str, error: Exception) -> str:
+    """A one-line description of an AWS failure: the error code and AWS's message, never request parameters."""
+    if isinstance(error, ClientError):
+        return f"{action} failed: {describe(error)}"
+    return f"{action} failed: {type(error).__name__}"
+
+
+def stack_outputs(stack: str) -> dict[str, str]:
+    """The SAM stack's outputs (CloudFormation DescribeStacks)."""
+    try:
+        stacks = boto3.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
+    except (ClientError, BotoCoreError) as error:
+        raise CliError(aws_error(f"CloudFormation DescribeStacks {stack}", error)) from None
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in (stacks[0].get("Outputs") or [])} if stacks else {}
+    if not outputs:
+        raise CliError(f"stack {stack} has no outputs; is it the keeper-iam-rotator SAM stack?")
+    return outputs
+
+
+@dataclass
+class ConfigSource:
+    """Where the KSM config comes from: a Secrets Manager secret, a local file, or env KSM_CONFIG."""
+
+    secret_id: str | None = None
+    file: Path | None = None
+    from_env: bool = False
+    arn: str | None = None  # the secret's ARN, known once it was read
+
+    @property
+    def label(self) -> str:
+        if self.secret_id:
+            return f"secret {self.secret_id}"
+        if self.file:
+            return f"file {self.file}"
+        return "environment variable KSM_CONFIG"
+
+    def read(self) -> str:
+        """The config text (base64 or JSON). CliError (exit 2) names the source, never the content."""
+        if self.secret_id:
+            try:
+                answer = boto3.client("secretsmanager").get_secret_value(SecretId=self.secret_id)
+            except (ClientError, BotoCoreError) as error:
+                raise CliError(aws_error(f"Secrets Manager GetSecretValue {self.secret_id}", error)) from None
+            self.arn = answer.get("ARN")
+            text = answer.get("SecretString") or (answer.get("SecretBinary") or b"").decode("utf-8", "replace")
+        elif self.file:
+            try:
+                text = self.file.read_text()
+            except OSError as error:
+                raise CliError(f"cannot read the KSM config file {self.file}: {error.strerror}") from None
+        else:
+            text = os.environ.get("KSM_CONFIG", "")
+        text = text.strip()
+        if not text:
+            raise CliError(f"the KSM config in {self.label} is empty")
+        return text
+
+
+def validate_config(text: str, label: str) -> dict[str, Any]:
+    """Parse the config the way the SDK does; refuse one that is not a bound KSM client config. The SDK's own parse
+    errors can quote the config, so they are replaced by a message that names only the source and the keys."""
+    try:
+        parsed = InMemoryKeyValueStorage(text).read_storage()
+    except Exception:
+        raise CliError(f"the KSM config in {label} is not valid base64 or JSON KSM configuration") from None
+    missing = [key for key in REQUIRED_CONFIG_KEYS if not parsed.get(key)]
+    if missing:
+        raise CliError(f"the KSM config in {label} lacks {', '.join(missing)} (is it a bound KSM application config?)")
+    return parsed
+
+
+@dataclass
+class Target:
+    """Everything a local command needs to reach: the config source and the journal, plus the stack's outputs."""
+
+    config: ConfigSource
+    journal_table: str
+    journal_key: str
+    outputs: dict[str, str]
+
+    def settings(self, folder_uids: tuple[str, ...] = (), dry_run: bool = False) -> Settings:
+        """The rotator's Settings: the environment's tuning (PASSWORD_LENGTH, RETRY_DELAY, ...) with our values."""
+        env = dict(os.environ)
+        env["KSM_CONFIG_SECRET_ID"] = self.config.secret_id or self.config.label
+        try:
+            base = Settings.from_env(env)
+        except ConfigurationError as error:
+            raise CliError(str(error)) from None
+        return dataclasses.replace(
+            base,
+            folder_uids=folder_uids or base.folder_uids,
+            dry_run=dry_run or base.dry_run,
+            journal_table=self.journal_table,
+            journal_key_id=self.journal_key,
+        )
+
+    @cached_property
+    def config_text(self) -> str:
+        text = self.config.read()
+        validate_config(text, self.config.label)
+        return text
+
+
+def resolve_target(
+    config_secret: str | None,
+    config_file: Path | None,
+    journal_table: str | None,
+    journal_key: str | None,
+    stack: str | None,
+) -> Target:
+    if config_secret and config_file:
+        raise CliError("give either --config-secret or --config-file, not both", EXIT_USAGE)
+    outputs = stack_outputs(stack) if stack else {}
+    if config_secret:
+        source = ConfigSource(secret_id=config_secret)
+    elif config_file:
+        source = ConfigSource(file=config_file)
+    elif os.environ.get("KSM_CONFIG", "").strip():
+        source = ConfigSource(from_env=True)
+    elif outputs.get("ConfigSecretArn"):
+        source = ConfigSource(secret_id=outputs["ConfigSecretArn"])
+    elif os.environ.get("KSM_CONFIG_SECRET_ID", "").strip():
+        source = ConfigSource(secret_id=os.environ["KSM_CONFIG_SECRET_ID"].strip())
+    else:
+        raise CliError(
+            "no KSM config: give --config-secret ID, --config-file PATH or --stack NAME "
+            "(or set KSM_CONFIG / KSM_CONFIG_SECRET_ID)"
+        )
+    table = (
+        journal_table
+        or outputs.get("JournalTableName")
+        or os.environ.get("JOURNAL_TABLE_NAME", "").strip()
+        or Settings.journal_table
+    )
+    key = journal_key or outputs.get("JournalKeyArn") or os.environ.get("JOURNAL_KEY_ID", "").strip()
+    return Target(config=source, journal_table=table, journal_key=key or Settings.journal_key_id, outputs=outputs)
+
+
+def parse_pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    """`KEY=VALUE` options into a dict; CliError for anything else."""
+    pairs: dict[str, str] = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key.strip():
+            raise CliError(f"{option} takes KEY=VALUE, not {value!r}")
+        pairs[key.strip()] = val.strip()
+    return pairs
+
+
+def dumps(document: Any) -> str:
+    return json.dumps(document, indent=2, sort_keys=False)

@@ -1,0 +1,69 @@
+"""`rotate`: the Lambda's rotation (service.run) run locally with the operator's AWS credentials."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from keeper_iam_rotator import service
+from keeper_iam_rotator.requests_model import RECORD_UID, RotationRequest
+from keeper_iam_rotator.results import RecordResult
+
+from .errors import CliError
+from .render import console
+from .resolve import Target
+
+PROGRESS_THRESHOLD = 3  # show a progress bar above this many records (or when the count is not known up front)
+LEASE_SECONDS = 900  # the journal lease for one record's rotation: as long as the Lambda's own maximum
+
+
+def check_uids(uids: tuple[str, ...]) -> tuple[str, ...]:
+    """Keeper record uids, deduplicated in order; CliError (exit 2) for anything else."""
+    for uid in uids:
+        if not RECORD_UID.fullmatch(uid):
+            raise CliError(f"{uid[:40]!r} is not a Keeper record uid (url-safe base64, like 'A1ic3Rec0rdUid00000001')")
+    return tuple(dict.fromkeys(uids))
+
+
+def run_id() -> str:
+    """The journal lease owner for this run: who ran it, where, and a unique suffix."""
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "unknown"
+    return f"cli:{user}@{socket.gethostname()}:{uuid.uuid4().hex[:12]}"
+
+
+@contextmanager
+def _progress(total: int | None) -> Iterator[Callable[[RecordResult, float], None]]:
+    out = console(stderr=True)
+    if (total is not None and total <= PROGRESS_THRESHOLD) or not out.is_terminal:
+        yield lambda result, seconds: None
+        return
+    columns: list[Any] = [SpinnerColumn(), TextColumn("rotating"), BarColumn()]
+    columns += [MofNCompleteColumn(), TimeElapsedColumn()] if total else [TimeElapsedColumn()]
+    with Progress(*columns, console=out, transient=True) as bar:
+        task = bar.add_task("rotating", total=total)
+        yield lambda result, seconds: bar.advance(task)
+
+
+def run_local(target: Target, uids: tuple[str, ...], folders: tuple[str, ...], dry_run: bool) -> list[dict[str, Any]]:
+    """Rotate (or plan) the records and return the Lambda-shaped result documents."""
+    settings = target.settings(folder_uids=folders, dry_run=dry_run)
+    config = target.config_text  # read and validated before anything can change: a bad config is exit 2
+    request = RotationRequest(record_uids=uids or None, dry_run=dry_run)
+    with _progress(len(uids) if uids else None) as observe:
+        invocation = service.Invocation(
+            settings=settings,
+            owner=run_id(),
+            lease_seconds=LEASE_SECONDS + settings.lease_margin,
+            load_ksm_config=lambda: config,
+            observe=observe,
+        )
+        return [result.to_dict() for result in service.run(request, invocation)]
