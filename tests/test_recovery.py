@@ -135,11 +135,17 @@ def test_fault_matrix(stack, short_lease, patches, capsys, call, fault, policy):
 # --- the cases a single fault cannot produce ---------------------------------------------------------------------
 
 
-def test_live_lease_locks_out_a_second_invocation(stack, patches):
-    """A schedule racing an API call: while one run holds the user's lease, another changes nothing."""
+def died_after_iam_changed(stack) -> str:
+    """A run that dies right after UpdateLoginProfile: IAM has the new password, Keeper has not committed it."""
     uid = stack.add_pair("alice")
     after_aws_call("iam", "UpdateLoginProfile", SimulatedCrash())
-    assert run(stack, uid) == "crashed"  # a run that is still "alive": its lease has minutes left
+    assert run(stack, uid) == "crashed"
+    return uid
+
+
+def test_live_lease_locks_out_a_second_invocation(stack, patches):
+    """A schedule racing an API call: while one run holds the user's lease, another changes nothing."""
+    uid = died_after_iam_changed(stack)  # a run that is still "alive": its lease has minutes left
     disarm(stack, patches)
     iam_before, keeper_before = stack.iam_password("alice"), stack.keeper_password(uid)
     assert run(stack, uid) == "skipped/locked"
@@ -149,9 +155,7 @@ def test_live_lease_locks_out_a_second_invocation(stack, patches):
 
 
 def test_lambda_timeout_mid_rotation_is_recovered_after_the_lease(stack, short_lease, patches):
-    uid = stack.add_pair("alice")
-    after_aws_call("iam", "UpdateLoginProfile", SimulatedCrash())
-    assert run(stack, uid) == "crashed"
+    uid = died_after_iam_changed(stack)
     applied = stack.iam_password("alice")
     assert applied != stack.keeper_password(uid)  # the dangerous moment: IAM changed, Keeper did not commit
     disarm(stack, patches)
@@ -163,9 +167,7 @@ def test_lambda_timeout_mid_rotation_is_recovered_after_the_lease(stack, short_l
 
 def test_scheduled_run_recovers_records_outside_its_scope(stack, monkeypatch, short_lease, patches):
     folder = stack.keeper.vault.add_folder(name="in-scope")
-    uid = stack.add_pair("alice")  # not in the folder the schedule is limited to
-    after_aws_call("iam", "UpdateLoginProfile", SimulatedCrash())
-    assert run(stack, uid) == "crashed"
+    uid = died_after_iam_changed(stack)  # its record is not in the folder the schedule is limited to
     disarm(stack, patches)
     monkeypatch.setenv("ROTATION_FOLDER_UIDS", folder)
     _clear_caches()
@@ -188,9 +190,7 @@ def test_reuse_prevention_refusing_the_rollback_keeps_the_password_in_the_journa
 
 
 def test_recovery_uses_a_third_password_when_iam_refuses_the_journaled_one(stack, short_lease, patches):
-    uid = stack.add_pair("alice")
-    after_aws_call("iam", "UpdateLoginProfile", SimulatedCrash())
-    assert run(stack, uid) == "crashed"
+    uid = died_after_iam_changed(stack)
     journaled = stack.iam_password("alice")
     disarm(stack, patches)
     AwsFaults().fail("iam", "UpdateLoginProfile", "PasswordPolicyViolation")  # "already used" on re-apply
@@ -208,11 +208,9 @@ def test_keeper_throttling_is_retried(stack):
     record("Keeper throttles staging twice", "rotated", "rotated")
 
 
-def test_journal_ciphertext_is_bound_to_its_user(stack, short_lease, patches):
-    """A journal item copied onto another user's key cannot be decrypted (KMS encryption context)."""
-    uid = stack.add_pair("alice")
-    after_aws_call("iam", "UpdateLoginProfile", SimulatedCrash())
-    assert run(stack, uid) == "crashed"
+def test_an_entry_left_by_another_record_is_not_recovered_from_this_one(stack, short_lease, patches):
+    """Two records naming one IAM user: only the record that started a rotation may finish it."""
+    uid = died_after_iam_changed(stack)
     ddb = boto3.client("dynamodb")
     item = open_entries()[0]
     item["recordUid"] = {"S": "AAAAAAAAAAAAAAAAAAAAAA"}

@@ -1,0 +1,65 @@
+"""The journal's guarantees that the protocol builds on, against moto's DynamoDB and KMS."""
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from keeper_iam_rotator.journal import APPLIED, Journal, JournalError, LeaseHeld
+from keeper_iam_rotator.sensitive import Secret
+
+ARN = "arn:aws:iam::123456789012:user/alice"
+
+
+@pytest.fixture
+def journal(monkeypatch):
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        ddb, kms = boto3.client("dynamodb"), boto3.client("kms")
+        ddb.create_table(
+            TableName="journal",
+            KeySchema=[{"AttributeName": "userArn", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "userArn", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        clock = {"now": 1000.0}
+        yield Journal(ddb, kms, "journal", kms.create_key()["KeyMetadata"]["KeyId"], clock=lambda: clock["now"]), clock
+
+
+def test_password_is_stored_only_encrypted_and_comes_back(journal):
+    j, _ = journal
+    entry = j.open(ARN, "rec", Secret("S3cret-Value!"), owner="run-1", lease_seconds=60)
+    item = boto3.client("dynamodb").get_item(TableName="journal", Key={"userArn": {"S": ARN}})["Item"]
+    assert b"S3cret-Value!" not in item["secret"]["B"]
+    assert [p.reveal() for p in j.passwords(entry)] == ["S3cret-Value!"]
+
+
+def test_ciphertext_is_bound_to_its_user_and_record(journal):
+    j, _ = journal
+    entry = j.open(ARN, "rec", Secret("S3cret-Value!"), owner="run-1", lease_seconds=60)
+    entry.record_uid = "another-record"
+    with pytest.raises(JournalError, match="KMS Decrypt failed"):
+        j.passwords(entry)
+
+
+def test_one_lease_per_user_until_it_expires(journal):
+    j, clock = journal
+    entry = j.open(ARN, "rec", Secret("a"), owner="run-1", lease_seconds=60)
+    with pytest.raises(LeaseHeld):
+        j.open(ARN, "rec", Secret("b"), owner="run-2", lease_seconds=60)
+    with pytest.raises(LeaseHeld):
+        j.take_over(j.find(ARN), owner="run-2", lease_seconds=60)
+    clock["now"] += 61
+    claimed = j.take_over(j.find(ARN), owner="run-2", lease_seconds=60)
+    with pytest.raises(LeaseHeld):  # the dead run, if it wakes up, may no longer write
+        j.update(entry, APPLIED)
+    j.close(claimed)
+    assert j.find(ARN) is None
+    assert list(j.open_entries()) == []
+    j.open(ARN, "rec", Secret("c"), owner="run-3", lease_seconds=60)  # closed entries do not block
+
+
+def test_closed_entry_keeps_no_secret_and_expires(journal):
+    j, _ = journal
+    j.close(j.open(ARN, "rec", Secret("a"), owner="run-1", lease_seconds=60))
+    item = boto3.client("dynamodb").get_item(TableName="journal", Key={"userArn": {"S": ARN}})["Item"]
+    assert "secret" not in item and int(item["expiresAt"]["N"]) > 1000
