@@ -332,3 +332,12 @@ def test_without_a_key_each_api_call_rotates(stack):
     stack.invoke(api_event(json.dumps({"records": [uid]})))
     assert stack.iam_password("alice") != first
     assert_rotated(stack, uid, "alice", previous=first)
+
+
+def test_parallel_scheduled_run_keeps_every_pair_in_agreement(stack, monkeypatch):
+    monkeypatch.setenv("ROTATION_CONCURRENCY", "8")
+    uids = {f"user{i:02d}": stack.add_pair(f"user{i:02d}") for i in range(16)}
+    results = stack.invoke(load_event("scheduled.json"))["results"]
+    assert sorted(r["userName"] for r in results if r["status"] == "rotated") == sorted(uids)
+    passwords = {assert_rotated(stack, uid, name) for name, uid in uids.items()}
+    assert len(passwords) == len(uids)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -85,13 +87,25 @@ def run(request: RotationRequest, inv: Invocation) -> list[RecordResult]:
     rot = Rotation(
         iam, vault, journal, inv.owner, inv.lease_seconds, settings.password_length, settings.commit_attempts
     )
-    results = []
-    for item in work:
+    _read_policy_once(iam)
+
+    def one(item: Work) -> tuple[RecordResult, float]:
         started = time.monotonic()
         result = item if isinstance(item, RecordResult) else _guarded(rotate, item, rot, dry_run)
-        inv.observe(result, time.monotonic() - started)
-        results.append(result)
-    return results
+        return result, time.monotonic() - started
+
+    with ThreadPoolExecutor(max_workers=settings.concurrency) as pool:  # records are independent; IAM users locked
+        outcomes = list(pool.map(one, work))
+    for result, seconds in outcomes:
+        inv.observe(result, seconds)
+    return [result for result, _ in outcomes]
+
+
+def _read_policy_once(iam: IamGateway) -> None:
+    """Read the password policy before records run in parallel, so it is read once per invocation; a failure is
+    left for each record to report (and retry) on its own."""
+    with suppress(Exception):
+        iam.password_policy  # noqa: B018 - a cached property: reading it caches it
 
 
 def _fetch(request: RotationRequest, vault: KeeperVault, settings: Settings, account_id: str) -> list[Work]:

@@ -49,6 +49,7 @@ class Settings:
     commit_attempts: int = 3
     retry_delay: float = 1.0
     lease_margin: int = 60
+    concurrency: int = 4
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -71,4 +72,5 @@ class Settings:
             commit_attempts=int(_number(env, "KEEPER_COMMIT_ATTEMPTS", 3, 1, 10)),
             retry_delay=_number(env, "RETRY_DELAY", 1.0, 0, 30),
             lease_margin=int(_number(env, "JOURNAL_LEASE_MARGIN_SECONDS", 60, 0, 3600)),
+            concurrency=int(_number(env, "ROTATION_CONCURRENCY", 4, 1, 16)),
         )
