@@ -20,6 +20,13 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The product end to end on this machine: moto server + the KSM emulator on loopback, the handler in a subprocess.
+demo: $(STAMP)
+	$(BIN)/python -m rotator_sandbox demo $(DEMO_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m rotator_sandbox bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .hypothesis
 

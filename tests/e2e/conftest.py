@@ -1,0 +1,112 @@
+"""End-to-end fixtures: one sandbox (moto server + KSM emulator on 127.0.0.1) for the whole session, emptied and
+re-created before every test; the handler always runs in its own process.
+
+Every test appends a row to OUTCOMES; the table is printed at the end of the run (pytest_terminal_summary).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from rotator_sandbox import Sandbox, SeededUser
+from rotator_sandbox.stack import Invocation, field_value
+
+LEASE_ENV = {"SANDBOX_REMAINING_MS": "500", "JOURNAL_LEASE_MARGIN_SECONDS": "0"}  # a lease of 0.5 s
+
+OUTCOMES: list[tuple[str, str, str]] = []  # (case, policy, outcome)
+
+
+@pytest.fixture(scope="session")
+def sandbox_session() -> Iterator[Sandbox]:
+    with Sandbox(users=0, user_prefix="e2e-user") as sb:
+        yield sb
+
+
+@pytest.fixture
+def sb(sandbox_session: Sandbox) -> Sandbox:
+    sandbox_session.pending_policy = "replace"
+    sandbox_session.reset(users=0)
+    return sandbox_session
+
+
+def record_outcome(case: str, policy: str, outcome: str) -> None:
+    OUTCOMES.append((case, policy, outcome))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not OUTCOMES:
+        return
+    width_case = max(len(c) for c, _, _ in OUTCOMES)
+    width_policy = max(len("policy"), *(len(p) for _, p, _ in OUTCOMES))
+    terminalreporter.section("e2e outcomes (crash matrix and fault cases)")
+    terminalreporter.write_line(f"{'case'.ljust(width_case)}  {'policy'.ljust(width_policy)}  outcome")
+    for case, policy, outcome in OUTCOMES:
+        terminalreporter.write_line(f"{case.ljust(width_case)}  {policy.ljust(width_policy)}  {outcome}")
+
+
+# -- helpers ------------------------------------------------------------------------------------------------------
+
+
+def statuses(run: Invocation) -> str:
+    parts = []
+    for r in run.results:
+        text = r["status"]
+        if "error" in r:
+            text += f"({r['error']['code']})"
+        if r.get("recovered"):
+            text += "+recovered"
+        parts.append(text)
+    return ",".join(parts) or f"no results (exit {run.exit_code})"
+
+
+def held_passwords(sb: Sandbox, user: SeededUser) -> set[str]:
+    """Every password IAM, Keeper (committed and staged) and the journal hold for this user right now."""
+    found = {
+        sb.iam_password(user.name),
+        sb.keeper_password(user.uid),
+        sb.keeper_staged_password(user.uid),
+        *sb.journal_passwords(),
+    }
+    return {p for p in found if p}
+
+
+def journal_state(sb: Sandbox, user: SeededUser) -> str:
+    item = sb.journal_items().get(user.arn)
+    return item["state"]["S"] if item else "none"
+
+
+def wait_for_lease(sb: Sandbox, user: SeededUser, timeout: float = 10.0) -> None:
+    """Sleep until the user's journal lease (if any) has run out."""
+    item = sb.journal_items().get(user.arn)
+    if not item:
+        return
+    until = float(item["leaseUntil"]["N"])
+    delay = until - time.time() + 0.05
+    assert delay < timeout, f"lease runs {delay:.1f}s more: the crash run did not use the short lease"
+    if delay > 0:
+        time.sleep(delay)
+
+
+def assert_converged(sb: Sandbox, user: SeededUser) -> None:
+    """The end state every run must leave: IAM = Keeper's committed password, a valid record, nothing staged, the
+    journal entry closed."""
+    iam, keeper = sb.iam_password(user.name), sb.keeper_password(user.uid)
+    assert iam is not None
+    assert iam == keeper, "IAM's password is not Keeper's committed password"
+    record = sb.keeper_record(user.uid)
+    assert record is not None
+    assert record["type"] == "pamUser"
+    assert field_value(record, "login") == user.name
+    assert sb.keeper.vault.staged(user.uid) is None, "a staged update was left behind"
+    assert journal_state(sb, user) in ("closed", "none"), "the journal entry is still open"
+
+
+def assert_no_leak(passwords: set[str], *runs: Invocation) -> None:
+    for run in runs:
+        for stream, text in (("stdout", run.stdout), ("stderr", run.stderr)):
+            for password in passwords:
+                assert password not in text, f"a password appeared on the handler's {stream}"

@@ -1,0 +1,73 @@
+"""Run the real Lambda handler once, in this process: `python -m rotator_sandbox.invoke < event.json`.
+
+stdout carries exactly one line, the handler's JSON result; everything the function logs (Powertools log lines, EMF
+metrics) goes to stderr. Environment:
+  SANDBOX_REMAINING_MS     what context.get_remaining_time_in_millis() answers (default 300000)
+  SANDBOX_CRASH_AFTER      crash point, see rotator_sandbox.hooks
+                           (e.g. "aws:iam:UpdateLoginProfile", "keeper:update_secret#1")
+  SANDBOX_AWS_FAULTS       AWS errors to answer instead of moto, see rotator_sandbox.hooks
+                           (e.g. "iam:UpdateLoginProfile=PasswordPolicyViolation#2")
+  SANDBOX_STATS_FILE       when set, write {"calls": {...}, "attempts": {...}, "maxrss_kb": N} there at the end
+  SANDBOX_REQUEST_ID       aws_request_id (default: a new uuid4)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rotator_sandbox.paths import FUNCTION_DIR
+
+
+@dataclass
+class FakeLambdaContext:
+    function_name: str = "keeper-iam-rotator"
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:keeper-iam-rotator"
+    aws_request_id: str = field(default_factory=lambda: os.environ.get("SANDBOX_REQUEST_ID") or str(uuid.uuid4()))
+    log_group_name: str = "/aws/lambda/keeper-iam-rotator"
+    log_stream_name: str = "sandbox"
+    remaining_ms: int = field(default_factory=lambda: int(os.environ.get("SANDBOX_REMAINING_MS", "300000")))
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def main() -> int:
+    event = json.loads(sys.stdin.read() or "{}")
+    result_out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # anything the function prints lands on stderr; stdout is reserved for the result
+    sys.stdout = sys.stderr
+    if str(FUNCTION_DIR) not in sys.path:
+        sys.path.insert(0, str(FUNCTION_DIR))
+
+    from rotator_sandbox import hooks  # noqa: PLC0415 - only the handler process installs them
+
+    hooks.install(os.environ.get("SANDBOX_CRASH_AFTER") or None, os.environ.get("SANDBOX_AWS_FAULTS") or None)
+    from app import lambda_handler  # noqa: PLC0415 - imported after the hooks: the handler's clients must see them
+
+    result = lambda_handler(event, FakeLambdaContext())
+    if stats := os.environ.get("SANDBOX_STATS_FILE"):
+        Path(stats).write_text(
+            json.dumps(
+                {
+                    "calls": dict(hooks.calls),
+                    "table_calls": dict(hooks.table_calls),
+                    "attempts": dict(hooks.attempts),
+                    "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                }
+            )
+        )
+    result_out.write(json.dumps(result) + "\n")
+    result_out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

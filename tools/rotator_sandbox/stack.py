@@ -1,0 +1,336 @@
+"""The sandbox stack: moto server (IAM, STS, Secrets Manager, DynamoDB, KMS) and the KSM emulator on 127.0.0.1, the
+function's own resources, seeded IAM users with console passwords and their pamUser records, and a way to run the
+real handler in a subprocess against all of it.
+
+moto runs in this process (a thread), so IAM's stored password is read straight from moto's backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, NamedTuple
+
+import boto3
+from moto.iam.models import iam_backends
+from moto.server import ThreadedMotoServer
+
+from ksm_emulator import EmulatorServer
+from rotator_sandbox.paths import EVENTS_DIR, FUNCTION_DIR, ROOT, TOOLS_DIR
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+JOURNAL_TABLE = "keeper-iam-rotator-journal"
+JOURNAL_KEY = "alias/keeper-iam-rotator-journal"
+IDEMPOTENCY_TABLE = "keeper-iam-rotator-idempotency"
+CONFIG_SECRET = "keeper-iam-rotator/ksm-config"  # noqa: S105 - a secret's name
+PASSWORD_POLICY = {
+    "MinimumPasswordLength": 14,
+    "RequireSymbols": True,
+    "RequireNumbers": True,
+    "RequireUppercaseCharacters": True,
+    "RequireLowercaseCharacters": True,
+    "AllowUsersToChangePassword": True,
+}
+# Inherited variables that would point the handler somewhere else than the sandbox.
+_DROP_ENV_PREFIXES = ("AWS_", "KSM_", "POWERTOOLS_", "SANDBOX_", "JOURNAL_", "ROTATION_", "MOTO_", "IDEMPOTENCY_")
+_DROP_ENV = {"DRY_RUN", "RETRY_DELAY", "LOG_LEVEL", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PYTHONPATH"}
+
+
+def fingerprint(password: str | None) -> str:
+    """First 8 hex of SHA-256: enough to tell passwords apart on screen, never the password."""
+    if password is None:
+        return "(none)"
+    return hashlib.sha256(password.encode()).hexdigest()[:8]
+
+
+def initial_password() -> str:
+    return f"Init-{secrets.token_urlsafe(12)}-Aa1!"
+
+
+class Invocation(NamedTuple):
+    exit_code: int
+    result: dict[str, Any] | None
+    stdout: str
+    stderr: str
+
+    @property
+    def results(self) -> list[dict[str, Any]]:
+        """The per-record results, unwrapping an API Gateway proxy response."""
+        result = self.result or {}
+        if "statusCode" in result and isinstance(result.get("body"), str):
+            try:
+                result = json.loads(result["body"])
+            except ValueError:
+                return []
+        return list(result.get("results") or [])
+
+
+@dataclass
+class SeededUser:
+    name: str
+    uid: str
+    arn: str
+    initial_password: str = field(repr=False)
+
+
+class Sandbox:
+    """`with Sandbox(users=3) as sb:` starts both servers, creates the function's resources and seeds `users` pairs
+    (IAM user + login profile, pamUser record); both servers stop on exit, Ctrl-C included."""
+
+    def __init__(self, users: int = 0, pending_policy: str = "replace", user_prefix: str = "sandbox-user") -> None:
+        self.user_count = users
+        self.pending_policy = pending_policy
+        self.user_prefix = user_prefix
+        self.users: list[SeededUser] = []
+        self.keeper: Any = None
+        self._moto: Any = None
+        self.aws_url = ""
+        self._session = boto3.session.Session(
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",  # noqa: S106 - moto's fake credentials
+            aws_session_token="testing",  # noqa: S106
+            region_name=REGION,
+        )
+        self._clients: dict[str, Any] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------------------------
+    def __enter__(self) -> Sandbox:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log lines on the terminal
+        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._moto.start()
+        self.aws_url = f"http://127.0.0.1:{self._moto._server.server_port}"
+        self.keeper = EmulatorServer(seed=None, pending_policy=self.pending_policy)
+        self.reset()
+
+    def stop(self) -> None:
+        if self.keeper is not None:
+            self.keeper.close()
+            self.keeper = None
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+
+    def reset(self, users: int | None = None) -> None:
+        """Empty both sides, re-create the function's resources and seed `users` (default: the constructor's)."""
+        request = urllib.request.Request(f"{self.aws_url}/moto-api/reset", method="POST")  # noqa: S310 - loopback
+        _loopback_opener().open(request, timeout=10).read()
+        self.keeper.vault.reset(seed={})
+        self.keeper.vault.pending_policy = self.pending_policy
+        self._clients.clear()
+        self.users = []
+        self._create_function_resources()
+        self.aws("iam").update_account_password_policy(**PASSWORD_POLICY)
+        for i in range(self.user_count if users is None else users):
+            self.add_user(f"{self.user_prefix}-{i + 1:03d}")
+
+    def _create_function_resources(self) -> None:
+        """What template.yaml creates: the journal and idempotency tables, the journal's KMS key + alias, and the
+        KSM config secret."""
+        for table, key in ((JOURNAL_TABLE, "userArn"), (IDEMPOTENCY_TABLE, "id")):
+            self.aws("dynamodb").create_table(
+                TableName=table,
+                KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+                BillingMode="PAY_PER_REQUEST",
+            )
+        kms = self.aws("kms")
+        key_id = kms.create_key(Description="keeper-iam-rotator journal")["KeyMetadata"]["KeyId"]
+        kms.create_alias(AliasName=JOURNAL_KEY, TargetKeyId=key_id)
+        self.aws("secretsmanager").create_secret(Name=CONFIG_SECRET, SecretString=self.keeper.client_config())
+
+    # -- seeding -------------------------------------------------------------------------------------------------
+    def aws(self, service: str) -> Any:
+        """A client of the sandbox's moto server (never the real AWS)."""
+        if service not in self._clients:
+            self._clients[service] = self._session.client(service, endpoint_url=self.aws_url)
+        return self._clients[service]
+
+    def add_user(self, name: str, uid: str | None = None, password: str | None = None) -> SeededUser:
+        """An IAM user with a console password, and the pamUser record holding it (login = user name)."""
+        password = password or initial_password()
+        iam = self.aws("iam")
+        arn = iam.create_user(UserName=name)["User"]["Arn"]
+        iam.create_login_profile(UserName=name, Password=password, PasswordResetRequired=False)
+        uid = self.keeper.vault.add_record(
+            uid=uid,
+            type="pamUser",
+            title=f"IAM {name}",
+            fields=[
+                {"type": "login", "value": [name]},
+                {"type": "password", "value": [password]},
+                {"type": "text", "label": "distinguishedName", "value": []},
+            ],
+            custom=[],
+        )
+        user = SeededUser(name=name, uid=uid, arn=arn, initial_password=password)
+        self.users.append(user)
+        return user
+
+    def user(self, name_or_uid: str) -> SeededUser:
+        return next(u for u in self.users if name_or_uid in (u.name, u.uid))
+
+    # -- the truth on both sides -----------------------------------------------------------------------------------
+    def iam_password(self, name: str) -> str | None:
+        return iam_backends[ACCOUNT]["global"].get_user(name).password
+
+    def keeper_record(self, uid: str) -> dict[str, Any] | None:
+        return self.keeper.vault.committed(uid)
+
+    def keeper_password(self, uid: str) -> str | None:
+        record = self.keeper_record(uid)
+        return field_value(record, "password") if record else None
+
+    def keeper_staged_password(self, uid: str) -> str | None:
+        staged = self.keeper.vault.staged(uid)
+        return field_value(staged, "password") if staged else None
+
+    def agree(self, user: SeededUser) -> bool:
+        iam = self.iam_password(user.name)
+        return iam is not None and iam == self.keeper_password(user.uid)
+
+    def journal_items(self) -> dict[str, dict[str, Any]]:
+        """Journal items by user ARN."""
+        items = self.aws("dynamodb").scan(TableName=JOURNAL_TABLE, ConsistentRead=True)["Items"]
+        return {item["userArn"]["S"]: item for item in items}
+
+    def journal_passwords(self) -> list[str]:
+        """Every password held in an open journal entry (decrypted with the sandbox's KMS)."""
+        out = []
+        for item in self.journal_items().values():
+            if "secret" not in item:
+                continue
+            plaintext = self.aws("kms").decrypt(
+                CiphertextBlob=item["secret"]["B"],
+                EncryptionContext={"userArn": item["userArn"]["S"], "recordUid": item["recordUid"]["S"]},
+            )["Plaintext"]
+            out.extend(json.loads(plaintext)["passwords"])
+        return out
+
+    # -- running the handler ---------------------------------------------------------------------------------------
+    def handler_env(self, extra_env: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment a handler subprocess needs to talk to this sandbox and nothing else."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_DROP_ENV_PREFIXES) and k not in _DROP_ENV}
+        env.update(
+            {
+                "PYTHONPATH": os.pathsep.join([str(FUNCTION_DIR), str(TOOLS_DIR)]),
+                "AWS_ENDPOINT_URL": self.aws_url,
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_SESSION_TOKEN": "testing",
+                "AWS_DEFAULT_REGION": REGION,
+                "AWS_REGION": REGION,
+                "AWS_CONFIG_FILE": os.devnull,
+                "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+                "AWS_EC2_METADATA_DISABLED": "true",
+                "AWS_LAMBDA_FUNCTION_NAME": "keeper-iam-rotator",
+                "REQUESTS_CA_BUNDLE": self.keeper.ca_file,
+                "NO_PROXY": "127.0.0.1,localhost",
+                "no_proxy": "127.0.0.1,localhost",
+                "POWERTOOLS_TRACE_DISABLED": "true",
+                "POWERTOOLS_METRICS_NAMESPACE": "KeeperIamRotator",
+                "POWERTOOLS_SERVICE_NAME": "keeper-iam-rotator",
+                "LOG_LEVEL": "INFO",
+                "KSM_CONFIG_SECRET_ID": CONFIG_SECRET,
+                "JOURNAL_TABLE_NAME": JOURNAL_TABLE,
+                "JOURNAL_KEY_ID": JOURNAL_KEY,
+                "IDEMPOTENCY_TABLE_NAME": IDEMPOTENCY_TABLE,
+                "RETRY_DELAY": "0",
+                "PYTHONDONTWRITEBYTECODE": "1",
+            }
+        )
+        env.update(extra_env or {})
+        return env
+
+    def _spawn(self, extra_env: dict[str, str] | None) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "rotator_sandbox.invoke"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.handler_env(extra_env),
+            cwd=str(ROOT),
+        )
+
+    def invoke(
+        self, event: dict[str, Any], extra_env: dict[str, str] | None = None, timeout: float = 120
+    ) -> Invocation:
+        """Run the real handler in a new process; (exit_code, result or None, stdout, stderr)."""
+        return self.finish(self.start_invoke(event, extra_env), timeout)
+
+    def start_invoke(self, event: dict[str, Any], extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        """Start the handler subprocess without waiting for it; `finish(process)` collects it."""
+        process = self._spawn(extra_env)
+        if process.stdin is None:  # pragma: no cover - _spawn always asks for a pipe
+            raise RuntimeError("no stdin pipe")
+        try:
+            process.stdin.write(json.dumps(event))  # small: fits the pipe buffer, so this never blocks
+            process.stdin.close()
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        process.stdin = None  # the runner reads stdin to EOF and starts right away, not when finish() is called
+        return process
+
+    @staticmethod
+    def finish(process: subprocess.Popen[str], timeout: float = 120) -> Invocation:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except BaseException:
+            process.kill()
+            process.communicate()
+            raise
+        return Invocation(process.returncode, _last_json(stdout), stdout, stderr)
+
+
+def load_event(name: str) -> dict[str, Any]:
+    return json.loads((EVENTS_DIR / name).read_text())
+
+
+def field_value(record: dict[str, Any], field_type: str, label: str | None = None) -> str | None:
+    for section in ("fields", "custom"):
+        for item in record.get(section) or []:
+            if item.get("type") == field_type and (label is None or item.get("label") == label):
+                return (item.get("value") or [None])[0]
+    return None
+
+
+def _last_json(stdout: str) -> dict[str, Any] | None:
+    for line in reversed(stdout.strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
+
+
+def _loopback_opener() -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+__all__ = ["Invocation", "Sandbox", "SeededUser", "field_value", "fingerprint", "load_event"]
