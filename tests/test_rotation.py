@@ -341,3 +341,34 @@ def test_parallel_scheduled_run_keeps_every_pair_in_agreement(stack, monkeypatch
     assert sorted(r["userName"] for r in results if r["status"] == "rotated") == sorted(uids)
     passwords = {assert_rotated(stack, uid, name) for name, uid in uids.items()}
     assert len(passwords) == len(uids)
+
+
+# --- one PAM User record per IAM user --------------------------------------------------------------------------------
+
+
+def test_two_records_for_one_user_in_one_run_rotate_once(stack):
+    first = stack.add_pair("alice")
+    twin = stack.add_record("alice", title="a second record for alice")
+    results = {r["recordUid"]: r for r in stack.rotate(first, twin)}
+    assert results[first]["status"] == "rotated"
+    assert (results[twin]["status"], results[twin]["error"]["code"]) == ("skipped", "duplicate_user")
+    assert first in results[twin]["error"]["message"]
+    assert_rotated(stack, first, "alice")
+
+
+def test_a_second_record_for_a_rotated_user_is_refused_until_the_first_lets_go(stack, keeper):
+    from keeper_secrets_manager_core import SecretsManager
+    from keeper_secrets_manager_core.storage import InMemoryKeyValueStorage
+
+    first = stack.add_pair("alice")
+    assert only(stack.rotate(first))["status"] == "rotated"
+    twin = stack.add_record("alice", title="a second record for alice")
+    assert only(stack.rotate(twin))["error"]["code"] == "duplicate_user"
+    stack.add_user("bob")
+    sdk = SecretsManager(config=InMemoryKeyValueStorage(keeper.client_config()))  # an admin repoints the first record
+    record = sdk.get_secrets([first])[0]
+    record.set_standard_field_value("login", "bob")
+    record.set_standard_field_value("distinguishedName", "")
+    sdk.save(record)
+    assert only(stack.rotate(twin))["status"] == "rotated"  # the user now belongs to the second record
+    assert_rotated(stack, twin, "alice", previous=stack.keeper_password(first))

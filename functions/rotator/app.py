@@ -21,6 +21,8 @@ from keeper_iam_rotator.settings import Settings
 if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 
+IN_PROGRESS = "this request is already being processed; retry later"
+KEY_REUSED = "this idempotency key was used with a different request"
 quiet_chatty_loggers()
 
 
@@ -31,7 +33,11 @@ class RequestRefused(Exception):
 
 
 def execute(request: RotationRequest, trigger: str, context: LambdaContext, retry_key: str) -> dict[str, Any]:
-    """Run the request once per idempotency key (the caller's, else `retry_key`) and return its results."""
+    """Run the request once per idempotency key (the caller's, else `retry_key`) and return its results.
+
+    Raises AlreadyRunning while the first attempt is still in flight (or died and its deadline has not passed), and
+    KeyReused for a caller's key that came with another request.
+    """
     settings = Settings.from_env()
     metrics.add_dimension(name="trigger", value=trigger)
     invocation = service.Invocation(
@@ -45,15 +51,7 @@ def execute(request: RotationRequest, trigger: str, context: LambdaContext, retr
     def work() -> dict[str, Any]:
         return {"results": [result.to_dict() for result in service.run(request, invocation)]}
 
-    key = request.idempotency_key or retry_key
-    try:
-        return once(key, request.to_dict(), settings.idempotency_table, context, work)
-    except AlreadyRunning:
-        raise RequestRefused(409, "in_progress", "this request is already being processed; retry later") from None
-    except KeyReused:
-        raise RequestRefused(
-            422, "idempotency_key_reused", "this idempotency key was used with a different request"
-        ) from None
+    return once(request.idempotency_key or retry_key, request.to_dict(), settings.idempotency_table, context, work)
 
 
 @lru_cache(maxsize=1)
@@ -87,8 +85,10 @@ def post_rotations() -> dict[str, Any] | Response:
         return _error(400, "bad_request", message)
     try:
         return execute(request, "api", api().lambda_context, retry_key="")
-    except RequestRefused as refused:
-        return _error(refused.status, refused.code, refused.message)
+    except AlreadyRunning:
+        return _error(409, "in_progress", IN_PROGRESS)
+    except KeyReused:
+        return _error(422, "idempotency_key_reused", KEY_REUSED)
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -103,5 +103,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         return execute(parse_request(event), "invoke", context, retry_key=context.aws_request_id)
     except BadRequest as error:
         return {"error": {"code": "bad_request", "message": str(error)}}
-    except RequestRefused as refused:
-        return {"error": {"code": refused.code, "message": refused.message}}
+    except KeyReused:
+        return {"error": {"code": "idempotency_key_reused", "message": KEY_REUSED}}
+    # AlreadyRunning propagates: a function error makes Lambda retry an asynchronous event later (and finally use
+    # the failure destination) instead of counting the retry as done.

@@ -250,11 +250,10 @@ def test_two_concurrent_recoveries_of_one_dead_run(sb, policy):
 
 
 def test_lambda_retry_of_a_crashed_invocation_within_its_deadline(sb):
-    """FINDING (documented, not a password loss): Lambda retries a failed asynchronous invocation with the same request
-    id, i.e. the same idempotency key. While the dead run's idempotency record is "in progress" (until its deadline:
-    the remaining time at its start), the retry returns {"error": {"code": "in_progress"}} as a normal result, so
-    Lambda counts it a success: no further retry, no OnFailure destination (the SNS alarm). The journal still holds
-    the password and a later run (after the lease) converges."""
+    """Lambda retries a failed asynchronous invocation with the same request id, i.e. the same idempotency key. While
+    the dead run's idempotency record is "in progress" (until its deadline), the retry fails as a function error, so
+    Lambda keeps retrying and finally uses the failure destination (the SNS alarm) instead of counting it done. The
+    journal holds the password meanwhile and a later run (after the lease) converges."""
     user = sb.add_user("e2e-retry")
     env = {"SANDBOX_REQUEST_ID": str(uuid.uuid4()), "SANDBOX_REMAINING_MS": "5000", "JOURNAL_LEASE_MARGIN_SECONDS": "0"}
     crashed = sb.invoke({"records": [user.uid]}, {**env, "SANDBOX_CRASH_AFTER": "aws:iam:UpdateLoginProfile"})
@@ -263,10 +262,8 @@ def test_lambda_retry_of_a_crashed_invocation_within_its_deadline(sb):
 
     retry = sb.invoke({"records": [user.uid]}, env)
 
-    assert retry.exit_code == 0
-    assert retry.result == {
-        "error": {"code": "in_progress", "message": "this request is already being processed; retry later"}
-    }
+    assert retry.exit_code == 1 and retry.result is None
+    assert "AlreadyRunning" in retry.stderr
     assert sb.iam_password(user.name) != sb.keeper_password(user.uid)  # only the journal knows IAM's password now
     assert sb.iam_password(user.name) in sb.journal_passwords()
     wait_for_lease(sb, user)
@@ -277,5 +274,5 @@ def test_lambda_retry_of_a_crashed_invocation_within_its_deadline(sb):
     record_outcome(
         "crash, then Lambda's retry (same request id) within the deadline",
         "replace",
-        f"retry -> error(in_progress), exit 0 (no alarm); later run -> {statuses(later)}",
+        f"retry -> function error AlreadyRunning (Lambda retries, then alarms); later run -> {statuses(later)}",
     )

@@ -32,6 +32,14 @@ class LeaseHeld(Exception):
     """Another invocation holds this user's lease."""
 
 
+class OwnedElsewhere(Exception):
+    """The user was last rotated from another Keeper record."""
+
+    def __init__(self, record_uid: str) -> None:
+        super().__init__(record_uid)
+        self.record_uid = record_uid
+
+
 @dataclass
 class Entry:
     user_arn: str
@@ -89,34 +97,48 @@ class Journal:
         return [Secret(p) for p in json.loads(plaintext)["passwords"]]
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
-    def open(self, user_arn: str, record_uid: str, password: Secret, owner: str, lease_seconds: float) -> Entry:
-        """Create the entry holding `password` and take its lease. LeaseHeld when an entry is already open: the
-        caller then decides between "locked" (live lease) and recovery (`find`, `take_over`)."""
+    def open(
+        self, user_arn: str, record_uid: str, password: Secret, owner: str, lease_seconds: float, adopt: bool = False
+    ) -> Entry:
+        """Create the entry holding `password` and take its lease.
+
+        LeaseHeld when an entry is already open: the caller then decides between "locked" (live lease) and recovery
+        (`find`, `take_over`). OwnedElsewhere when the user's last rotation came from another record, unless
+        `adopt`: the caller decides whether that record still names the user.
+        """
         now = self._clock()
         entry = Entry(user_arn, record_uid, PENDING, owner, now + lease_seconds)
         entry.ciphertext = self._seal(user_arn, record_uid, [password])
+        closed = "#s = :closed" if adopt else "(#s = :closed AND recordUid = :uid)"
+        values: dict[str, Any] = {":closed": {"S": CLOSED}} | ({} if adopt else {":uid": {"S": record_uid}})
         try:
             self._ddb.put_item(
                 TableName=self._table,
                 Item=self._item(entry, now),
-                ConditionExpression="attribute_not_exists(userArn) OR #s = :closed",
+                ConditionExpression=f"attribute_not_exists(userArn) OR {closed}",
                 ExpressionAttributeNames={"#s": "state"},
-                ExpressionAttributeValues={":closed": {"S": CLOSED}},
+                ExpressionAttributeValues=values,
             )
         except (ClientError, BotoCoreError) as error:
-            if _code(error) == "ConditionalCheckFailedException":
+            if _code(error) != "ConditionalCheckFailedException":
+                raise JournalError(f"DynamoDB PutItem failed: {_code(error)}") from None
+            current = self._get(user_arn)
+            if current is None or current.open or current.record_uid == record_uid:
                 raise LeaseHeld(user_arn) from None
-            raise JournalError(f"DynamoDB PutItem failed: {_code(error)}") from None
+            raise OwnedElsewhere(current.record_uid) from None
         return entry
 
     def find(self, user_arn: str) -> Entry | None:
         """The open entry for this user, if any."""
+        entry = self._get(user_arn)
+        return entry if entry and entry.open else None
+
+    def _get(self, user_arn: str) -> Entry | None:
         try:
             item = self._ddb.get_item(TableName=self._table, Key=_key(user_arn), ConsistentRead=True).get("Item")
         except (ClientError, BotoCoreError) as error:
             raise JournalError(f"DynamoDB GetItem failed: {_code(error)}") from None
-        entry = Entry.from_item(item) if item else None
-        return entry if entry and entry.open else None
+        return Entry.from_item(item) if item else None
 
     def take_over(self, entry: Entry, owner: str, lease_seconds: float) -> Entry:
         """Claim an entry whose lease ran out (its invocation died); LeaseHeld if it is still alive."""

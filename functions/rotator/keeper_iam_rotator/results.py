@@ -30,6 +30,7 @@ class Code(StrEnum):
     NO_LOGIN_PROFILE = "no_login_profile"
     IAM_ACCESS_DENIED = "iam_access_denied"
     LOCKED = "locked"
+    DUPLICATE_USER = "duplicate_user"
     # failed, nothing changed
     KSM_CONFIG_UNREADABLE = "ksm_config_unreadable"
     KEEPER_UNAVAILABLE = "keeper_unavailable"

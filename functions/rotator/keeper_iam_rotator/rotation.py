@@ -14,13 +14,14 @@ that touches the user (or any scheduled run) recovers it by driving steps 5-8 ag
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from enum import Enum
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .iam import IamGateway, IamOutcomeUnknown, IamRefused, IamUser, describe, error_code
-from .journal import APPLIED, PENDING, Entry, Journal, JournalError, LeaseHeld
+from .journal import APPLIED, PENDING, Entry, Journal, JournalError, LeaseHeld, OwnedElsewhere
 from .keeper import KeeperFailure, KeeperVault, PamUser
 from .passwords import generate_password
 from .results import Code, RecordResult, RotationStop, Status, fail, skip
@@ -48,6 +49,8 @@ class Rotation:
     lease_seconds: float
     password_length: int = 32
     commit_attempts: int = 3
+    claims: dict[str, str] = field(default_factory=dict)  # IAM user ARN -> the record rotating it in this run
+    claims_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def rotate(user: PamUser, rot: Rotation, dry_run: bool = False) -> RecordResult:
@@ -56,16 +59,17 @@ def rotate(user: PamUser, rot: Rotation, dry_run: bool = False) -> RecordResult:
     try:
         target = resolve_target(user, rot.iam)  # 1
         result.user_name = target.name
+        claim_in_this_run(user, target, rot)
         require_console_access(target, rot.iam)  # 2
         password = new_password(rot)  # 3
         if dry_run:
             result.status = Status.PLANNED
             return result
         try:
-            entry = rot.journal.open(target.arn, user.uid, password, rot.owner, rot.lease_seconds)  # 4
+            entry = open_journal(user, target, password, rot)  # 4
         except LeaseHeld:
-            result.recovered = True
             entry, passwords, holds = claim_unfinished(user, target, rot)
+            result.recovered = True
             if user.password == passwords[-1]:  # Keeper commits only after IAM took it: the dead run got that far
                 close_journal(rot, entry)
                 return result
@@ -123,6 +127,29 @@ def new_password(rot: Rotation) -> Secret:
         return generate_password(rot.iam.password_policy, rot.password_length)
     except (ClientError, BotoCoreError) as error:
         raise _iam_read_stop(error) from None
+
+
+def claim_in_this_run(user: PamUser, target: IamUser, rot: Rotation) -> None:
+    """One PAM User record per IAM user: two records rotating one user leave one of them holding a dead password."""
+    with rot.claims_lock:
+        first = rot.claims.setdefault(target.arn, user.uid)
+    if first != user.uid:
+        raise skip(Code.DUPLICATE_USER, _duplicate_message(first, target))
+
+
+def open_journal(user: PamUser, target: IamUser, password: Secret, rot: Rotation) -> Entry:
+    """Step 4: journal the password and take the user's lease. The journal remembers which record last rotated the
+    user; if that record still names the user, this one is a duplicate (the same rule as within one run)."""
+    try:
+        return rot.journal.open(target.arn, user.uid, password, rot.owner, rot.lease_seconds)
+    except OwnedElsewhere as owned:
+        try:
+            other = rot.vault.fetch([owned.record_uid]).get(owned.record_uid)
+        except KeeperFailure as error:
+            raise fail(Code.KEEPER_UNAVAILABLE, f"{error}; nothing was changed") from None
+        if other is not None and _names(other, target):
+            raise skip(Code.DUPLICATE_USER, _duplicate_message(owned.record_uid, target)) from None
+        return rot.journal.open(target.arn, user.uid, password, rot.owner, rot.lease_seconds, adopt=True)
 
 
 def claim_unfinished(user: PamUser, target: IamUser, rot: Rotation) -> tuple[Entry, list[Secret], IamHolds]:
@@ -268,6 +295,19 @@ def _iam_read_stop(error: ClientError | BotoCoreError) -> RotationStop:
             f"{describe(error)} (the user is outside the function's RotatableUserPath or lacks the required tag)",
         )
     return fail(Code.IAM_ERROR, f"{describe(error)}; nothing was changed")
+
+
+def _names(other: PamUser, target: IamUser) -> bool:
+    """Whether another record points at the same IAM user (by ARN, or by login when it holds no ARN)."""
+    if other.type != "pamUser":
+        return False
+    if other.distinguished_name.startswith("arn:"):
+        return other.distinguished_name == target.arn
+    return other.login == target.name
+
+
+def _duplicate_message(other_uid: str, target: IamUser) -> str:
+    return f"record {other_uid} also manages {target.arn}; keep one PAM User record per IAM user"
 
 
 def _locked_message(entry: Entry | None) -> str:
