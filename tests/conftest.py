@@ -18,13 +18,16 @@ import pytest
 from moto import mock_aws
 from moto.iam.models import iam_backends
 
-ACCOUNT = "123456789012"
+from rotator_sandbox.stack import (  # the names template.yaml gives the function's resources
+    ACCOUNT,
+    CONFIG_SECRET,
+    IDEMPOTENCY_TABLE,
+    JOURNAL_TABLE,
+    create_function_resources,
+)
+
 EVENTS = Path(__file__).resolve().parent.parent / "events"
 INITIAL_PASSWORD = "Initial-Passw0rd!"
-JOURNAL_TABLE = "keeper-iam-rotator-journal"
-JOURNAL_KEY = "alias/keeper-iam-rotator-journal"
-CONFIG_SECRET = "keeper-iam-rotator/ksm-config"
-IDEMPOTENCY_TABLE = "keeper-iam-rotator-idempotency"
 
 
 @pytest.fixture(autouse=True)
@@ -153,22 +156,6 @@ def custom_value(record: dict[str, Any], label: str) -> str | None:
     return None
 
 
-def create_function_resources(config_b64: str) -> None:
-    """What template.yaml creates: the journal and idempotency tables, the journal's KMS key, and the KSM config
-    secret (which `keeper-iam-rotator init` creates in real life)."""
-    for table, key in ((JOURNAL_TABLE, "userArn"), (IDEMPOTENCY_TABLE, "id")):
-        boto3.client("dynamodb").create_table(
-            TableName=table,
-            KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-    kms = boto3.client("kms")
-    key_id = kms.create_key(Description="journal")["KeyMetadata"]["KeyId"]
-    kms.create_alias(AliasName=JOURNAL_KEY, TargetKeyId=key_id)
-    boto3.client("secretsmanager").create_secret(Name=CONFIG_SECRET, SecretString=config_b64)
-
-
 @pytest.fixture
 def keeper(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     from ksm_emulator import EmulatorServer
@@ -181,7 +168,7 @@ def keeper(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 @pytest.fixture
 def stack(keeper: Any) -> Iterator[Stack]:
     with mock_aws():
-        create_function_resources(keeper.client_config())
+        create_function_resources(boto3.client, keeper.client_config())
         yield Stack(keeper=keeper)
 
 

@@ -11,8 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from keeper_iam_rotator_cli.main import cli
-
-from conftest import CONFIG_SECRET, JOURNAL_KEY, JOURNAL_TABLE
+from rotator_sandbox.stack import CONFIG_SECRET, JOURNAL_KEY, JOURNAL_TABLE
 
 TARGET = ["--config-secret", CONFIG_SECRET, "--journal-table", JOURNAL_TABLE, "--journal-key", JOURNAL_KEY]
 

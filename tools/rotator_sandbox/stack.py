@@ -15,6 +15,7 @@ import secrets
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -32,6 +33,24 @@ JOURNAL_TABLE = "keeper-iam-rotator-journal"
 JOURNAL_KEY = "alias/keeper-iam-rotator-journal"
 IDEMPOTENCY_TABLE = "keeper-iam-rotator-idempotency"
 CONFIG_SECRET = "keeper-iam-rotator/ksm-config"  # noqa: S105 - a secret's name
+
+
+def create_function_resources(aws: Callable[[str], Any], ksm_config: str) -> None:
+    """What template.yaml creates: the journal and idempotency tables, the journal's KMS key + alias, and the KSM
+    config secret (which `keeper-iam-rotator init` creates in real life). `aws` makes a client for a service."""
+    for table, key in ((JOURNAL_TABLE, "userArn"), (IDEMPOTENCY_TABLE, "id")):
+        aws("dynamodb").create_table(
+            TableName=table,
+            KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    kms = aws("kms")
+    key_id = kms.create_key(Description="keeper-iam-rotator journal")["KeyMetadata"]["KeyId"]
+    kms.create_alias(AliasName=JOURNAL_KEY, TargetKeyId=key_id)
+    aws("secretsmanager").create_secret(Name=CONFIG_SECRET, SecretString=ksm_config)
+
+
 PASSWORD_POLICY = {
     "MinimumPasswordLength": 14,
     "RequireSymbols": True,
@@ -140,25 +159,10 @@ class Sandbox:
         self.keeper.vault.pending_policy = self.pending_policy
         self._clients.clear()
         self.users = []
-        self._create_function_resources()
+        create_function_resources(self.aws, self.keeper.client_config())
         self.aws("iam").update_account_password_policy(**PASSWORD_POLICY)
         for i in range(self.user_count if users is None else users):
             self.add_user(f"{self.user_prefix}-{i + 1:03d}")
-
-    def _create_function_resources(self) -> None:
-        """What template.yaml creates: the journal and idempotency tables, the journal's KMS key + alias, and the
-        KSM config secret."""
-        for table, key in ((JOURNAL_TABLE, "userArn"), (IDEMPOTENCY_TABLE, "id")):
-            self.aws("dynamodb").create_table(
-                TableName=table,
-                KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
-                AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
-                BillingMode="PAY_PER_REQUEST",
-            )
-        kms = self.aws("kms")
-        key_id = kms.create_key(Description="keeper-iam-rotator journal")["KeyMetadata"]["KeyId"]
-        kms.create_alias(AliasName=JOURNAL_KEY, TargetKeyId=key_id)
-        self.aws("secretsmanager").create_secret(Name=CONFIG_SECRET, SecretString=self.keeper.client_config())
 
     # -- seeding -------------------------------------------------------------------------------------------------
     def aws(self, service: str) -> Any:
