@@ -6,11 +6,9 @@ for an IAM user, and the password Keeper has committed for the record.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -24,9 +22,9 @@ from rotator_sandbox.stack import (  # the names template.yaml gives the functio
     IDEMPOTENCY_TABLE,
     JOURNAL_TABLE,
     create_function_resources,
+    field_value,
 )
 
-EVENTS = Path(__file__).resolve().parent.parent / "events"
 INITIAL_PASSWORD = "Initial-Passw0rd!"
 
 
@@ -69,10 +67,6 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return self.remaining_ms
-
-
-def load_event(name: str) -> dict[str, Any]:
-    return json.loads((EVENTS / name).read_text())
 
 
 @dataclass
@@ -139,14 +133,6 @@ class Stack:
 
     def journal_items(self) -> list[dict[str, Any]]:
         return boto3.client("dynamodb").scan(TableName=JOURNAL_TABLE)["Items"]
-
-
-def field_value(record: dict[str, Any], field_type: str, label: str | None = None) -> str | None:
-    for section in ("fields", "custom"):
-        for item in record.get(section) or []:
-            if item.get("type") == field_type and (label is None or item.get("label") == label):
-                return (item.get("value") or [None])[0]
-    return None
 
 
 def custom_value(record: dict[str, Any], label: str) -> str | None:

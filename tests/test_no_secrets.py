@@ -11,8 +11,9 @@ import boto3
 import pytest
 
 import app  # noqa: F401 - imported before capsys replaces the streams Powertools' Logger binds to
+from rotator_sandbox.stack import load_event
 
-from conftest import INITIAL_PASSWORD, _clear_caches, load_event
+from conftest import INITIAL_PASSWORD, _clear_caches
 from faults import AwsFaults, SimulatedCrash, after_aws_call
 
 

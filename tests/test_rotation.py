@@ -11,8 +11,9 @@ import json
 import pytest
 
 from keeper_iam_rotator.passwords import PasswordPolicy
+from rotator_sandbox.stack import field_value, load_event
 
-from conftest import INITIAL_PASSWORD, custom_value, field_value, load_event
+from conftest import INITIAL_PASSWORD, custom_value
 from faults import AwsFaults
 from policy_checker import violations
 

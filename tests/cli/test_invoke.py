@@ -17,9 +17,10 @@ import pytest
 from botocore.response import StreamingBody
 
 from app import lambda_handler
+from rotator_sandbox.stack import load_event
 
 from .conftest import answer_aws, results_of, stack_document
-from conftest import INITIAL_PASSWORD, LambdaContext, load_event
+from conftest import INITIAL_PASSWORD, LambdaContext
 
 FUNCTION = "keeper-iam-rotator-RotatorFunction-abc"
 
