@@ -373,3 +373,31 @@ def test_a_second_record_for_a_rotated_user_is_refused_until_the_first_lets_go(s
     sdk.save(record)
     assert only(stack.rotate(twin))["status"] == "rotated"  # the user now belongs to the second record
     assert_rotated(stack, twin, "alice", previous=stack.keeper_password(first))
+
+
+def test_config_secret_may_hold_the_decoded_json(stack):
+    """Keeper's tools print the config as base64; some operators store the JSON inside it. Both work."""
+    import base64
+
+    import boto3
+
+    from conftest import CONFIG_SECRET
+
+    decoded = base64.b64decode(stack.keeper.client_config()).decode()
+    boto3.client("secretsmanager").put_secret_value(SecretId=CONFIG_SECRET, SecretString=decoded)
+    uid = stack.add_pair("alice")
+    assert only(stack.rotate(uid))["status"] == "rotated"
+    assert_rotated(stack, uid, "alice")
+
+
+def test_a_config_that_is_not_a_ksm_config_fails_without_quoting_it(stack):
+    import boto3
+
+    from conftest import CONFIG_SECRET
+
+    boto3.client("secretsmanager").put_secret_value(SecretId=CONFIG_SECRET, SecretString="not-a-config-Sup3rS3cret")
+    uid = stack.add_pair("alice")
+    result = only(stack.rotate(uid))
+    assert (result["status"], result["error"]["code"]) == ("failed", "ksm_config_unreadable")
+    assert "Sup3rS3cret" not in json.dumps(result)
+    assert_unchanged(stack, uid, "alice")

@@ -21,7 +21,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1", help="IPv4 loopback address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default)")
-    parser.add_argument("--seed", type=Path, help="JSON seed file: app, folders, records")
+    parser.add_argument(
+        "--seed", "--state", type=Path, help="JSON seed file with the initial state: app, folders, records"
+    )
     parser.add_argument(
         "--pending-policy",
         choices=PENDING_POLICIES,

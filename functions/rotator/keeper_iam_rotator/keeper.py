@@ -118,11 +118,14 @@ def _with_rotation(user: PamUser, password: Secret, account_id: str, user_arn: s
 
 class KeeperVault:
     def __init__(self, config: str, timeout: float = 20.0) -> None:
+        """Parse the config (no network). The SDK's errors may quote the config, so only their type is kept."""
         try:
-            storage = InMemoryKeyValueStorage(config)
-        except Exception:  # the SDK's parse errors may quote the config: never surface them
-            raise KeeperFailure("the KSM config is not valid base64 or JSON KSM configuration") from None
-        self._sm = SecretsManager(config=storage)
+            self._sm = SecretsManager(config=InMemoryKeyValueStorage(config))
+        except Exception as error:
+            raise KeeperFailure(
+                f"the KSM config is not a usable KSM client configuration ({type(error).__name__}); "
+                "store the base64 (or JSON) config of a bound KSM client device"
+            ) from None
         self._sm.post_function = _Transport(timeout)
 
     def _call(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:

@@ -73,11 +73,10 @@ def run(request: RotationRequest, inv: Invocation) -> list[RecordResult]:
     except Exception as error:
         return _all_failed(request, Code.IAM_ERROR, f"STS GetCallerIdentity failed: {describe(error)}", inv)
     try:
-        ksm_config = inv.load_ksm_config()
-    except ConfigUnavailable as error:
+        vault = vault_for(inv.load_ksm_config(), settings.keeper_timeout)
+    except (ConfigUnavailable, KeeperFailure) as error:  # KeeperVault only parses the config: no Keeper call yet
         return _all_failed(request, Code.KSM_CONFIG_UNREADABLE, str(error), inv, account_id)
     try:
-        vault = vault_for(ksm_config, settings.keeper_timeout)
         work = _fetch(request, vault, settings, account_id)
         if not (request.record_uids or dry_run):
             work += _unfinished_elsewhere(journal, work, vault, account_id)
