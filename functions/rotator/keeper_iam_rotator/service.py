@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import suppress
 from dataclasses import dataclass
 from functools import lru_cache
@@ -94,10 +94,10 @@ def run(request: RotationRequest, inv: Invocation) -> list[RecordResult]:
         return result, time.monotonic() - started
 
     with ThreadPoolExecutor(max_workers=settings.concurrency) as pool:  # records are independent; IAM users locked
-        outcomes = list(pool.map(one, work))
-    for result, seconds in outcomes:
-        inv.observe(result, seconds)
-    return [result for result, _ in outcomes]
+        futures = [pool.submit(one, item) for item in work]
+        for done in as_completed(futures):  # reported here, on one thread, as each record finishes
+            inv.observe(*done.result())
+    return [future.result()[0] for future in futures]
 
 
 def _read_policy_once(iam: IamGateway) -> None:
