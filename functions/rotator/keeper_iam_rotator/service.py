@@ -30,8 +30,9 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-READS = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=20)
-WRITES = Config(retries={"total_max_attempts": 1}, connect_timeout=5, read_timeout=20)  # see iam.py: own retries
+_POOL = {"connect_timeout": 5, "read_timeout": 20, "max_pool_connections": 20}  # >= ROTATION_CONCURRENCY's max
+READS = Config(retries={"mode": "standard", "max_attempts": 5}, **_POOL)
+WRITES = Config(retries={"total_max_attempts": 1}, **_POOL)  # see iam.py: UpdateLoginProfile retries itself
 
 
 @lru_cache(maxsize=8)
@@ -64,6 +65,8 @@ class Invocation:
 
 
 def run(request: RotationRequest, inv: Invocation) -> list[RecordResult]:
+    """One result per requested record (or per pamUser in scope, plus unfinished rotations, for the schedule).
+    A failure that affects every record (STS, the config, Keeper unreachable) fails them all before any change."""
     settings = inv.settings
     dry_run = request.dry_run or settings.dry_run
     iam = IamGateway(client("iam"), client("iam", WRITES), client("sts"), retry_delay=settings.retry_delay)
