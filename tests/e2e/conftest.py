@@ -105,6 +105,18 @@ def assert_converged(sb: Sandbox, user: SeededUser) -> None:
     assert journal_state(sb, user) in ("closed", "none"), "the journal entry is still open"
 
 
+def recover(sb: Sandbox, user: SeededUser, faulted: Invocation, extra_env: dict[str, str] | None = None) -> Invocation:
+    """After a faulted run: wait out its lease, run the record again, and require that run to rotate and converge
+    with no password (any the test saw) in either run's output."""
+    seen = held_passwords(sb, user) | {user.initial_password}
+    wait_for_lease(sb, user)
+    recovery = sb.invoke({"records": [user.uid]}, {**LEASE_ENV, **(extra_env or {})})
+    assert [r["status"] for r in recovery.results] == ["rotated"], recovery.stdout
+    assert_converged(sb, user)
+    assert_no_leak(seen | held_passwords(sb, user), faulted, recovery)
+    return recovery
+
+
 def assert_no_leak(passwords: set[str], *runs: Invocation) -> None:
     for run in runs:
         for stream, text in (("stdout", run.stdout), ("stderr", run.stderr)):

@@ -10,12 +10,10 @@ from rotator_sandbox.hooks import CRASH_EXIT_CODE
 from .conftest import (
     LEASE_ENV,
     assert_converged,
-    assert_no_leak,
-    held_passwords,
     journal_state,
     record_outcome,
+    recover,
     statuses,
-    wait_for_lease,
 )
 
 pytestmark = pytest.mark.e2e
@@ -45,12 +43,7 @@ def test_iam_outcome_unknown_then_recovery(sb, policy):
     (result,) = run.results
     assert (result["status"], result["error"]["code"]) == ("failed", "iam_outcome_unknown")
     assert journal_state(sb, user) == "pending"
-    seen = held_passwords(sb, user) | {user.initial_password}
-    wait_for_lease(sb, user)
-    recovery = sb.invoke({"records": [user.uid]}, LEASE_ENV)
-    assert [r["status"] for r in recovery.results] == ["rotated"], recovery.stdout
-    assert_converged(sb, user)
-    assert_no_leak(seen | held_passwords(sb, user), run, recovery)
+    recovery = recover(sb, user, run)
     record_outcome(
         "fault: UpdateLoginProfile 500 x5 -> outcome unknown", policy, f"{statuses(run)} -> {statuses(recovery)}"
     )
@@ -64,16 +57,9 @@ def test_crash_then_iam_refuses_the_journal_password(sb, policy):
     user = sb.add_user("e2e-alice")
     crashed = sb.invoke({"records": [user.uid]}, {**LEASE_ENV, "SANDBOX_CRASH_AFTER": "aws:iam:UpdateLoginProfile"})
     assert crashed.exit_code == CRASH_EXIT_CODE
-    seen = held_passwords(sb, user) | {user.initial_password}
     first_new = sb.iam_password(user.name)
-    wait_for_lease(sb, user)
-    recovery = sb.invoke(
-        {"records": [user.uid]}, {**LEASE_ENV, "SANDBOX_AWS_FAULTS": "iam:UpdateLoginProfile=PasswordPolicyViolation"}
-    )
-    assert [r["status"] for r in recovery.results] == ["rotated"], recovery.stdout
-    assert_converged(sb, user)
+    recovery = recover(sb, user, crashed, {"SANDBOX_AWS_FAULTS": "iam:UpdateLoginProfile=PasswordPolicyViolation"})
     assert sb.iam_password(user.name) not in (user.initial_password, first_new)
-    assert_no_leak(seen | held_passwords(sb, user), crashed, recovery)
     record_outcome("crash after UpdateLoginProfile, IAM refuses replay", policy, statuses(recovery) + "; 3rd password")
 
 
@@ -91,12 +77,7 @@ def test_commit_fails_and_iam_refuses_the_restore(sb, policy):
     assert (result["status"], result["error"]["code"]) == ("failed", "password_in_journal")
     assert sb.iam_password(user.name) != sb.keeper_password(user.uid)  # IAM is ahead; the journal holds its password
     assert sb.iam_password(user.name) in sb.journal_passwords()
-    seen = held_passwords(sb, user) | {user.initial_password}
-    wait_for_lease(sb, user)
-    recovery = sb.invoke({"records": [user.uid]}, LEASE_ENV)
-    assert [r["status"] for r in recovery.results] == ["rotated"], recovery.stdout
-    assert_converged(sb, user)
-    assert_no_leak(seen | held_passwords(sb, user), run, recovery)
+    recovery = recover(sb, user, run)
     record_outcome("fault: commit fails + IAM refuses restore", policy, f"{statuses(run)} -> {statuses(recovery)}")
 
 
