@@ -21,7 +21,7 @@ from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterEr
 from botocore.config import Config
 
 from .iam import IamGateway, describe
-from .journal import Journal, JournalError
+from .journal import Entry, Journal, JournalError
 from .keeper import KeeperFailure, KeeperVault, PamUser
 from .requests_model import RotationRequest
 from .results import Code, RecordResult, Status
@@ -71,6 +71,15 @@ def run(request: RotationRequest, inv: Invocation) -> list[RecordResult]:
     dry_run = request.dry_run or settings.dry_run
     iam = IamGateway(client("iam"), client("iam", WRITES), client("sts"), retry_delay=settings.retry_delay)
     journal = Journal(client("dynamodb"), client("kms"), settings.journal_table, settings.journal_key_id)
+    unfinished: list[Entry] = []
+    if request.recover_only:  # the journal first: an idle recovery run makes no IAM, STS or Keeper call
+        try:
+            now = time.time()  # a live lease is a rotation in progress, not one to finish
+            unfinished = [entry for entry in journal.open_entries() if entry.lease_until <= now]
+        except JournalError as error:
+            return _all_failed(request, Code.JOURNAL_UNAVAILABLE, str(error), inv)
+        if not unfinished:
+            return []
     try:
         account_id = iam.account_id
     except Exception as error:
@@ -80,9 +89,12 @@ def run(request: RotationRequest, inv: Invocation) -> list[RecordResult]:
     except (ConfigUnavailable, KeeperFailure) as error:  # KeeperVault only parses the config: no Keeper call yet
         return _all_failed(request, Code.KSM_CONFIG_UNREADABLE, str(error), inv, account_id)
     try:
-        work = _fetch(request, vault, settings, account_id)
-        if not (request.record_uids or dry_run):
-            work += _unfinished_elsewhere(journal, work, vault, account_id)
+        if request.recover_only:
+            work = _records_of(unfinished, vault, account_id)
+        else:
+            work = _fetch(request, vault, settings, account_id)
+            if not (request.record_uids or dry_run):
+                work += _unfinished_elsewhere(journal, work, vault, account_id)
     except KeeperFailure as error:
         return _all_failed(request, Code.KEEPER_UNAVAILABLE, f"{error}; nothing was changed", inv, account_id)
 
@@ -133,6 +145,11 @@ def _unfinished_elsewhere(journal: Journal, work: list[Work], vault: KeeperVault
     except JournalError as error:
         log.warning("could not scan the journal for unfinished rotations", extra={"error": str(error)})
         return []
+    return _records_of(entries, vault, account_id)
+
+
+def _records_of(entries: list[Entry], vault: KeeperVault, account_id: str) -> list[Work]:
+    """The records that own these open journal entries, in one Keeper read."""
     found = vault.fetch(sorted({entry.record_uid for entry in entries})) if entries else {}
     gone = "the journal holds an unfinished rotation for {arn}, but its record is no longer shared with the KSM app"
     return [
