@@ -172,7 +172,8 @@ class Sandbox:
         return self._clients[service]
 
     def add_user(self, name: str, uid: str | None = None, password: str | None = None) -> SeededUser:
-        """An IAM user with a console password, and the pamUser record holding it (login = user name)."""
+        """An IAM user with a console password, and the pamUser record holding it, bound to the user (login = user
+        name, distinguishedName = the user's ARN)."""
         password = password or initial_password()
         iam = self.aws("iam")
         arn = iam.create_user(UserName=name)["User"]["Arn"]
@@ -184,7 +185,7 @@ class Sandbox:
             fields=[
                 {"type": "login", "value": [name]},
                 {"type": "password", "value": [password]},
-                {"type": "text", "label": "distinguishedName", "value": []},
+                {"type": "text", "label": "distinguishedName", "value": [arn]},
             ],
             custom=[],
         )
