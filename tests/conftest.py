@@ -43,7 +43,10 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         "RETRY_DELAY": "0",
     }.items():
         monkeypatch.setenv(name, value)
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "ROTATION_FOLDER_UIDS", "DRY_RUN", "KSM_CONFIG", "KSM_HOSTNAME"):
+    for name in (
+        *("AWS_PROFILE", "AWS_ENDPOINT_URL", "ROTATION_FOLDER_UIDS", "DRY_RUN", "KSM_CONFIG", "KSM_HOSTNAME"),
+        *("TARGET_ACCOUNT_IDS", "TARGET_EXTERNAL_ID", "ROTATION_QUEUE_URL", "INLINE_ROTATION_LIMIT"),
+    ):
         monkeypatch.delenv(name, raising=False)
     _clear_caches()
     yield

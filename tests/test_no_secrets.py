@@ -71,7 +71,7 @@ def test_no_secret_in_any_output(stack, debug_everything, capsys, monkeypatch):
     haystack = "\n".join([captured.out, captured.err, caplog.text, json.dumps(results)])
     statuses = [r["status"] for r in results[:5]]
     assert statuses == ["rotated", "planned", "failed", "failed", "rotated"]  # every path really ran
-    assert "rotation result" in haystack and len(seen) >= 6
+    assert "rotation result" in haystack and len(seen) >= 5  # the schedule rotates only bob and carol: due
     leaked = [f"{secret[:3]}...({len(secret)} chars)" for secret in secrets if secret in haystack]
     assert leaked == []
 

@@ -187,7 +187,7 @@ def test_arn_of_another_account_is_skipped(stack):
     stack.add_user("alice")
     uid = stack.add_record("alice", dn="arn:aws:iam::210987654321:user/alice")
     result = only(stack.rotate(uid))
-    assert (result["status"], result["error"]["code"]) == ("skipped", "cross_account_unsupported")
+    assert (result["status"], result["error"]["code"]) == ("skipped", "account_not_allowed")
     assert_unchanged(stack, uid, "alice")
 
 

@@ -1,8 +1,9 @@
 """Lambda entry point: recognise the trigger, turn its event into a RotationRequest, return the results.
 
-Triggers: API Gateway `POST /rotations` (IAM-authenticated), the EventBridge schedule (rotate every pamUser record
-in scope), the recovery schedule (`{"action": "recover"}`: finish rotations dead runs left in the journal), and a
-direct invoke / `sam local invoke` with `{"records": [...], "dryRun": false}`.
+Triggers: API Gateway `POST /rotations` (IAM-authenticated), the EventBridge schedule (rotate the pamUser records
+in scope that are due, queueing what exceeds InlineRotationLimit), the rotation queue (SQS events: the records a
+scheduled run queued), the recovery schedule (`{"action": "recover"}`: finish rotations dead runs left in the
+journal), and a direct invoke / `sam local invoke` with `{"records": [...], "dryRun": false}`.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from keeper_iam_rotator import service
+from keeper_iam_rotator import queue_worker, service
 from keeper_iam_rotator.idempotency import AlreadyRunning, KeyReused, once
 from keeper_iam_rotator.observability import logger, metrics, quiet_chatty_loggers, report, tracer
 from keeper_iam_rotator.requests_model import BadRequest, RotationRequest, parse_request
+from keeper_iam_rotator.results import summarize
 from keeper_iam_rotator.settings import Settings
 
 if TYPE_CHECKING:
@@ -50,7 +52,8 @@ def execute(request: RotationRequest, trigger: str, context: LambdaContext, retr
     )
 
     def work() -> dict[str, Any]:
-        return {"results": [result.to_dict() for result in service.run(request, invocation)]}
+        results = service.run(request, invocation)
+        return {"results": [result.to_dict() for result in results], "summary": summarize(results, invocation.not_due)}
 
     return once(request.idempotency_key or retry_key, request.to_dict(), settings.idempotency_table, context, work)
 
@@ -95,7 +98,9 @@ def post_rotations() -> dict[str, Any] | Response:
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:  # noqa: PLR0911 - per trigger
+    if queue_worker.is_sqs(event):  # records a scheduled run handed to the rotation queue: scheduled work
+        return queue_worker.handle(event, context, lambda request: execute(request, "schedule", context, retry_key=""))
     if "httpMethod" in event and "requestContext" in event:
         return api().resolve(event, context)
     try:

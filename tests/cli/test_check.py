@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import boto3
 import pytest
 
 from .conftest import TARGET, answer_aws
@@ -193,3 +194,30 @@ def test_help(run):
     assert result.exit_code == 0
     for option in ("--record", "--user-path", "--required-tag", "--role-arn", "--json", "--stack"):
         assert option in result.stdout
+
+
+def test_check_reports_member_accounts_and_whether_each_record_is_due(stack, run, monkeypatch):
+    """Fleets: each allowed account's role is assumed and read with; each record says its account and whether the
+    schedule would rotate it now."""
+    from rotator_sandbox.accounts import create_target_role, member_session, roles_must_exist
+    from test_fleet import HUB_ROLE, MEMBER, NO_ROLE, OUTSIDER, member_pair
+
+    simulate({})
+    with roles_must_exist():
+        for account in (MEMBER, OUTSIDER):
+            create_target_role(member_session(boto3.session.Session, account).client("iam"), HUB_ROLE)
+        member = member_pair(stack, MEMBER, "alice")
+        outsider = member_pair(stack, OUTSIDER, "mallory")
+        fresh = stack.add_pair("bob")
+        stack.rotate(fresh)
+        monkeypatch.setenv("TARGET_ACCOUNT_IDS", f"{MEMBER},{NO_ROLE}")
+        checks = checks_of(run("check", "--json", *TARGET))
+    assert checks[f"account {MEMBER}"]["result"] == "PASS"
+    assert checks[f"account {NO_ROLE}"]["result"] == "FAIL"
+    assert "assume_role_failed" in checks[f"account {NO_ROLE}"]["detail"]
+    assert checks[f"record {member}"]["result"] == "PASS"
+    assert "due (never rotated" in checks[f"record {member}"]["detail"]
+    assert checks[f"record {outsider}"]["result"] == "FAIL"
+    assert "account_not_allowed" in checks[f"record {outsider}"]["detail"]
+    assert "not due (last rotated" in checks[f"record {fresh}"]["detail"]
+    assert stack.keeper_password(member) == INITIAL_PASSWORD

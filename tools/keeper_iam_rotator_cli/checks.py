@@ -6,14 +6,18 @@ exactly what a rotation would refuse, with the same words.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from keeper_iam_rotator import service
+from keeper_iam_rotator import due, service
+from keeper_iam_rotator.accounts import Accounts, account_of, assumed_gateway
 from keeper_iam_rotator.binding import Vouched, resolve_target
-from keeper_iam_rotator.iam import IamGateway, IamUser, error_code
+from keeper_iam_rotator.iam import IamGateway, IamUser, describe, error_code
+from keeper_iam_rotator.journal import Journal, JournalError
 from keeper_iam_rotator.keeper import KeeperFailure, KeeperVault, PamUser
 from keeper_iam_rotator.passwords import IAM_MAX_LENGTH, PasswordPolicy, generate_password
 from keeper_iam_rotator.results import Code, RotationStop
@@ -84,6 +88,7 @@ class Preflight:
     required_tags: dict[str, str]
     role_arn: str | None
     checks: list[dict[str, str]] = field(default_factory=list)
+    last_rotated: dict[str, float] = field(default_factory=dict)  # record uid -> last rotation (the journal's)
 
     def add(self, check: str, result: str, detail: str) -> None:
         self.checks.append({"check": check, "result": result, "detail": detail})
@@ -92,6 +97,8 @@ class Preflight:
         self.iam = IamGateway(service.client("iam"), service.client("iam", service.WRITES), service.client("sts"))
         caller = self._identity()
         users = self._records(self._config())
+        if caller:
+            self._member_accounts()
         user_arns = self._iam_users(users) if caller else []
         if caller:
             self._password_policy()
@@ -159,8 +166,8 @@ class Preflight:
         for user in users:
             name = f"record {user.uid}"
             try:  # what an explicit request would do; the schedule adds the binding rule reported below
-                target = resolve_target(user, self.iam, Vouched(explicit=True))
-                require_console_access(target, self.iam)
+                target = resolve_target(user, self.iam, Vouched(explicit=True), self._gateway_for(user))
+                require_console_access(target, self.accounts.gateway(account_of(target.arn), user.uid))
             except RotationStop as stop:
                 not_ours = stop.code in {Code.NOT_IAM_RECORD, Code.NOT_PAM_USER}
                 self.add(name, SKIP if not_ours else FAIL, f"{stop.code}: {stop.message}")
@@ -173,12 +180,55 @@ class Preflight:
                 how = (
                     "bound" if user.distinguished_name else "unbound, in a folder declared AWS-only (binds on rotation)"
                 )
-                self.add(name, PASS, f"{how} → IAM user {target.arn}, console password set")
+                self.add(name, PASS, f"{how} → IAM user {target.arn}, console password set; {self._due(user)}")
             else:
                 self.add(
                     name, WARN, f"unbound → IAM user {target.arn}: the schedule skips it ({Code.NOT_BOUND}); {HOW}"
                 )
         return arns
+
+    # -- fleets: member accounts (TARGET_ACCOUNT_IDS) and rotation when due ----------------------------------------
+    def _member_accounts(self) -> None:
+        """Each member account's role can be assumed and lets the rotator read what rotation reads; the writes
+        (UpdateLoginProfile) are not tried. Records are then checked with the same per-account gateways."""
+        settings = self.target.settings()
+        self.accounts = Accounts(
+            self.iam,
+            service.client("sts"),
+            settings.target_account_ids,
+            settings.target_role_name,
+            lambda credentials: assumed_gateway(credentials, service.READS, service.WRITES, settings.retry_delay),
+            settings.target_external_id,
+        )
+        for account in settings.target_account_ids:
+            check, role = f"account {account}", self.accounts.role_arn(account)
+            try:
+                self.accounts.gateway(account, "preflight-check").password_policy  # noqa: B018 - reads it
+            except RotationStop as stop:
+                self.add(check, FAIL, f"{stop.code}: {stop.message}")
+            except AWS_ERRORS as error:
+                self.add(check, FAIL, f"assumed {role}, but GetAccountPasswordPolicy: {describe(error)}")
+            else:
+                self.add(check, PASS, f"assumed {role}; it reads the password policy (records below use it)")
+        journal = Journal(service.client("dynamodb"), service.client("kms"), self.target.journal_table, "")
+        try:
+            self.last_rotated = due.last_rotations(journal.entries())
+        except JournalError:
+            self.last_rotated = {}  # the journal check below reports why
+
+    def _gateway_for(self, user: PamUser) -> Any:
+        return lambda account: self.accounts.gateway(account, user.uid)
+
+    def _due(self, user: PamUser) -> str:
+        """Whether the scheduled run would rotate the record now (it always rotates on request)."""
+        default = self.target.settings().rotation_period_days
+        days = due.period_days(user, default)
+        rotated_at = self.last_rotated.get(user.uid)
+        if rotated_at is None:
+            return f"due (never rotated by this rotator; period {days} d)"
+        when = datetime.fromtimestamp(rotated_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        state = "due" if due.is_due(user, self.last_rotated, default, time.time()) else "not due"
+        return f"{state} (last rotated {when}; period {days} d)"
 
     def _scope_problems(self, target: IamUser) -> list[str]:
         problems = []

@@ -21,7 +21,7 @@ class Step:
     title: str
     event_file: str
     expect: str  # the status every record the step targets must end with
-    everyone: bool = False  # the scheduled event targets every pamUser record
+    everyone: bool = False  # the scheduled event targets every pamUser record that is due
 
 
 STEPS = (
@@ -98,7 +98,8 @@ def run_step(sb: Sandbox, out: Printer, title: str, step: Step, verbose: bool) -
     if "statusCode" in run.result and run.result["statusCode"] != 200:
         problems.append(f"{step.title}: HTTP {run.result['statusCode']}")
     by_uid = {r["recordUid"]: r for r in run.results}
-    targeted = {u.uid for u in sb.users} if step.everyone else {EVENT_RECORD_UID}
+    # the schedule rotates what is due: every record except the events' one, which the steps before just rotated
+    targeted = {u.uid for u in sb.users} - {EVENT_RECORD_UID} if step.everyone else {EVENT_RECORD_UID}
     rows = []
     for user in sb.users:
         result = by_uid.get(user.uid)

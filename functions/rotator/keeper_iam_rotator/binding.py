@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .accounts import not_allowed
 from .iam import IamGateway, IamUser, describe, error_code
 from .keeper import PamUser
 from .results import Code, RotationStop, fail, skip
@@ -43,15 +44,22 @@ class Vouched:
     explicit: bool = False
     folder_uids: Collection[str] = ()
     unfinished_record_uids: Collection[str] = ()
+    planned_record_uids: Collection[str] = ()  # queued by a scheduled run that vouched for them
 
     def covers(self, user: PamUser) -> bool:
         return (
-            self.explicit or bool(user.folder_uids & set(self.folder_uids)) or user.uid in self.unfinished_record_uids
+            self.explicit
+            or bool(user.folder_uids & set(self.folder_uids))
+            or user.uid in self.unfinished_record_uids
+            or user.uid in self.planned_record_uids
         )
 
 
-def resolve_target(user: PamUser, iam: IamGateway, vouched: Vouched) -> IamUser:
-    """Step 1: the IAM user this record is bound to (or may be bound to now), checked against IAM itself."""
+def resolve_target(
+    user: PamUser, iam: IamGateway, vouched: Vouched, gateway_for: Callable[[str], IamGateway] | None = None
+) -> IamUser:
+    """Step 1: the IAM user this record is bound to (or may be bound to now), checked against IAM itself: `iam` is
+    the function's own account, `gateway_for(account)` another allowed account's (none: no other account is)."""
     if user.type != "pamUser":
         raise skip(Code.NOT_PAM_USER, f"record type is {user.type or 'unknown'!r}, not 'pamUser'")
     dn = user.distinguished_name
@@ -65,6 +73,10 @@ def resolve_target(user: PamUser, iam: IamGateway, vouched: Vouched) -> IamUser:
     if not user.editable:
         raise skip(Code.RECORD_NOT_EDITABLE, "the KSM application may read this record but not edit it")
     if arn is not None:
+        if arn["account"] != iam.account_id:  # a login alone always means the function's own account
+            if gateway_for is None:
+                raise not_allowed(arn["account"], iam.account_id)
+            iam = gateway_for(arn["account"])
         return _bound(dn, arn, iam)
     if not user.login:
         raise skip(Code.MISSING_LOGIN, "the record has neither a login (the IAM user name) nor a distinguishedName")
@@ -77,12 +89,6 @@ def resolve_target(user: PamUser, iam: IamGateway, vouched: Vouched) -> IamUser:
 
 
 def _bound(dn: str, arn: re.Match[str], iam: IamGateway) -> IamUser:
-    if arn["account"] != iam.account_id:
-        raise skip(
-            Code.CROSS_ACCOUNT_UNSUPPORTED,
-            f"distinguishedName names account {arn['account']}, this function runs in {iam.account_id}; "
-            "cross-account rotation is not supported yet",
-        )
     real_arn = _lookup(iam, arn["name"])
     if real_arn is None:
         raise skip(Code.IAM_USER_NOT_FOUND, f"IAM has no user named {arn['name']!r} (distinguishedName {dn})")

@@ -84,6 +84,11 @@ class IamGateway:
     def account_id(self) -> str:
         return str(self._caller["Account"])
 
+    @property
+    def partition(self) -> str:
+        """aws, aws-cn, aws-us-gov: member accounts' role ARNs are built in the caller's partition."""
+        return str(self._caller["Arn"]).split(":")[1]
+
     @cached_property
     def password_policy(self) -> PasswordPolicy:
         try:

@@ -3,7 +3,8 @@ of every password IAM might hold that Keeper has not committed yet.
 
 Item (partition key `userArn`):
   recordUid, state ("pending" | "applied" | "closed"), secret (KMS ciphertext of {"passwords": [...]}),
-  owner (invocation id), leaseUntil (epoch s), updatedAt, expiresAt (TTL, set only on closed items).
+  owner (invocation id), leaseUntil (epoch s), updatedAt, expiresAt (TTL, set only on closed items),
+  rotatedAt (epoch s of the last successful rotation: kept on the closed item, read by "rotation when due").
 "pending": IAM holds Keeper's committed password or one of `passwords`. "applied": IAM holds `passwords[-1]`.
 "closed": IAM holds Keeper's committed password; the item is history (no secret) and expires by TTL.
 """
@@ -21,7 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from .sensitive import Secret
 
 PENDING, APPLIED, CLOSED = "pending", "applied", "closed"
-HISTORY_SECONDS = 30 * 86400
+HISTORY_SECONDS = 400 * 86400  # closed items outlive the longest rotation period (365 days) with their rotatedAt
 
 
 class JournalError(Exception):
@@ -48,6 +49,7 @@ class Entry:
     owner: str
     lease_until: float
     ciphertext: bytes = field(repr=False, default=b"")
+    rotated_at: float = 0.0
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Entry:
@@ -59,6 +61,7 @@ class Entry:
             owner=item.get("owner", {}).get("S", ""),
             lease_until=float(item.get("leaseUntil", {}).get("N", "0")),
             ciphertext=secret["B"] if secret else b"",
+            rotated_at=float(item.get("rotatedAt", {}).get("N", "0")),
         )
 
     @property
@@ -161,20 +164,25 @@ class Journal:
         entry.state = state
         self._write(entry, expected_owner=entry.owner, now=self._clock())
 
-    def close(self, entry: Entry) -> None:
-        """IAM now holds Keeper's committed password: drop the secret, keep a short history item."""
+    def close(self, entry: Entry, rotated: bool = False) -> None:
+        """IAM now holds Keeper's committed password: drop the secret, keep a history item (with the time, when
+        `rotated`: the password changed and Keeper committed it)."""
         entry.state, entry.ciphertext = CLOSED, b""
+        if rotated:
+            entry.rotated_at = self._clock()
         self._write(entry, expected_owner=entry.owner, now=self._clock())
 
     def open_entries(self) -> Iterator[Entry]:
+        yield from self.entries(
+            FilterExpression="#s <> :closed",
+            ExpressionAttributeNames={"#s": "state"},
+            ExpressionAttributeValues={":closed": {"S": CLOSED}},
+        )
+
+    def entries(self, **scan: Any) -> Iterator[Entry]:
+        """Every item (open entries and history), in one Scan: what the scheduled run reads once."""
         try:
-            for page in self._ddb.get_paginator("scan").paginate(
-                TableName=self._table,
-                FilterExpression="#s <> :closed",
-                ExpressionAttributeNames={"#s": "state"},
-                ExpressionAttributeValues={":closed": {"S": CLOSED}},
-                ConsistentRead=True,
-            ):
+            for page in self._ddb.get_paginator("scan").paginate(TableName=self._table, ConsistentRead=True, **scan):
                 yield from (Entry.from_item(item) for item in page.get("Items", []))
         except (ClientError, BotoCoreError) as error:
             raise JournalError(f"DynamoDB Scan failed: {_code(error)}") from None
@@ -191,6 +199,8 @@ class Journal:
         }
         if entry.ciphertext:
             item["secret"] = {"B": entry.ciphertext}
+        if entry.rotated_at:
+            item["rotatedAt"] = {"N": f"{entry.rotated_at:.3f}"}
         if entry.state == CLOSED:
             item["expiresAt"] = {"N": str(int(now + HISTORY_SECONDS))}
         return item

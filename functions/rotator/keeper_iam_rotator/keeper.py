@@ -89,6 +89,13 @@ class PamUser:
     def distinguished_name(self) -> str:
         return self._standard("distinguishedName")
 
+    def custom(self, label: str) -> str:
+        """The first value of the custom field with this label ("" when absent)."""
+        for field in self.record.dict.get("custom") or []:
+            if field.get("label") == label and field.get("value"):
+                return str(field["value"][0]).strip()
+        return ""
+
     @property
     def password(self) -> Secret | None:
         value = self._standard("password")

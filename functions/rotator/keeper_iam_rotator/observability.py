@@ -27,6 +27,7 @@ STATUS_METRIC = {
     Status.FAILED: "RotationFailed",
     Status.SKIPPED: "RotationSkipped",
     Status.PLANNED: "RotationPlanned",
+    Status.QUEUED: "RotationQueued",
 }
 
 

@@ -15,6 +15,7 @@ class Status(StrEnum):
     PLANNED = "planned"
     SKIPPED = "skipped"
     FAILED = "failed"
+    QUEUED = "queued"  # handed to the rotation queue; its worker reports the outcome with the same metrics
 
 
 class Code(StrEnum):
@@ -28,7 +29,7 @@ class Code(StrEnum):
     ARN_MISMATCH = "arn_mismatch"
     MISSING_LOGIN = "missing_login"
     RECORD_NOT_EDITABLE = "record_not_editable"
-    CROSS_ACCOUNT_UNSUPPORTED = "cross_account_unsupported"
+    ACCOUNT_NOT_ALLOWED = "account_not_allowed"
     IAM_USER_NOT_FOUND = "iam_user_not_found"
     NO_LOGIN_PROFILE = "no_login_profile"
     IAM_ACCESS_DENIED = "iam_access_denied"
@@ -39,6 +40,8 @@ class Code(StrEnum):
     KEEPER_UNAVAILABLE = "keeper_unavailable"
     KEEPER_STAGE_FAILED = "keeper_stage_failed"
     IAM_ERROR = "iam_error"
+    ASSUME_ROLE_FAILED = "assume_role_failed"
+    QUEUE_UNAVAILABLE = "queue_unavailable"
     IAM_UPDATE_REFUSED = "iam_update_refused"
     JOURNAL_UNAVAILABLE = "journal_unavailable"
     # failed, IAM restored to the password Keeper holds
@@ -75,6 +78,14 @@ class RecordResult:
         if self.code:
             out["error"] = {"code": str(self.code), "message": self.message or ""}
         return out
+
+
+def summarize(results: list[RecordResult], not_due: int = 0) -> dict[str, int]:
+    """Counts per status, plus the records the scheduled run left alone because they were not due."""
+    counts = {str(status): 0 for status in Status}
+    for result in results:
+        counts[str(result.status)] += 1
+    return counts | {"notDue": not_due}
 
 
 class RotationStop(Exception):

@@ -68,7 +68,7 @@ def rotate(user: PamUser, target: IamUser, rot: Rotation, dry_run: bool = False)
             entry, passwords, holds = claim_unfinished(user, target, rot)
             result.recovered = True
             if user.password == passwords[-1]:  # Keeper commits only after IAM took it: the dead run got that far
-                close_journal(rot, entry)
+                close_journal(rot, entry, rotated=True)
                 return result
         except JournalError as error:
             raise fail(Code.JOURNAL_UNAVAILABLE, f"{error}; nothing was changed") from None
@@ -165,7 +165,7 @@ def converge(
     if not commit(rot, user.uid, password):
         restore_iam(user, target, entry, password, rot)
     # 8. Close the journal: IAM and Keeper agree.
-    close_journal(rot, entry)
+    close_journal(rot, entry, rotated=True)
 
 
 def retry_with_fresh_password(
@@ -225,10 +225,11 @@ def restore_iam(user: PamUser, target: IamUser, entry: Entry, password: Secret, 
     raise fail(Code.KEEPER_COMMIT_FAILED_IAM_RESTORED, "Keeper would not commit; IAM was set back to Keeper's password")
 
 
-def close_journal(rot: Rotation, entry: Entry) -> None:
-    """Step 8. A failure here is harmless: the entry stays open and the next run finds Keeper already agreeing."""
+def close_journal(rot: Rotation, entry: Entry, rotated: bool = False) -> None:
+    """Step 8. A failure here is harmless: the entry stays open and the next run finds Keeper already agreeing.
+    `rotated` records the time of a successful rotation (see due.py)."""
     try:
-        rot.journal.close(entry)
+        rot.journal.close(entry, rotated)
     except (JournalError, LeaseHeld) as error:
         log.warning("could not close the journal entry", extra={"user_arn": entry.user_arn, "error": str(error)})
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -20,6 +20,8 @@ from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 from botocore.config import Config
 
+from . import due, fanout
+from .accounts import Accounts, account_of, assumed_gateway
 from .binding import Vouched, duplicate_message, resolve_target, settle_duplicates
 from .iam import IamGateway, IamUser, describe
 from .journal import Entry, Journal, JournalError
@@ -65,6 +67,7 @@ class Invocation:
     lease_seconds: float
     load_ksm_config: Callable[[], str]
     observe: Callable[[RecordResult, float], None] = lambda result, seconds: None
+    not_due: int = 0  # set by a scheduled run: records in scope left alone because they are not due
 
 
 def run(request: RotationRequest, inv: Invocation) -> list[RecordResult]:
@@ -96,42 +99,90 @@ def run(request: RotationRequest, inv: Invocation) -> list[RecordResult]:
             work = _records_of(unfinished, vault, account_id)
         else:
             work = _fetch(request, vault, settings, account_id)
-            if not (request.record_uids or dry_run):
-                unfinished = _open_entries(journal)
+            if not request.record_uids:  # the schedule: one journal Scan gives unfinished rotations and history
+                work, unfinished = _due(work, _journal_entries(journal), settings, inv, dry_run)
                 work += _unfinished_elsewhere(unfinished, work, vault, account_id)
     except KeeperFailure as error:
         return _all_failed(request, Code.KEEPER_UNAVAILABLE, f"{error}; nothing was changed", inv, account_id)
 
     vouched = Vouched(
-        explicit=bool(request.record_uids),
+        explicit=bool(request.record_uids) and not request.queued,
         folder_uids=settings.folder_uids,
         unfinished_record_uids={entry.record_uid for entry in unfinished},
+        planned_record_uids=request.vouched_uids,
     )
     rot = Rotation(
         iam, vault, journal, inv.owner, inv.lease_seconds, settings.password_length, settings.commit_attempts
     )
     _read_policy_once(iam)
-    if sum(isinstance(item, PamUser) for item in work) > LIST_USERS_ABOVE:
+    large = sum(isinstance(item, PamUser) for item in work) > LIST_USERS_ABOVE
+    if large:
         iam.list_users()
+    accounts = _accounts(iam, settings, list_users=large)
+
+    def bind(user: PamUser) -> Claim:
+        target = resolve_target(user, iam, vouched, lambda account: accounts.gateway(account, user.uid))
+        return Claim(user, target, accounts.gateway(account_of(target.arn), user.uid))
 
     def claim(item: Work) -> Claim | RecordResult:  # step 1
         if isinstance(item, RecordResult):
             return item
-        return _guarded(item.uid, account_id, lambda: Claim(item, resolve_target(item, iam, vouched)))
+        return _guarded(item.uid, account_id, lambda: bind(item))
 
     def one(item: Claim | RecordResult) -> tuple[RecordResult, float]:  # steps 2-8
         started = time.monotonic()
         result = item
         if isinstance(item, Claim):
-            result = _guarded(item.user.uid, account_id, lambda: rotate(item.user, item.target, rot, dry_run))
+            result = _guarded(
+                item.user.uid, account_id, lambda: rotate(item.user, item.target, replace(rot, iam=item.iam), dry_run)
+            )
         return result, time.monotonic() - started
 
     with ThreadPoolExecutor(max_workers=settings.concurrency) as pool:  # records are independent; IAM users locked
-        claims = list(pool.map(claim, work))
-        futures = [pool.submit(one, item) for item in _one_record_per_user(claims, journal, account_id)]
+        claims = _one_record_per_user(list(pool.map(claim, work)), journal, account_id)
+        if request.record_uids is None and settings.rotation_queue_url and not dry_run:
+            claims = _hand_off(claims, settings, unfinished, vouched)
+        futures = [pool.submit(one, item) for item in claims]
         for done in as_completed(futures):  # reported here, on one thread, as each record finishes
             inv.observe(*done.result())
     return [future.result()[0] for future in futures]
+
+
+def _due(
+    work: list[Work], entries: list[Entry], settings: Settings, inv: Invocation, dry_run: bool
+) -> tuple[list[Work], list[Entry]]:
+    """The scheduled run rotates only due records (due.py) and finishes unfinished rotations (not in a dry run)."""
+    unfinished = [] if dry_run else [entry for entry in entries if entry.open]
+    work, inv.not_due = due.select(
+        work,
+        due.last_rotations(entries),
+        settings.rotation_period_days,
+        time.time(),
+        always={entry.record_uid for entry in unfinished},
+    )
+    return work, unfinished
+
+
+def _hand_off(
+    claims: list[Claim | RecordResult], settings: Settings, unfinished: list[Entry], vouched: Vouched
+) -> list[Claim | RecordResult]:
+    """Beyond InlineRotationLimit, bound records go to the rotation queue (fanout.py); unfinished ones stay here."""
+    queue = fanout.RotationQueue(client("sqs"), settings.rotation_queue_url)
+    first = {entry.record_uid for entry in unfinished}
+    return fanout.hand_off(claims, queue, settings.inline_rotation_limit, first, vouched)
+
+
+def _accounts(iam: IamGateway, settings: Settings, list_users: bool) -> Accounts:
+    """The function's own account and the member accounts it may rotate in (TargetAccountIds)."""
+    return Accounts(
+        iam,
+        client("sts"),
+        settings.target_account_ids,
+        settings.target_role_name,
+        lambda credentials: assumed_gateway(credentials, READS, WRITES, settings.retry_delay),
+        settings.target_external_id,
+        list_users=list_users,
+    )
 
 
 @dataclass(frozen=True)
@@ -140,6 +191,7 @@ class Claim:
 
     user: PamUser
     target: IamUser
+    iam: IamGateway  # the target's account: the function's own, or an assumed member-account role
 
 
 def _one_record_per_user(
@@ -192,9 +244,9 @@ def _fetch(request: RotationRequest, vault: KeeperVault, settings: Settings, acc
     return [user for user in vault.fetch_all(settings.folder_uids) if user.type == "pamUser"]
 
 
-def _open_entries(journal: Journal) -> list[Entry]:
+def _journal_entries(journal: Journal) -> list[Entry]:
     try:
-        return list(journal.open_entries())
+        return list(journal.entries())
     except JournalError as error:
         log.warning("could not scan the journal for unfinished rotations", extra={"error": str(error)})
         return []

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+ACCOUNT_ID = re.compile(r"\d{12}")
 
 
 class ConfigurationError(ValueError):
@@ -35,6 +38,14 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
     return value
 
 
+def _account_ids(env: Mapping[str, str]) -> tuple[str, ...]:
+    ids = tuple(part.strip() for part in env.get("TARGET_ACCOUNT_IDS", "").split(",") if part.strip())
+    bad = [account for account in ids if not ACCOUNT_ID.fullmatch(account)]
+    if bad:
+        raise ConfigurationError(f"TARGET_ACCOUNT_IDS must list 12-digit AWS account ids; {bad[0][:20]!r} is not one")
+    return ids
+
+
 @dataclass(frozen=True)
 class Settings:
     ksm_config_secret_id: str
@@ -50,6 +61,12 @@ class Settings:
     retry_delay: float = 1.0
     lease_margin: int = 60
     concurrency: int = 4
+    target_account_ids: tuple[str, ...] = ()  # accounts besides the function's own whose users may be rotated
+    target_role_name: str = "keeper-iam-rotator-target"
+    target_external_id: str = ""
+    rotation_period_days: int = 30
+    inline_rotation_limit: int = 50
+    rotation_queue_url: str = ""  # empty: the scheduled run rotates everything itself
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -73,4 +90,10 @@ class Settings:
             retry_delay=_number(env, "RETRY_DELAY", 1.0, 0, 30),
             lease_margin=int(_number(env, "JOURNAL_LEASE_MARGIN_SECONDS", 60, 0, 3600)),
             concurrency=int(_number(env, "ROTATION_CONCURRENCY", 4, 1, 16)),
+            target_account_ids=_account_ids(env),
+            target_role_name=env.get("TARGET_ROLE_NAME", "").strip() or cls.target_role_name,
+            target_external_id=env.get("TARGET_EXTERNAL_ID", "").strip(),
+            rotation_period_days=int(_number(env, "ROTATION_PERIOD_DAYS", 30, 1, 365)),
+            inline_rotation_limit=int(_number(env, "INLINE_ROTATION_LIMIT", 50, 0, 10000)),
+            rotation_queue_url=env.get("ROTATION_QUEUE_URL", "").strip(),
         )

@@ -1,0 +1,290 @@
+"""Fleets (issue 11): member accounts through an assumed role, rotation when due, and fan-out on the rotation queue.
+
+Member accounts are moto backends reached with AssumeRole credentials (moto maps them to the role's account); moto's
+STS is made to refuse a role that does not exist, as AWS does. Every case asserts the real state: each account's
+stored password against Keeper's committed record.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import boto3
+import pytest
+
+from keeper_iam_rotator import service
+from rotator_sandbox.accounts import create_target_role, iam_password, member_session, roles_must_exist
+from rotator_sandbox.queue import LocalQueue
+from rotator_sandbox.stack import JOURNAL_TABLE, field_value, load_event
+from test_binding import CallCounter, by_uid, code
+
+from conftest import ACCOUNT, INITIAL_PASSWORD
+from faults import AwsFaults
+from test_rotation import assert_rotated, only
+
+MEMBER = "222222222222"
+OUTSIDER = "333333333333"
+NO_ROLE = "444444444444"
+HUB_ROLE = f"arn:aws:iam::{ACCOUNT}:role/keeper-iam-rotator-RotatorFunctionRole"
+DAY = 86400
+
+
+@pytest.fixture
+def fleet(stack, monkeypatch):
+    """The hub (the stack) plus member accounts: MEMBER with the target role, OUTSIDER with the role but not in
+    TargetAccountIds, NO_ROLE allowed but without the role."""
+    with roles_must_exist():
+        for account in (MEMBER, OUTSIDER):
+            create_target_role(member_session(boto3.session.Session, account).client("iam"), HUB_ROLE)
+        monkeypatch.setenv("TARGET_ACCOUNT_IDS", f"{MEMBER},{NO_ROLE}")
+        yield stack
+
+
+def member_pair(stack, account: str, name: str, **custom: str) -> str:
+    """An IAM user with a console password in `account`, and its bound record in the hub's Keeper."""
+    iam = member_session(boto3.session.Session, account).client("iam")
+    arn = iam.create_user(UserName=name)["User"]["Arn"]
+    iam.create_login_profile(UserName=name, Password=INITIAL_PASSWORD)
+    return record(stack, name, arn, **custom)
+
+
+def record(stack, login: str, dn: str, **custom: str) -> str:
+    return stack.keeper.vault.add_record(
+        uid=None,
+        type="pamUser",
+        title=f"IAM {login}",
+        fields=[
+            {"type": "login", "value": [login]},
+            {"type": "password", "value": [INITIAL_PASSWORD]},
+            {"type": "text", "label": "distinguishedName", "value": [dn]},
+        ],
+        custom=[{"type": "text", "label": label, "value": [value]} for label, value in custom.items()],
+    )
+
+
+def assert_member_rotated(stack, account: str, uid: str, name: str) -> None:
+    password = stack.keeper_password(uid)
+    assert password != INITIAL_PASSWORD
+    assert iam_password(account, name) == password
+    assert field_value(stack.keeper_record(uid), "text", "account_id_or_alias") == account
+
+
+def assert_member_unchanged(stack, account: str, uid: str, name: str) -> None:
+    assert iam_password(account, name) == INITIAL_PASSWORD
+    assert stack.keeper_password(uid) == INITIAL_PASSWORD
+
+
+def scheduled(stack) -> dict:
+    """A new daily run (a new EventBridge event id: the same id would be answered by idempotency)."""
+    return stack.invoke(load_event("scheduled.json") | {"id": str(uuid.uuid4())})
+
+
+# --- many accounts -----------------------------------------------------------------------------------------------
+
+
+def test_a_member_accounts_user_is_rotated_with_the_assumed_role(fleet, monkeypatch):
+    fleet.add_user("alice")  # the hub's namesake must not be touched
+    uid = member_pair(fleet, MEMBER, "alice")
+    counter = CallCounter()
+    result = only(fleet.rotate(uid))
+    assert (result["status"], result["accountId"]) == ("rotated", MEMBER)
+    assert_member_rotated(fleet, MEMBER, uid, "alice")
+    assert fleet.iam_password("alice") == INITIAL_PASSWORD
+    assert counter.calls["sts:AssumeRole"] == 1
+    assert [item["userArn"]["S"] for item in fleet.journal_items()] == [f"arn:aws:iam::{MEMBER}:user/alice"]
+
+
+def test_the_role_is_assumed_once_per_account_with_the_external_id(fleet, monkeypatch):
+    monkeypatch.setenv("TARGET_EXTERNAL_ID", "fleet-external-id")
+    iam = member_session(boto3.session.Session, MEMBER).client("iam")
+    iam.delete_role(RoleName="keeper-iam-rotator-target")
+    create_target_role(iam, HUB_ROLE, external_id="fleet-external-id")
+    uids = {name: member_pair(fleet, MEMBER, name) for name in ("bob", "carol", "dave")}
+    counter = CallCounter()
+    results = by_uid(fleet.rotate(*uids.values()))
+    assert counter.calls["sts:AssumeRole"] == 1
+    for name, uid in uids.items():
+        assert code(results[uid]) == ("rotated", "")
+        assert_member_rotated(fleet, MEMBER, uid, name)
+
+
+def test_a_wrong_external_id_is_refused_and_changes_nothing(fleet, monkeypatch):
+    uid = member_pair(fleet, MEMBER, "erin")
+    iam = member_session(boto3.session.Session, MEMBER).client("iam")
+    iam.delete_role(RoleName="keeper-iam-rotator-target")
+    create_target_role(iam, HUB_ROLE, external_id="the-right-one")
+    monkeypatch.setenv("TARGET_EXTERNAL_ID", "a-wrong-one")
+    assert code(only(fleet.rotate(uid))) == ("failed", "assume_role_failed")
+    assert_member_unchanged(fleet, MEMBER, uid, "erin")
+
+
+def test_an_account_not_in_target_account_ids_is_refused_without_assuming_anything(fleet):
+    uid = member_pair(fleet, OUTSIDER, "mallory")
+    counter = CallCounter()
+    for result in (only(fleet.rotate(uid)), by_uid(scheduled(fleet)["results"])[uid]):
+        assert code(result) == ("skipped", "account_not_allowed")
+        assert OUTSIDER in result["error"]["message"]
+    assert counter.calls["sts:AssumeRole"] == 0
+    assert_member_unchanged(fleet, OUTSIDER, uid, "mallory")
+    assert fleet.journal_items() == []
+
+
+def test_assume_role_denied_fails_every_record_of_that_account_and_changes_nothing(fleet):
+    ghosts = [record(fleet, f"ghost{i}", f"arn:aws:iam::{NO_ROLE}:user/ghost{i}") for i in range(2)]
+    ok = member_pair(fleet, MEMBER, "frank")
+    counter = CallCounter()
+    results = by_uid(fleet.rotate(*ghosts, ok))
+    for uid in ghosts:
+        assert code(results[uid]) == ("failed", "assume_role_failed")
+        assert f"arn:aws:iam::{NO_ROLE}:role/keeper-iam-rotator-target" in results[uid]["error"]["message"]
+        assert fleet.keeper_password(uid) == INITIAL_PASSWORD
+    assert counter.calls["sts:AssumeRole"] == 2  # one refused for NO_ROLE (remembered), one for MEMBER
+    assert_member_rotated(fleet, MEMBER, ok, "frank")
+    assert [item["userArn"]["S"] for item in fleet.journal_items()] == [f"arn:aws:iam::{MEMBER}:user/frank"]
+
+
+def test_a_login_alone_means_the_hubs_account(fleet):
+    member_session(boto3.session.Session, MEMBER).client("iam").create_user(UserName="gina")
+    uid = fleet.add_pair("gina", bound=False)
+    assert only(fleet.rotate(uid))["accountId"] == ACCOUNT
+    assert_rotated(fleet, uid, "gina")
+
+
+# --- rotation when due -------------------------------------------------------------------------------------------
+
+
+def age_rotation(stack, uid: str, days: float) -> None:
+    """Move the record's last successful rotation `days` into the past (what time would do)."""
+    for item in stack.journal_items():
+        if item["recordUid"]["S"] == uid:
+            boto3.client("dynamodb").update_item(
+                TableName=JOURNAL_TABLE,
+                Key={"userArn": item["userArn"]},
+                UpdateExpression="SET rotatedAt = :t",
+                ExpressionAttributeValues={":t": {"N": str(time.time() - days * DAY)}},
+            )
+
+
+def test_a_recently_rotated_record_waits_for_the_schedule_but_not_for_a_request(stack):
+    fresh, never = stack.add_pair("alice"), stack.add_pair("bob")
+    assert code(only(stack.rotate(fresh))) == ("rotated", "")
+    rotated_once = stack.keeper_password(fresh)
+    response = scheduled(stack)
+    results = by_uid(response["results"])
+    assert fresh not in results
+    assert code(results[never]) == ("rotated", "")
+    assert response["summary"] == {"rotated": 1, "planned": 0, "skipped": 0, "failed": 0, "queued": 0, "notDue": 1}
+    assert stack.keeper_password(fresh) == rotated_once == stack.iam_password("alice")
+    assert code(only(stack.rotate(fresh))) == ("rotated", "")  # an explicit request always rotates
+    assert_rotated(stack, fresh, "alice", previous=rotated_once)
+
+
+def test_a_record_is_due_again_after_its_period(stack):
+    uid = stack.add_pair("alice")
+    stack.rotate(uid)
+    age_rotation(stack, uid, 26)  # due at most 10% (+2 h) early: spread, see due.py
+    assert uid not in by_uid(scheduled(stack)["results"])
+    age_rotation(stack, uid, 30)
+    before = stack.keeper_password(uid)
+    assert code(by_uid(scheduled(stack)["results"])[uid]) == ("rotated", "")
+    assert_rotated(stack, uid, "alice", previous=before)
+
+
+def test_rotation_period_days_on_the_record_overrides_the_default(stack, monkeypatch):
+    monkeypatch.setenv("ROTATION_PERIOD_DAYS", "30")
+    weekly = record(stack, "alice", stack.add_user("alice"), rotation_period_days="7")
+    default = record(stack, "bob", stack.add_user("bob"))
+    garbage = record(stack, "carol", stack.add_user("carol"), rotation_period_days="soon")
+    stack.rotate(weekly, default, garbage)
+    for uid in (weekly, default, garbage):
+        age_rotation(stack, uid, 8)
+    passwords = {uid: stack.keeper_password(uid) for uid in (weekly, default, garbage)}
+    response = scheduled(stack)
+    assert set(by_uid(response["results"])) == {weekly}  # an invalid value falls back to the default
+    assert response["summary"]["notDue"] == 2
+    assert_rotated(stack, weekly, "alice", previous=passwords[weekly])
+    assert stack.iam_password("bob") == stack.keeper_password(default) == passwords[default]
+
+
+def test_last_rotation_outlives_a_failed_attempt_only_as_due(stack):
+    """A rotation that failed cleanly (nothing changed) leaves the record due again, so the next run retries."""
+    uid = stack.add_pair("alice")
+    stack.rotate(uid)
+    faults = AwsFaults()
+    faults.fail("iam", "UpdateLoginProfile", "PasswordPolicyViolation")
+    service.client.cache_clear()  # faults reach clients created after they were armed
+    assert code(only(stack.rotate(uid)))[1] == "iam_update_refused"
+    assert code(by_uid(scheduled(stack)["results"])[uid]) == ("rotated", "")
+    assert_rotated(stack, uid, "alice")
+
+
+# --- fan-out on the rotation queue -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def queue(stack, monkeypatch):
+    local = LocalQueue(boto3.client("sqs")).create()
+    monkeypatch.setenv("ROTATION_QUEUE_URL", local.url)
+    return local
+
+
+def test_a_scheduled_run_with_no_inline_budget_queues_everything_and_the_queue_rotates_it(fleet, queue, monkeypatch):
+    monkeypatch.setenv("INLINE_ROTATION_LIMIT", "0")
+    hub = {f"hub{i}": fleet.add_pair(f"hub{i}") for i in range(12)}
+    member = {f"mem{i}": member_pair(fleet, MEMBER, f"mem{i}") for i in range(3)}
+    outsider = member_pair(fleet, OUTSIDER, "mallory")
+    response = scheduled(fleet)
+    results = by_uid(response["results"])
+    assert {uid: results[uid]["status"] for uid in [*hub.values(), *member.values()]} == dict.fromkeys(
+        [*hub.values(), *member.values()], "queued"
+    )
+    assert code(results[outsider]) == ("skipped", "account_not_allowed")  # decided by the planner, never queued
+    assert response["summary"]["queued"] == 15
+    assert all(fleet.keeper_password(uid) == INITIAL_PASSWORD for uid in results)  # nothing rotated yet
+    answers = []
+    assert queue.drain(lambda event: answers.append(fleet.invoke(event)) or answers[-1]) == 2
+    assert all(answer == {"batchItemFailures": []} for answer in answers)
+    for name, uid in hub.items():
+        assert_rotated(fleet, uid, name)
+    for name, uid in member.items():
+        assert_member_rotated(fleet, MEMBER, uid, name)
+    assert_member_unchanged(fleet, OUTSIDER, outsider, "mallory")
+    assert queue.depth() == 0
+    assert scheduled(fleet)["summary"]["notDue"] == 15  # the queue's rotations count as rotations
+
+
+def test_the_inline_budget_is_rotated_by_the_run_and_the_rest_is_queued(stack, queue, monkeypatch):
+    monkeypatch.setenv("INLINE_ROTATION_LIMIT", "2")
+    uids = [stack.add_pair(f"user{i}") for i in range(5)]
+    results = by_uid(scheduled(stack)["results"])
+    statuses = [results[uid]["status"] for uid in uids]
+    assert sorted(statuses) == ["queued", "queued", "queued", "rotated", "rotated"]
+    assert queue.depth() == 3
+
+
+def test_a_batch_with_one_failing_record_reports_only_that_one(stack, queue, monkeypatch):
+    monkeypatch.setenv("INLINE_ROTATION_LIMIT", "0")
+    monkeypatch.setenv("ROTATION_CONCURRENCY", "1")  # records run in message order: the first one meets the fault
+    uids = {f"user{i}": stack.add_pair(f"user{i}") for i in range(3)}
+    scheduled(stack)
+    event = queue.receive_event()
+    event["Records"].append({**event["Records"][0], "messageId": "not-a-handoff", "body": "{}"})
+    first = event["Records"][0]
+    faults = AwsFaults()
+    faults.fail("iam", "UpdateLoginProfile", "PasswordPolicyViolation")
+    service.client.cache_clear()  # faults reach clients created after they were armed
+    answer = stack.invoke(event)
+    assert sorted(item["itemIdentifier"] for item in answer["batchItemFailures"]) == sorted(
+        [first["messageId"], "not-a-handoff"]
+    )
+    failing = next(uid for uid in uids.values() if uid in first["body"])
+    for name, uid in uids.items():
+        if uid == failing:
+            assert stack.iam_password(name) == stack.keeper_password(uid) == INITIAL_PASSWORD
+        else:
+            assert_rotated(stack, uid, name)
+    retry = {"Records": [first]}  # SQS delivers it again; this time IAM takes the password
+    assert stack.invoke(retry) == {"batchItemFailures": []}
+    name = next(name for name, uid in uids.items() if uid == failing)
+    assert_rotated(stack, failing, name)
