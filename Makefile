@@ -5,7 +5,7 @@ SAM_VENV ?= .venv-sam
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo bench bench-import validate build clean
+.PHONY: test lint demo bench bench-fleet bench-import validate build clean
 
 $(STAMP): pyproject.toml functions/rotator/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m rotator_sandbox bench $(BENCH_ARGS)
 
+# A fleet end to end: 10 accounts, the scheduled run's plan, the rotation queue worked by warm handler processes.
+bench-fleet: $(STAMP)
+	$(BIN)/python -m rotator_sandbox fleet --records 10000 --accounts 10 $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .hypothesis
 
@@ -40,7 +44,7 @@ $(SAM_VENV)/.installed:
 validate: $(SAM_VENV)/.installed
 	SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --lint
 	SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --region us-east-1
-	$(SAM_VENV)/bin/cfn-lint template.yaml
+	$(SAM_VENV)/bin/cfn-lint template.yaml member-account.yaml
 
 # sam build needs the runtime's Python (3.13) on PATH; without Docker it fetches arm64 wheels.
 build: validate

@@ -16,7 +16,7 @@ import pytest
 from keeper_iam_rotator import service
 from rotator_sandbox.accounts import create_target_role, iam_password, member_session, roles_must_exist
 from rotator_sandbox.queue import LocalQueue
-from rotator_sandbox.stack import JOURNAL_TABLE, field_value, load_event
+from rotator_sandbox.stack import JOURNAL_TABLE, add_bound_record, field_value, load_event
 from test_binding import CallCounter, by_uid, code
 
 from conftest import ACCOUNT, INITIAL_PASSWORD
@@ -50,17 +50,7 @@ def member_pair(stack, account: str, name: str, **custom: str) -> str:
 
 
 def record(stack, login: str, dn: str, **custom: str) -> str:
-    return stack.keeper.vault.add_record(
-        uid=None,
-        type="pamUser",
-        title=f"IAM {login}",
-        fields=[
-            {"type": "login", "value": [login]},
-            {"type": "password", "value": [INITIAL_PASSWORD]},
-            {"type": "text", "label": "distinguishedName", "value": [dn]},
-        ],
-        custom=[{"type": "text", "label": label, "value": [value]} for label, value in custom.items()],
-    )
+    return add_bound_record(stack.keeper.vault, login, INITIAL_PASSWORD, dn, custom=custom)
 
 
 def assert_member_rotated(stack, account: str, uid: str, name: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from keeper_iam_rotator import due, service
-from keeper_iam_rotator.accounts import Accounts, account_of, assumed_gateway
+from keeper_iam_rotator.accounts import account_of, for_settings
 from keeper_iam_rotator.binding import Vouched, resolve_target
 from keeper_iam_rotator.iam import IamGateway, IamUser, describe, error_code
 from keeper_iam_rotator.journal import Journal, JournalError
@@ -192,14 +192,7 @@ class Preflight:
         """Each member account's role can be assumed and lets the rotator read what rotation reads; the writes
         (UpdateLoginProfile) are not tried. Records are then checked with the same per-account gateways."""
         settings = self.target.settings()
-        self.accounts = Accounts(
-            self.iam,
-            service.client("sts"),
-            settings.target_account_ids,
-            settings.target_role_name,
-            lambda credentials: assumed_gateway(credentials, service.READS, service.WRITES, settings.retry_delay),
-            settings.target_external_id,
-        )
+        self.accounts = for_settings(self.iam, service.client("sts"), settings, service.READS, service.WRITES)
         for account in settings.target_account_ids:
             check, role = f"account {account}", self.accounts.role_arn(account)
             try:

@@ -1,4 +1,4 @@
-"""`python -m rotator_sandbox {demo,bench,converge}`: the product, locally, against moto server and the KSM emulator."""
+"""`python -m rotator_sandbox {demo,bench,converge,fleet}`: the product, locally, against moto and the KSM emulator."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from types import FrameType
 from rotator_sandbox.bench import run_bench
 from rotator_sandbox.converge import run_converge
 from rotator_sandbox.demo import run_demo
+from rotator_sandbox.fleet import run_fleet
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -57,6 +58,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     converge.add_argument("--records", type=int, default=20, help="users/records to seed (default 20)")
     converge.add_argument("--plain", action="store_true", help="plain text tables instead of rich")
+    fleet = commands.add_parser(
+        "fleet",
+        help="rotate a fleet: several accounts, the scheduled run's plan, the rotation queue worked by warm handlers",
+        description="Seeds N IAM users over M accounts (the hub plus members reached through the target role), runs "
+        "the scheduled event (it rotates InlineRotationLimit records and queues the rest on moto SQS), then works "
+        "the queue with W warm handler processes as Lambda's SQS event source would, and prints wall time, "
+        "records/s, calls per user and peak RSS. Exits 1 if any IAM password differs from Keeper's.",
+    )
+    fleet.add_argument("--records", type=int, default=1000, help="users/records to seed (default 1000)")
+    fleet.add_argument("--accounts", type=int, default=10, help="accounts, the hub included (default 10)")
+    fleet.add_argument("--workers", type=int, default=4, help="concurrent queue workers (default 4)")
+    fleet.add_argument("--inline", type=int, default=50, help="InlineRotationLimit (default 50)")
+    fleet.add_argument(
+        "--keeper-latency", type=float, default=0.01, help="seconds the emulator waits per KSM request (default 0.01)"
+    )
+    fleet.add_argument("--plain", action="store_true", help="plain text tables instead of rich")
     args = parser.parse_args(argv)
 
     if args.command == "demo" and args.users < 1:
@@ -71,6 +88,15 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(users=args.users, plain=args.plain, verbose=args.verbose)
         if args.command == "converge":
             return run_converge(records=args.records, plain=args.plain)
+        if args.command == "fleet":
+            return run_fleet(
+                records=args.records,
+                accounts=args.accounts,
+                workers=args.workers,
+                keeper_latency=args.keeper_latency,
+                inline_limit=args.inline,
+                plain=args.plain,
+            )
         return run_bench(
             records=args.records, keeper_latency=args.keeper_latency, plain=args.plain, concurrency=args.concurrency
         )

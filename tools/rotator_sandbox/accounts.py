@@ -57,9 +57,9 @@ def _check(role_arn: str, external_id: str | None) -> None:
             raise denied
 
 
-def member_session(aws_session: Callable[..., Any], account_id: str) -> Any:
+def member_session(aws_session: Callable[..., Any], account_id: str, endpoint_url: str | None = None) -> Any:
     """A boto3 session acting as the member account's administrator (through its organization role)."""
-    sts = aws_session().client("sts")
+    sts = aws_session().client("sts", endpoint_url=endpoint_url)
     credentials = sts.assume_role(
         RoleArn=f"arn:aws:iam::{account_id}:role/{ORGANIZATION_ROLE}", RoleSessionName="sandbox-admin"
     )["Credentials"]

@@ -178,17 +178,7 @@ class Sandbox:
         iam = self.aws("iam")
         arn = iam.create_user(UserName=name)["User"]["Arn"]
         iam.create_login_profile(UserName=name, Password=password, PasswordResetRequired=False)
-        uid = self.keeper.vault.add_record(
-            uid=uid,
-            type="pamUser",
-            title=f"IAM {name}",
-            fields=[
-                {"type": "login", "value": [name]},
-                {"type": "password", "value": [password]},
-                {"type": "text", "label": "distinguishedName", "value": [arn]},
-            ],
-            custom=[],
-        )
+        uid = add_bound_record(self.keeper.vault, name, password, arn, uid=uid)
         user = SeededUser(name=name, uid=uid, arn=arn, initial_password=password)
         self.users.append(user)
         return user
@@ -268,12 +258,14 @@ class Sandbox:
         env.update(extra_env or {})
         return env
 
-    def _spawn(self, extra_env: dict[str, str] | None) -> subprocess.Popen[str]:
+    def _spawn(
+        self, extra_env: dict[str, str] | None, module: str = "rotator_sandbox.invoke", stderr: Any = subprocess.PIPE
+    ) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [sys.executable, "-m", "rotator_sandbox.invoke"],
+            [sys.executable, "-m", module],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=stderr,
             text=True,
             env=self.handler_env(extra_env),
             cwd=str(ROOT),
@@ -309,6 +301,26 @@ class Sandbox:
             process.communicate()
             raise
         return Invocation(process.returncode, _last_json(stdout), stdout, stderr)
+
+
+def add_bound_record(
+    vault: Any, login: str, password: str, arn: str, uid: str | None = None, custom: dict[str, str] | None = None
+) -> str:
+    """A pamUser record bound to an IAM user (login = user name, distinguishedName = its ARN), with `custom` text
+    fields by label."""
+    return str(
+        vault.add_record(
+            uid=uid,
+            type="pamUser",
+            title=f"IAM {login}",
+            fields=[
+                {"type": "login", "value": [login]},
+                {"type": "password", "value": [password]},
+                {"type": "text", "label": "distinguishedName", "value": [arn]},
+            ],
+            custom=[{"type": "text", "label": label, "value": [value]} for label, value in (custom or {}).items()],
+        )
+    )
 
 
 def load_event(name: str) -> dict[str, Any]:

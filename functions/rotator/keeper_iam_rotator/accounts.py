@@ -21,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .iam import IamGateway, describe
 from .results import Code, RotationStop, fail, skip
+from .settings import Settings
 
 SESSION_PREFIX = "keeper-iam-rotator-"
 SESSION_NAME_MAX = 64  # sts:AssumeRole RoleSessionName: 2-64 characters of [\w+=,.@-]
@@ -45,18 +46,34 @@ def not_allowed(account_id: str, hub_account_id: str) -> RotationStop:
     )
 
 
-def assumed_gateway(credentials: dict[str, Any], reads: Config, writes: Config, retry_delay: float) -> IamGateway:
-    """An IAM gateway acting with a member account's role credentials."""
-    session = boto3.session.Session(
-        aws_access_key_id=credentials["AccessKeyId"],
-        aws_secret_access_key=credentials["SecretAccessKey"],
-        aws_session_token=credentials["SessionToken"],
-    )
+def assumed_gateway(assumed: dict[str, Any], reads: Config, writes: Config, retry_delay: float) -> IamGateway:
+    """An IAM gateway acting with a member account's role (`assumed`: the AssumeRole answer). The clients come from
+    the process's shared boto3 session, so the service models it has loaded are reused (a new session per account
+    would reload them), and the account is known from the role's ARN (no GetCallerIdentity)."""
+    credentials, arn = assumed["Credentials"], assumed["AssumedRoleUser"]["Arn"]
+    keys = {
+        "aws_access_key_id": credentials["AccessKeyId"],
+        "aws_secret_access_key": credentials["SecretAccessKey"],
+        "aws_session_token": credentials["SessionToken"],
+    }
     return IamGateway(
-        session.client("iam", config=reads),
-        session.client("iam", config=writes),
-        session.client("sts", config=reads),
+        boto3.client("iam", config=reads, **keys),
+        boto3.client("iam", config=writes, **keys),
+        sts=None,
         retry_delay=retry_delay,
+        identity={"Account": account_of(arn), "Arn": arn},
+    )
+
+
+def for_settings(hub: IamGateway, sts: Any, settings: Settings, reads: Config, writes: Config) -> Accounts:
+    """The function's own account and the member accounts it may rotate in (TargetAccountIds)."""
+    return Accounts(
+        hub,
+        sts,
+        settings.target_account_ids,
+        settings.target_role_name,
+        lambda assumed: assumed_gateway(assumed, reads, writes, settings.retry_delay),
+        settings.target_external_id,
     )
 
 
@@ -69,9 +86,8 @@ class Accounts:
         sts: Any,
         allowed: Collection[str],
         role_name: str,
-        connect: Callable[[dict[str, Any]], IamGateway],
+        connect: Callable[[dict[str, Any]], IamGateway],  # the AssumeRole answer -> its account's gateway
         external_id: str = "",
-        list_users: bool = False,
     ) -> None:
         self.hub = hub
         self._sts = sts
@@ -79,7 +95,7 @@ class Accounts:
         self._role_name = role_name
         self._connect = connect
         self._external_id = external_id
-        self._list_users = list_users
+        self.list_users = False  # set for large runs: each member account's users are then read in one ListUsers
         self._known: dict[str, IamGateway | RotationStop] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -107,12 +123,12 @@ class Accounts:
         role_arn = self.role_arn(account_id)
         extra = {"ExternalId": self._external_id} if self._external_id else {}
         try:
-            credentials = self._sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name(record_uid), **extra)
+            assumed = self._sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name(record_uid), **extra)
         except (ClientError, BotoCoreError) as error:
             message = f"sts:AssumeRole on {role_arn} failed ({describe(error)}); nothing was changed"
             return fail(Code.ASSUME_ROLE_FAILED, message)
-        gateway = self._connect(credentials["Credentials"])
-        if self._list_users:
+        gateway = self._connect(assumed)
+        if self.list_users:
             gateway.list_users()
         with suppress(Exception):  # read once here; a failure is left for each record to report on its own
             gateway.password_policy  # noqa: B018 - a cached property: reading it caches it

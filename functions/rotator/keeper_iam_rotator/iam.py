@@ -67,6 +67,7 @@ class IamGateway:
         attempts: int = 5,
         retry_delay: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
+        identity: dict[str, Any] | None = None,
     ) -> None:
         self._iam = iam
         self._writer = iam_writer
@@ -75,10 +76,11 @@ class IamGateway:
         self._retry_delay = retry_delay
         self._sleep = sleep
         self._directory: dict[str, str] = {}
+        self._identity = identity  # known already (an assumed role's account): no GetCallerIdentity
 
     @cached_property
     def _caller(self) -> dict[str, Any]:
-        return self._sts.get_caller_identity()
+        return self._identity or self._sts.get_caller_identity()
 
     @property
     def account_id(self) -> str:

@@ -21,7 +21,7 @@ from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterEr
 from botocore.config import Config
 
 from . import due, fanout
-from .accounts import Accounts, account_of, assumed_gateway
+from .accounts import account_of, for_settings
 from .binding import Vouched, duplicate_message, resolve_target, settle_duplicates
 from .iam import IamGateway, IamUser, describe
 from .journal import Entry, Journal, JournalError
@@ -118,7 +118,8 @@ def run(request: RotationRequest, inv: Invocation) -> list[RecordResult]:
     large = sum(isinstance(item, PamUser) for item in work) > LIST_USERS_ABOVE
     if large:
         iam.list_users()
-    accounts = _accounts(iam, settings, list_users=large)
+    accounts = for_settings(iam, client("sts"), settings, READS, WRITES)
+    accounts.list_users = large
 
     def bind(user: PamUser) -> Claim:
         target = resolve_target(user, iam, vouched, lambda account: accounts.gateway(account, user.uid))
@@ -170,19 +171,6 @@ def _hand_off(
     queue = fanout.RotationQueue(client("sqs"), settings.rotation_queue_url)
     first = {entry.record_uid for entry in unfinished}
     return fanout.hand_off(claims, queue, settings.inline_rotation_limit, first, vouched)
-
-
-def _accounts(iam: IamGateway, settings: Settings, list_users: bool) -> Accounts:
-    """The function's own account and the member accounts it may rotate in (TargetAccountIds)."""
-    return Accounts(
-        iam,
-        client("sts"),
-        settings.target_account_ids,
-        settings.target_role_name,
-        lambda credentials: assumed_gateway(credentials, READS, WRITES, settings.retry_delay),
-        settings.target_external_id,
-        list_users=list_users,
-    )
 
 
 @dataclass(frozen=True)

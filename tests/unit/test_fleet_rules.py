@@ -1,0 +1,77 @@
+"""Fleet rules that need no peer: session names, due arithmetic, message parsing, interleaving, settings."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from keeper_iam_rotator.accounts import session_name
+from keeper_iam_rotator.due import DAY, EARLY_SECONDS, JITTER_SHARE, is_due, select
+from keeper_iam_rotator.fanout import BadMessage, Handoff, interleave
+from keeper_iam_rotator.keeper import PamUser
+from keeper_iam_rotator.settings import ConfigurationError, Settings
+
+
+class _Record:
+    def __init__(self, uid: str, custom: list | None = None) -> None:
+        self.uid, self.dict = uid, {"custom": custom or []}
+
+
+def user(uid: str = "AbCdEfGhIjKlMnOpQrStUv", period: str | None = None) -> PamUser:
+    custom = [{"type": "text", "label": "rotation_period_days", "value": [period]}] if period else []
+    return PamUser(_Record(uid, custom))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("uid", ["AbCdEfGhIjKlMnOpQrStUv", "a b/c:d" * 20, "x"])
+def test_session_names_fit_sts_rules(uid):
+    name = session_name(uid)
+    assert 2 <= len(name) <= 64
+    assert re.fullmatch(r"[\w+=,.@-]+", name, re.ASCII)
+
+
+def test_due_boundaries_hold_for_every_record():
+    now = 1_000 * DAY
+    for i in range(200):
+        record = user(f"record-{i:04d}-xxxxxxxxxxxx")
+        never_early = now - (30 * DAY - EARLY_SECONDS - JITTER_SHARE * 30 * DAY) + 1
+        assert not is_due(record, {record.uid: never_early}, 30, now)
+        assert is_due(record, {record.uid: now - 30 * DAY}, 30, now)
+        assert is_due(record, {}, 30, now)
+
+
+def test_the_record_period_wins_and_garbage_falls_back():
+    now = 1_000 * DAY
+    last = now - 8 * DAY
+    assert is_due(user(period="7"), {user().uid: last}, 30, now)
+    for garbage in ("0", "-3", "seven", "366", "7.5"):
+        assert not is_due(user(period=garbage), {user().uid: last}, 30, now)
+
+
+def test_select_counts_what_it_leaves_and_keeps_unfinished_work():
+    fresh, stale = user("fresh-xxxxxxxxxxxxxxxx"), user("stale-xxxxxxxxxxxxxxxx")
+    last = {fresh.uid: 99 * DAY, stale.uid: 1.0}
+    assert select([fresh, stale], last, 30, 100 * DAY) == ([stale], 1)
+    assert select([fresh, stale], last, 30, 100 * DAY, always={fresh.uid}) == ([fresh, stale], 0)
+
+
+@pytest.mark.parametrize("body", ["", "nope", "[]", "{}", '{"recordUid": 7}', '{"recordUid": ""}'])
+def test_a_message_that_is_not_a_handoff_is_refused(body):
+    with pytest.raises(BadMessage):
+        Handoff.parse(body)
+
+
+def test_handoffs_round_trip_and_interleave_in_runs_of_a_batch():
+    handoff = Handoff("AbCdEfGhIjKlMnOpQrStUv", "222222222222", vouched=True)
+    assert Handoff.parse(handoff.body()) == handoff
+    mixed = [Handoff(f"a{i}", "A") for i in range(25)] + [Handoff(f"b{i}", "B") for i in range(12)]
+    ordered = interleave(mixed)
+    assert sorted(h.record_uid for h in ordered) == sorted(h.record_uid for h in mixed)
+    assert [h.account_id for h in ordered[:20]] == ["A"] * 10 + ["B"] * 10
+
+
+def test_target_account_ids_must_be_account_ids():
+    env = {"KSM_CONFIG_SECRET_ID": "s", "TARGET_ACCOUNT_IDS": " 111111111111, 222222222222 "}
+    assert Settings.from_env(env).target_account_ids == ("111111111111", "222222222222")
+    with pytest.raises(ConfigurationError, match="TARGET_ACCOUNT_IDS"):
+        Settings.from_env(env | {"TARGET_ACCOUNT_IDS": "111111111111,prod"})
