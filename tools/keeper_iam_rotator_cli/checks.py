@@ -20,13 +20,19 @@ from keeper_iam_rotator.rotation import require_console_access, resolve_target
 
 from .errors import CliError
 from .resolve import Target, aws_error
+from .rotate import unseen_folders, unseen_folders_message
 
 PASS, WARN, SKIP, FAIL = "PASS", "WARN", "SKIP", "FAIL"
 AWS_ERRORS = (ClientError, BotoCoreError)
 
 
 def permission_groups(
-    user_arns: list[str], account: str, table_arn: str | None, key_arn: str | None, secret_arn: str | None
+    user_arns: list[str],
+    account: str,
+    table_arn: str | None,
+    key_arn: str | None,
+    secret_arn: str | None,
+    idempotency_arn: str | None = None,
 ) -> list[tuple[list[str], list[str]]]:
     """(actions, resources) the function's role needs, on the resources this deployment uses."""
     users = user_arns or [f"arn:aws:iam::{account}:user/*"]
@@ -36,6 +42,9 @@ def permission_groups(
     ]
     if table_arn:
         groups.append((["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Scan"], [table_arn]))
+    if idempotency_arn:
+        actions = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
+        groups.append((actions, [idempotency_arn]))
     if key_arn:
         groups.append((["kms:Encrypt", "kms:Decrypt"], [key_arn]))
     if secret_arn:
@@ -94,8 +103,9 @@ class Preflight:
         if caller:
             self._password_policy()
         table_arn, key_arn = self._journal()
+        idempotency_arn = self._idempotency_table()
         if caller:
-            self._permissions(caller, user_arns, table_arn, key_arn)
+            self._permissions(caller, user_arns, table_arn, key_arn, idempotency_arn)
         return self.checks
 
     def _identity(self) -> str | None:
@@ -124,12 +134,16 @@ class Preflight:
         settings = self.target.settings(folder_uids=self.folders)
         try:
             vault = KeeperVault(config, timeout=settings.keeper_timeout)
+            missing_folders = [] if self.uids else unseen_folders(vault, self.folders)
+            if missing_folders:
+                self.add("keeper-records", FAIL, unseen_folders_message(missing_folders))
+                return []
             if self.uids:
                 found = vault.fetch(self.uids)
                 seen = list(found.values())
             else:
                 seen = vault.fetch_all(settings.folder_uids)
-        except KeeperFailure as error:
+        except (KeeperFailure, CliError) as error:
             self.add("keeper-records", FAIL, f"the KSM application cannot read records: {error}")
             return []
         pam_users = [u for u in seen if u.type == "pamUser"]
@@ -200,20 +214,23 @@ class Preflight:
         size = len(generate_password(policy, length).reveal())
         self.add("password-policy", PASS, policy_detail(policy, size))
 
-    def _journal(self) -> tuple[str | None, str | None]:
-        table_arn = key_arn = None
-        table = self.target.journal_table
+    def _table(self, check: str, table: str, key: str) -> str | None:
+        """DescribeTable: the table exists and has the hash key the function writes; its ARN for the simulation."""
         try:
             described = service.client("dynamodb").describe_table(TableName=table)["Table"]
         except AWS_ERRORS as error:
-            self.add("journal-table", FAIL, aws_error(f"DynamoDB DescribeTable {table}", error))
+            self.add(check, FAIL, aws_error(f"DynamoDB DescribeTable {table}", error))
+            return None
+        keys = [(k["AttributeName"], k["KeyType"]) for k in described.get("KeySchema", [])]
+        if keys != [(key, "HASH")]:
+            self.add(check, FAIL, f"{table} is keyed {keys}, not {key} (HASH)")
         else:
-            table_arn = described.get("TableArn")
-            keys = [(k["AttributeName"], k["KeyType"]) for k in described.get("KeySchema", [])]
-            if keys != [("userArn", "HASH")]:
-                self.add("journal-table", FAIL, f"{table} is keyed {keys}, not userArn (HASH)")
-            else:
-                self.add("journal-table", PASS, f"{table} is {described.get('TableStatus')}, keyed userArn")
+            self.add(check, PASS, f"{table} is {described.get('TableStatus')}, keyed {key}")
+        return described.get("TableArn")
+
+    def _journal(self) -> tuple[str | None, str | None]:
+        table_arn = self._table("journal-table", self.target.journal_table, "userArn")
+        key_arn = None
         key = self.target.journal_key
         try:
             meta = service.client("kms").describe_key(KeyId=key)["KeyMetadata"]
@@ -226,15 +243,32 @@ class Preflight:
             self.add("journal-key", PASS if usable else FAIL, f"{key_arn} is {state}")
         return table_arn, key_arn
 
-    def _permissions(self, caller: str, user_arns: list[str], table_arn: str | None, key_arn: str | None) -> None:
+    def _idempotency_table(self) -> str | None:
+        table = self.target.idempotency_table
+        if not table:
+            self.add("idempotency-table", SKIP, "not checked: give --idempotency-table NAME or --stack NAME")
+            return None
+        return self._table("idempotency-table", table, "id")
+
+    def _permissions(
+        self,
+        caller: str,
+        user_arns: list[str],
+        table_arn: str | None,
+        key_arn: str | None,
+        idempotency_arn: str | None,
+    ) -> None:
         principal = self.role_arn or principal_of(caller)
         if principal is None:
-            self.add("permissions", SKIP, f"cannot simulate {caller}; pass --role-arn (e.g. the function's role)")
+            self.add(
+                "permissions", SKIP, f"cannot simulate {caller}; pass --stack NAME or --role-arn (the function's role)"
+            )
             return
         account = self.iam.account_id
         secret_arn = self.target.config.arn
         decisions: dict[str, list[str]] = {}
-        for actions, resources in permission_groups(user_arns, account, table_arn, key_arn, secret_arn):
+        groups = permission_groups(user_arns, account, table_arn, key_arn, secret_arn, idempotency_arn)
+        for actions, resources in groups:
             try:
                 answer = self._simulate(principal, actions, resources)
             except Exception as error:  # denied, or not implemented (moto raises NotImplementedError)
