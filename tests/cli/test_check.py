@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import TARGET, answer_aws
+from .conftest import ROLE_ARN, TARGET, answer_aws, answer_stack
 from conftest import INITIAL_PASSWORD
 from faults import AwsFaults
 
@@ -173,3 +173,65 @@ def test_help(run):
     assert result.exit_code == 0
     for option in ("--record", "--user-path", "--required-tag", "--role-arn", "--json", "--stack"):
         assert option in result.stdout
+
+
+def test_stack_role_is_simulated_and_its_tables_checked(ready, run):
+    """With --stack, the function's role (output RotatorRoleArn) is simulated, not the operator running check."""
+    described = answer_stack()
+    sent = simulate({"dynamodb:DeleteItem": "implicitDeny"})
+    result = run("check", "--json", "--stack", "keeper-iam-rotator", env={"KSM_CONFIG_SECRET_ID": ""})
+    assert result.exit_code == 1, result.output
+    assert described[0]["StackName"] == "keeper-iam-rotator"
+    assert {p["PolicySourceArn"] for p in sent} == {ROLE_ARN}
+    checks = checks_of(result)
+    assert checks["idempotency-table"] == {
+        "check": "idempotency-table",
+        "result": "PASS",
+        "detail": "keeper-iam-rotator-idempotency is ACTIVE, keyed id",
+    }
+    resources = {tuple(p["ActionNames"]): p["ResourceArns"] for p in sent}
+    idempotency = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
+    assert resources[idempotency] == ["arn:aws:dynamodb:us-east-1:123456789012:table/keeper-iam-rotator-idempotency"]
+    assert checks["dynamodb:DeleteItem"]["result"] == "FAIL"
+    assert checks["dynamodb:DeleteItem"]["detail"].startswith(f"{ROLE_ARN}: implicitDeny on arn:aws:dynamodb:")
+    assert checks["dynamodb:PutItem"]["result"] == "PASS"
+
+
+def test_role_arn_option_wins_over_the_stack(ready, run):
+    answer_stack()
+    sent = simulate({})
+    other = "arn:aws:iam::123456789012:role/other"
+    assert run("check", "--json", "--stack", "s", "--role-arn", other).exit_code == 0
+    assert {p["PolicySourceArn"] for p in sent} == {other}
+
+
+def test_without_stack_or_names_nothing_is_guessed(run):
+    result = run("check", "--config-secret", "x", "--journal-key", "alias/k")
+    assert result.exit_code == 2
+    assert "no journal table: give --journal-table NAME or --stack NAME" in result.stderr
+    skipped = run("check", "--json", *TARGET, env={"IDEMPOTENCY_TABLE_NAME": ""})
+    assert checks_of(skipped)["idempotency-table"]["result"] == "SKIP"
+
+
+def test_unshared_folder_fails(stack, run):
+    folder = stack.keeper.vault.add_folder(name="production")
+    stack.add_pair("alice", folder=folder)
+    result = run("check", "--json", "--folder", "NotAFolderUid000000000", *TARGET)
+    assert result.exit_code == 1
+    assert checks_of(result)["keeper-records"] == {
+        "check": "keeper-records",
+        "result": "FAIL",
+        "detail": "folder NotAFolderUid000000000 is not shared with the KSM application (or does not exist)",
+    }
+    shared = run("check", "--json", "--folder", folder, *TARGET)
+    assert checks_of(shared)["keeper-records"]["detail"] == f"1 pamUser record(s) in folder(s) {folder}"
+
+
+def test_checks_are_readable_at_80_columns(ready, run):
+    simulate({})
+    result = run("check", "--role-arn", ROLE_ARN, *TARGET, env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    detail_width = max(len(line.split("│")[3]) for line in lines if line.count("│") == 4)
+    assert detail_width >= 30  # the detail column keeps room: no word-per-line wrapping

@@ -13,7 +13,9 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.markup import escape
+from rich.padding import Padding
 from rich.table import Table
+from rich.text import Text
 
 from .errors import EXIT_FAILED, EXIT_OK
 
@@ -36,28 +38,35 @@ def print_table(
     text_header: str,
     rows: list[tuple[list[str], str]],
     styles: dict[int, Callable[[str], str | None]],
+    note_cells: int = 0,
 ) -> None:
-    """A table of short cells plus one free-text column. When the terminal leaves the text column too little room
-    (80 columns), the text moves below the table, one line per row keyed by the row's first cell, instead of being
-    wrapped one word per line. `styles` colours a column by its cell's value."""
+    """A table of short cells plus one free-text column, as a bordered table when the terminal leaves the text at
+    least MIN_TEXT_WIDTH columns. On a narrower terminal (80 columns) it is stacked instead of wrapped a word per
+    line: one line per row, and the text on an indented line below it, led by the last `note_cells` cells.
+    `styles` colours a column by its cell's value."""
     widths = [max(len(header), *(len(cells[i]) for cells, _ in rows)) for i, header in enumerate(headers)]
-    room = out.width - sum(widths) - 3 * len(headers) - 4  # each column's padding and border, the text's own
-    texts_inline = room >= MIN_TEXT_WIDTH or not any(text for _, text in rows)
-    table = Table(title=title, title_justify="left")
-    for header in headers:
-        table.add_column(header, overflow="fold")
-    if texts_inline:
-        table.add_column(text_header, overflow="fold")
-    for cells, text in rows:
-        shown = [_styled(cell, styles.get(i)) for i, cell in enumerate(cells)]
-        if texts_inline:
-            shown.append(escape(text))
-        table.add_row(*shown)
-    out.print(table)
-    if not texts_inline:
+    room = out.width - sum(widths) - 3 * (len(headers) + 1) - 1  # each column's border and padding
+    if room >= MIN_TEXT_WIDTH or not any(text for _, text in rows):
+        table = Table(title=title, title_justify="left")
+        for header in (*headers, text_header):
+            table.add_column(header, overflow="fold")
         for cells, text in rows:
-            if text:
-                out.print(f"  {escape(cells[0])}: {escape(text)}", highlight=False)
+            table.add_row(*(_styled(cell, styles.get(i)) for i, cell in enumerate(cells)), escape(text))
+        out.print(table)
+        return
+    shown = len(headers) - note_cells
+    out.print(title)
+    out.print("  ".join(h.ljust(w) for h, w in zip(headers[:shown], widths, strict=False)).rstrip(), style="bold")
+    for cells, text in rows:
+        line = Text("  ").join(
+            Text(cell.ljust(widths[i]), style=(styles[i](cell) or "") if i in styles else "")
+            for i, cell in enumerate(cells[:shown])
+        )
+        line.rstrip()
+        out.print(line, overflow="fold")
+        note = ": ".join(part for part in (*cells[shown:], text) if part)
+        if note:
+            out.print(Padding(Text(note), (0, 0, 0, 4), expand=False))
 
 
 def _styled(cell: str, style_of: Callable[[str], str | None] | None) -> str:
@@ -87,7 +96,7 @@ def show_results(results: Sequence[dict[str, Any]], as_json: bool, title: str = 
         cells = [str(r.get("recordUid", "")), str(r.get("userName", "")), status + note, str(error.get("code", ""))]
         rows.append((cells, str(error.get("message", ""))))
     styles = {2: lambda cell: STATUS_STYLE.get(cell.split(" ")[0], "white")}
-    print_table(out, title, ["record", "user", "status", "code"], "message", rows, styles)
+    print_table(out, title, ["record", "user", "status", "code"], "message", rows, styles, note_cells=1)
     counts: dict[str, int] = {}
     for r in results:
         counts[str(r.get("status"))] = counts.get(str(r.get("status")), 0) + 1
