@@ -5,12 +5,14 @@ SAM_VENV ?= .venv-sam
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo bench bench-import validate build clean
+.PHONY: test lint demo serve bench bench-import validate build clean
 
 $(STAMP): pyproject.toml functions/rotator/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# the dev tools (KSM emulator, sandbox) are not part of the package: put tools/ on this venv's path instead
+	$(BIN)/python -c 'import pathlib, sys, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "keeper-iam-rotator-dev-tools.pth").write_text(sys.argv[1] + "\n")' "$(CURDIR)/tools"
 	touch $@
 
 lint: $(STAMP)
@@ -23,6 +25,10 @@ test: lint
 # The product end to end on this machine: moto server + the KSM emulator on loopback, the handler in a subprocess.
 demo: $(STAMP)
 	$(BIN)/python -m rotator_sandbox demo $(DEMO_ARGS)
+
+# moto server + the KSM emulator, seeded, until Ctrl-C; prints the exports that point the CLI at them.
+serve: $(STAMP)
+	$(BIN)/python -m rotator_sandbox serve $(SERVE_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m rotator_sandbox bench $(BENCH_ARGS)
