@@ -171,13 +171,23 @@ class Sandbox:
             self._clients[service] = self._session.client(service, endpoint_url=self.aws_url)
         return self._clients[service]
 
-    def add_user(self, name: str, uid: str | None = None, password: str | None = None) -> SeededUser:
-        """An IAM user with a console password, and the pamUser record holding it (login = user name)."""
+    def add_user(
+        self,
+        name: str,
+        uid: str | None = None,
+        password: str | None = None,
+        console: bool = True,
+        folder: str | None = None,
+    ) -> SeededUser:
+        """An IAM user with a console password (none when `console` is false), and the pamUser record holding it
+        (login = user name), shared directly or in the shared `folder`."""
         password = password or initial_password()
         iam = self.aws("iam")
         arn = iam.create_user(UserName=name)["User"]["Arn"]
-        iam.create_login_profile(UserName=name, Password=password, PasswordResetRequired=False)
+        if console:
+            iam.create_login_profile(UserName=name, Password=password, PasswordResetRequired=False)
         uid = self.keeper.vault.add_record(
+            folder=folder,
             uid=uid,
             type="pamUser",
             title=f"IAM {name}",
