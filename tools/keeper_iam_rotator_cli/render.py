@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
 from .errors import EXIT_FAILED, EXIT_OK
 
-MIN_TEXT_WIDTH = 30  # below this a message column wraps into a word per line
+MIN_TEXT_WIDTH = 40  # narrower, a message column wraps a few words (or an ARN's pieces) per line
+NOTE_INDENT = 4
 SUCCESS_STATUSES = frozenset({"rotated", "planned"})
 STATUS_STYLE = {"rotated": "green", "planned": "cyan", "skipped": "yellow", "failed": "bold red"}
 CHECK_STYLE = {"PASS": "green", "WARN": "yellow", "SKIP": "dim", "FAIL": "bold red"}
@@ -66,7 +67,11 @@ def print_table(
         out.print(line, overflow="fold")
         note = ": ".join(part for part in (*cells[shown:], text) if part)
         if note:
-            out.print(Padding(Text(note), (0, 0, 0, 4), expand=False))
+            indent = " " * NOTE_INDENT
+            wrapped = textwrap.fill(
+                note, max(out.width, 40), initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False
+            )
+            out.print(wrapped, markup=False, soft_wrap=True)
 
 
 def _styled(cell: str, style_of: Callable[[str], str | None] | None) -> str:

@@ -45,6 +45,10 @@ SEED = (
     ("bob", "tjiW-Y4CsYwM3FfbRujZvA", True, FOLDER_UID),
     ("svc", "OTQsNHVGZGnDG5XkecVWHw", False, None),
 )
+ONE_TIME_ACCESS_COMMAND = (
+    'curl -s --cacert "$REQUESTS_CA_BUNDLE" -X POST "https://$KSM_EMULATOR_HOST/_emulator/tokens"'
+    " | python3 -c 'import json, sys; print(json.load(sys.stdin)[\"token\"])' > token"
+)
 FORBIDDEN = {"message": "Missing Authentication Token"}  # API Gateway's answer to unsigned calls and unknown routes
 
 
@@ -203,8 +207,8 @@ def notes(sb: Sandbox) -> list[str]:
         lines.append(f"#   IAM user {user.name:<6} {console:<19} pamUser record {user.uid}")
     lines += [
         f"#   shared folder {FOLDER_UID} holds alice and bob; svc's record is shared directly",
-        "# a one-time token for `keeper-iam-rotator init`:",
-        '#   curl -s --cacert "$REQUESTS_CA_BUNDLE" -X POST "https://$KSM_EMULATOR_HOST/_emulator/tokens"',
+        "# a new one-time token for `keeper-iam-rotator init ... --token-file token` (one per call):",
+        f"#   {ONE_TIME_ACCESS_COMMAND}",
         "# ready: run the lines above in another shell; Ctrl-C here stops everything",
     ]
     return lines

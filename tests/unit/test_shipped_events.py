@@ -1,0 +1,45 @@
+"""The files under events/ match template.yaml: the API event carries the template's route, stage and an IAM caller,
+and the `sam local invoke --env-vars` file sets exactly the variables the template declares (SAM passes no others)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+from rotator_sandbox.paths import EVENTS_DIR, ROOT
+
+
+class _CloudFormationLoader(yaml.SafeLoader):
+    """Reads template.yaml with its short-form intrinsics (!Ref, !Sub, ...) kept as plain values."""
+
+
+_CloudFormationLoader.add_multi_constructor(
+    "!", lambda loader, suffix, node: loader.construct_scalar(node) if isinstance(node, yaml.ScalarNode) else None
+)
+
+
+def template() -> dict[str, Any]:
+    return yaml.load((ROOT / "template.yaml").read_text(), Loader=_CloudFormationLoader)  # noqa: S506 - SafeLoader
+
+
+def test_api_event_has_the_templates_route_stage_and_an_iam_caller():
+    resources = template()["Resources"]
+    route = resources["RotatorFunction"]["Properties"]["Events"]["Rotations"]["Properties"]
+    stage = resources["RotatorApi"]["Properties"]["StageName"]
+    assert resources["RotatorApi"]["Properties"]["Auth"]["DefaultAuthorizer"] == "AWS_IAM"
+    event = json.loads((EVENTS_DIR / "api-post-rotations.json").read_text())
+    assert (event["httpMethod"], event["path"], event["resource"]) == (route["Method"], route["Path"], route["Path"])
+    context = event["requestContext"]
+    assert (context["stage"], context["path"]) == (stage, f"/{stage}{route['Path']}")
+    identity = context["identity"]
+    assert identity["userArn"].startswith("arn:aws:sts::") and identity["accessKey"] and identity["caller"]
+
+
+def test_local_env_file_sets_every_variable_the_template_declares():
+    declared = template()["Resources"]["RotatorFunction"]["Properties"]["Environment"]["Variables"]
+    local = json.loads((EVENTS_DIR / "local-env.json").read_text())
+    assert set(local) == {"RotatorFunction"}
+    assert set(local["RotatorFunction"]) == set(declared)
+    assert local["RotatorFunction"]["DRY_RUN"] == "true"  # a first local run against a real stack changes nothing
