@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import tomllib
 
 import boto3
 
@@ -39,7 +40,7 @@ def test_creates_the_secret_and_the_config_rotates(stack, run):
     arn = boto3.client("secretsmanager").describe_secret(SecretId=NAME)["ARN"]
     assert f"Created secret: {arn}" in result.stdout
     assert "  make build\n" in result.stdout
-    assert f"  sam deploy --guided --parameter-overrides KsmConfigSecretArn={arn}\n" in result.stdout
+    assert f"  .venv-sam/bin/sam deploy --guided --parameter-overrides KsmConfigSecretArn={arn}\n" in result.stdout
     assert "  keeper-iam-rotator check --stack keeper-iam-rotator\n" in result.stdout
     described = boto3.client("secretsmanager").describe_secret(SecretId=NAME)
     assert described["Tags"] == [{"Key": "team", "Value": "iam"}]
@@ -51,6 +52,17 @@ def test_creates_the_secret_and_the_config_rotates(stack, run):
     rotated = run("rotate", "--record", uid, *TARGET[2:], "--config-secret", NAME)
     assert rotated.exit_code == 0, rotated.output
     assert stack.iam_password("alice") == stack.keeper_password(uid) != "Initial-Passw0rd!"
+
+
+def test_the_suggested_deploy_matches_the_repository():
+    """`make build` exists and installs sam where init says; `sam deploy` deploys the stack `check --stack` names."""
+    from keeper_iam_rotator_cli.init import STACK_NAME
+    from rotator_sandbox.paths import ROOT
+
+    samconfig = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    assert samconfig["default"]["global"]["parameters"]["stack_name"] == STACK_NAME
+    makefile = (ROOT / "Makefile").read_text()
+    assert "\nbuild: " in makefile and "\nSAM_VENV ?= .venv-sam\n" in makefile
 
 
 def test_the_suggested_check_runs_as_printed(stack, run):

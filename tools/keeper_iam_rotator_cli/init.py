@@ -31,7 +31,7 @@ from .errors import EXIT_FAILED, CliError
 from .resolve import REQUIRED_CONFIG_KEYS, aws_error
 
 AWS_ERRORS = (ClientError, BotoCoreError)
-STACK_NAME = "keeper-iam-rotator"  # samconfig.toml's stack_name
+STACK_NAME = "keeper-iam-rotator"  # samconfig.toml's stack_name, which sam deploy uses
 TOKEN_ENV = ("KSM_TOKEN", "KSM_CONFIG")  # the SDK would prefer these over the token we pass
 TOKEN_KEY_BYTES = 32
 TOKEN_KEY_CHARS = 43
@@ -158,9 +158,9 @@ class Stored:
             lines.append("(existing secret: its tags and KMS key were left as they are)")
         lines += [
             "",
-            "Deploy with (from the repository; the stack name comes from samconfig.toml):",
+            "Deploy with (in the repository checkout; make build installs SAM CLI in .venv-sam):",
             "  make build",
-            f"  sam deploy --guided --parameter-overrides KsmConfigSecretArn={self.arn}",
+            f"  .venv-sam/bin/sam deploy --guided --parameter-overrides KsmConfigSecretArn={self.arn}",
             "Then check (nothing is changed):",
             f"  keeper-iam-rotator check --stack {STACK_NAME}",
         ]
