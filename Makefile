@@ -5,7 +5,7 @@ SAM_VENV ?= .venv-sam
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo serve bench bench-import validate build clean
+.PHONY: test lint demo serve bench bench-import validate build clean package-check
 
 $(STAMP): pyproject.toml functions/rotator/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,7 +34,14 @@ bench: $(STAMP)
 	$(BIN)/python -m rotator_sandbox bench $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(SAM_VENV) .venv-package .aws-sam .pytest_cache .ruff_cache .hypothesis
+
+# What an operator gets from a plain `pip install .`: the console script works, every installed module imports.
+package-check:
+	rm -rf .venv-package && $(PYTHON) -m venv .venv-package
+	.venv-package/bin/python -m pip install --quiet .
+	.venv-package/bin/keeper-iam-rotator --help > /dev/null
+	cd / && $(CURDIR)/.venv-package/bin/python -I $(CURDIR)/tools/check_installed.py
 
 # SAM CLI lives in its own environment: it pins boto3/click versions the app must not inherit.
 $(SAM_VENV)/.installed:
