@@ -102,10 +102,11 @@ class Stack:
             uid=uid, type=record_type, title=title or f"IAM {login}", fields=fields, custom=[], folder=folder
         )
 
-    def add_pair(self, name: str, **record: Any) -> str:
-        """An IAM user with a console password and the pamUser record that holds it."""
-        self.add_user(name)
-        return self.add_record(name, **record)
+    def add_pair(self, name: str, bound: bool = True, **record: Any) -> str:
+        """An IAM user with a console password and the pamUser record that holds it, bound to the user by its ARN
+        (the steady state) unless `bound=False` (only a login: the record's first explicit rotation binds it)."""
+        arn = self.add_user(name)
+        return self.add_record(name, dn=arn if bound else "", **record)
 
     def iam_password(self, name: str) -> str | None:
         return iam_backends[ACCOUNT]["global"].get_user(name).password

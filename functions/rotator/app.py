@@ -1,7 +1,8 @@
 """Lambda entry point: recognise the trigger, turn its event into a RotationRequest, return the results.
 
 Triggers: API Gateway `POST /rotations` (IAM-authenticated), the EventBridge schedule (rotate every pamUser record
-in scope), and a direct invoke / `sam local invoke` with `{"records": [...], "dryRun": false}`.
+in scope), the recovery schedule (`{"action": "recover"}`: finish rotations dead runs left in the journal), and a
+direct invoke / `sam local invoke` with `{"records": [...], "dryRun": false}`.
 """
 
 from __future__ import annotations
@@ -98,6 +99,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     if "httpMethod" in event and "requestContext" in event:
         return api().resolve(event, context)
     try:
+        if event.get("action") == "recover" and len(event) == 1:  # no idempotency: recovery is repeatable by design
+            return execute(RotationRequest(record_uids=None, recover_only=True), "recover", context, retry_key="")
         if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
             return execute(RotationRequest(record_uids=None), "schedule", context, retry_key=str(event.get("id", "")))
         return execute(parse_request(event), "invoke", context, retry_key=context.aws_request_id)

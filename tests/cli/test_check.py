@@ -128,9 +128,9 @@ def test_user_problems_fail(stack, run):
 
 
 def test_user_path_and_required_tag(stack, run):
-    stack.add_user("ops", path="/rotatable/")
+    arn = stack.add_user("ops", path="/rotatable/")
     stack.iam.tag_user(UserName="ops", Tags=[{"Key": "rotate", "Value": "yes"}])
-    inside = stack.add_record("ops")
+    inside = stack.add_record("ops", dn=arn)
     outside = stack.add_pair("alice")
     args = ["check", "--json", "--record", inside, "--record", outside, "--user-path", "/rotatable/"]
     result = run(*args, "--required-tag", "rotate=yes", *TARGET)
@@ -139,6 +139,26 @@ def test_user_path_and_required_tag(stack, run):
     assert checks[f"record {inside}"]["result"] == "PASS"
     detail = checks[f"record {outside}"]["detail"]
     assert "path / is outside /rotatable/" in detail and "tag rotate=yes missing" in detail
+
+
+def test_each_records_binding_is_reported(stack, run):
+    bound = stack.add_pair("alice")
+    unbound = stack.add_pair("bob", bound=False)
+    ad = stack.add_record("carol", dn="CN=carol,OU=Users,DC=corp,DC=example")
+    stack.add_user("carol")
+    wrong_path = stack.add_record("dave", dn="arn:aws:iam::123456789012:user/dave")
+    stack.add_user("dave", path="/humans/")
+    result = run(
+        "check", "--json", *(arg for uid in (bound, unbound, ad, wrong_path) for arg in ("--record", uid)), *TARGET
+    )
+    checks = checks_of(result)
+    assert checks[f"record {bound}"]["result"] == "PASS" and checks[f"record {bound}"]["detail"].startswith("bound")
+    assert checks[f"record {unbound}"]["result"] == "WARN" and "not_bound" in checks[f"record {unbound}"]["detail"]
+    assert checks[f"record {ad}"]["result"] == "SKIP" and "not_iam_record" in checks[f"record {ad}"]["detail"]
+    assert (
+        checks[f"record {wrong_path}"]["result"] == "FAIL"
+        and "arn_mismatch" in checks[f"record {wrong_path}"]["detail"]
+    )
 
 
 def test_password_policy_is_described(ready, run, stack):

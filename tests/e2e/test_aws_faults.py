@@ -95,13 +95,17 @@ def test_commit_reply_lost_but_applied(sb, policy):
 
 
 def test_two_records_for_one_iam_user_rotate_once(sb):
-    """Two records naming one IAM user: one is rotated, the other is reported (rotating both would leave one of
-    them holding a dead password)."""
+    """Two records bound to one IAM user: the one Keeper lists first is rotated, then stays the journal's owner; the
+    other is reported (rotating both would leave one of them holding a dead password)."""
     user = sb.add_user("e2e-shared")
     twin = sb.keeper.vault.add_record(
         type="pamUser",
         title="second record for the same user",
-        fields=[{"type": "login", "value": [user.name]}, {"type": "password", "value": [user.initial_password]}],
+        fields=[
+            {"type": "login", "value": [user.name]},
+            {"type": "password", "value": [user.initial_password]},
+            {"type": "text", "label": "distinguishedName", "value": [user.arn]},
+        ],
     )
     for concurrency in ("1", "4"):
         run = sb.invoke(
@@ -111,8 +115,8 @@ def test_two_records_for_one_iam_user_rotate_once(sb):
         mine = {r["recordUid"]: r for r in run.results if r["recordUid"] in (user.uid, twin)}
         codes = sorted(r.get("error", {}).get("code", r["status"]) for r in mine.values())
         assert codes == ["duplicate_user", "rotated"], run.stdout
-        rotated = next(uid for uid, r in mine.items() if r["status"] == "rotated")
-        assert sb.iam_password(user.name) == sb.keeper_password(rotated)
+        assert mine[user.uid]["status"] == "rotated"
+        assert sb.iam_password(user.name) == sb.keeper_password(user.uid)
         record_outcome(
             f"two records name one IAM user (schedule, concurrency {concurrency})", "replace", ", ".join(codes)
         )

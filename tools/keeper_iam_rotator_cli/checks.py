@@ -12,17 +12,19 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from keeper_iam_rotator import service
+from keeper_iam_rotator.binding import Vouched, resolve_target
 from keeper_iam_rotator.iam import IamGateway, IamUser, error_code
 from keeper_iam_rotator.keeper import KeeperFailure, KeeperVault, PamUser
 from keeper_iam_rotator.passwords import IAM_MAX_LENGTH, PasswordPolicy, generate_password
-from keeper_iam_rotator.results import RotationStop
-from keeper_iam_rotator.rotation import require_console_access, resolve_target
+from keeper_iam_rotator.results import Code, RotationStop
+from keeper_iam_rotator.rotation import require_console_access
 
 from .errors import CliError
 from .resolve import Target, aws_error
 from .rotate import unseen_folders, unseen_folders_message
 
 PASS, WARN, SKIP, FAIL = "PASS", "WARN", "SKIP", "FAIL"
+HOW = "rotating it by --record binds it"
 AWS_ERRORS = (ClientError, BotoCoreError)
 
 
@@ -38,7 +40,7 @@ def permission_groups(
     users = user_arns or [f"arn:aws:iam::{account}:user/*"]
     groups = [
         (["iam:GetUser", "iam:GetLoginProfile", "iam:UpdateLoginProfile"], users),
-        (["iam:GetAccountPasswordPolicy"], ["*"]),
+        (["iam:GetAccountPasswordPolicy", "iam:ListUsers"], ["*"]),
     ]
     if table_arn:
         groups.append((["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Scan"], [table_arn]))
@@ -166,21 +168,30 @@ class Preflight:
         return pam_users
 
     def _iam_users(self, users: list[PamUser]) -> list[str]:
+        folders = self.target.settings(folder_uids=self.folders).folder_uids
         arns = []
         for user in users:
             name = f"record {user.uid}"
-            try:
-                target = resolve_target(user, self.iam)
+            try:  # what an explicit request would do; the schedule adds the binding rule reported below
+                target = resolve_target(user, self.iam, Vouched(explicit=True))
                 require_console_access(target, self.iam)
             except RotationStop as stop:
-                self.add(name, FAIL, f"{stop.code}: {stop.message}")
+                not_ours = stop.code in {Code.NOT_IAM_RECORD, Code.NOT_PAM_USER}
+                self.add(name, SKIP if not_ours else FAIL, f"{stop.code}: {stop.message}")
                 continue
             arns.append(target.arn)
             problems = self._scope_problems(target)
             if problems:
                 self.add(name, FAIL, f"IAM user {target.name}: {'; '.join(problems)}")
+            elif user.distinguished_name or Vouched(folder_uids=folders).covers(user):
+                how = (
+                    "bound" if user.distinguished_name else "unbound, in a folder declared AWS-only (binds on rotation)"
+                )
+                self.add(name, PASS, f"{how} → IAM user {target.arn}, console password set")
             else:
-                self.add(name, PASS, f"pamUser → IAM user {target.arn}, console password set")
+                self.add(
+                    name, WARN, f"unbound → IAM user {target.arn}: the schedule skips it ({Code.NOT_BOUND}); {HOW}"
+                )
         return arns
 
     def _scope_problems(self, target: IamUser) -> list[str]:

@@ -1,4 +1,4 @@
-"""`python -m rotator_sandbox {demo,bench,serve}`: the product, locally, against moto server and the KSM emulator."""
+"""`python -m rotator_sandbox {demo,bench,converge,serve}`: the product, locally, against moto and the KSM emulator."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 from types import FrameType
 
 from rotator_sandbox.bench import run_bench
+from rotator_sandbox.converge import run_converge
 from rotator_sandbox.demo import run_demo
 from rotator_sandbox.serve import run_serve
 
@@ -49,6 +50,15 @@ def main(argv: list[str] | None = None) -> int:
         "--concurrency", type=int, default=None, help="ROTATION_CONCURRENCY for the handler (default: the function's)"
     )
     bench.add_argument("--plain", action="store_true", help="plain text tables instead of rich")
+    converge = commands.add_parser(
+        "converge",
+        help="measure how long after a crash IAM and Keeper agree again",
+        description="Kills a scheduled run right after an UpdateLoginProfile, runs the recovery schedule's event, "
+        "and prints the recovery run's time, an idle recovery run's calls, and the worst case with the template's "
+        "defaults. Exits 1 if any record is left split.",
+    )
+    converge.add_argument("--records", type=int, default=20, help="users/records to seed (default 20)")
+    converge.add_argument("--plain", action="store_true", help="plain text tables instead of rich")
     serve = commands.add_parser(
         "serve",
         help="run a seeded sandbox stack until Ctrl-C and print the exports that point the CLI at it",
@@ -63,12 +73,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.command == "demo" and args.users < 1:
         parser.error("--users must be at least 1")
+    if args.command == "converge" and args.records < 2:
+        parser.error("--records must be at least 2")
     if args.command == "bench" and args.records < 1:
         parser.error("--records must be at least 1")
     signal.signal(signal.SIGTERM, _terminate)
     try:
         if args.command == "demo":
             return run_demo(users=args.users, plain=args.plain, verbose=args.verbose)
+        if args.command == "converge":
+            return run_converge(records=args.records, plain=args.plain)
         if args.command == "serve":
             return run_serve(env_file=args.env_file)
         return run_bench(

@@ -179,8 +179,8 @@ class Sandbox:
         console: bool = True,
         folder: str | None = None,
     ) -> SeededUser:
-        """An IAM user with a console password (none when `console` is false), and the pamUser record holding it
-        (login = user name), shared directly or in the shared `folder`."""
+        """An IAM user with a console password (none when `console` is false), and the pamUser record holding it,
+        bound to the user (login = user name, distinguishedName = the user's ARN), shared directly or in `folder`."""
         password = password or initial_password()
         iam = self.aws("iam")
         arn = iam.create_user(UserName=name)["User"]["Arn"]
@@ -194,7 +194,7 @@ class Sandbox:
             fields=[
                 {"type": "login", "value": [name]},
                 {"type": "password", "value": [password]},
-                {"type": "text", "label": "distinguishedName", "value": []},
+                {"type": "text", "label": "distinguishedName", "value": [arn]},
             ],
             custom=[],
         )

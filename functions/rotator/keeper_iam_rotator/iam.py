@@ -7,18 +7,20 @@ its own retries and reports "outcome unknown" instead of a refusal whenever an e
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError
+from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
 
 from .passwords import PasswordPolicy
 from .sensitive import Secret
 
 RETRYABLE_CODES = frozenset({"EntityTemporarilyUnmodifiable", "Throttling", "ThrottlingException", "ServiceFailure"})
+log = logging.getLogger(__name__)
 NOT_SENT = (EndpointConnectionError, ConnectTimeoutError)  # the request never reached IAM
 
 
@@ -72,6 +74,7 @@ class IamGateway:
         self._attempts = attempts
         self._retry_delay = retry_delay
         self._sleep = sleep
+        self._directory: dict[str, str] = {}
 
     @cached_property
     def _caller(self) -> dict[str, Any]:
@@ -90,8 +93,19 @@ class IamGateway:
                 return PasswordPolicy()
             raise
 
+    def list_users(self) -> None:
+        """Read every user's ARN at once (ListUsers, 1,000 per page), so a large run verifies its records' bindings
+        without a GetUser each. A failure only costs that saving: lookups fall back to GetUser."""
+        try:
+            pages = self._iam.get_paginator("list_users").paginate(PaginationConfig={"PageSize": 1000})
+            self._directory = {user["UserName"]: str(user["Arn"]) for page in pages for user in page["Users"]}
+        except (ClientError, BotoCoreError) as error:
+            log.warning("ListUsers failed; verifying each user with GetUser", extra={"error": describe(error)})
+
     def user_arn_of(self, user_name: str) -> str | None:
         """The user's real ARN (with its path), or None when no such user exists."""
+        if user_name in self._directory:
+            return self._directory[user_name]
         try:
             return str(self._iam.get_user(UserName=user_name)["User"]["Arn"])
         except ClientError as error:

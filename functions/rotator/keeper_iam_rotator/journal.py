@@ -133,6 +133,11 @@ class Journal:
         entry = self._get(user_arn)
         return entry if entry and entry.open else None
 
+    def owner_of(self, user_arn: str) -> str | None:
+        """The record that last rotated this user (open or closed entry), if the journal remembers one."""
+        entry = self._get(user_arn)
+        return entry.record_uid if entry else None
+
     def _get(self, user_arn: str) -> Entry | None:
         try:
             item = self._ddb.get_item(TableName=self._table, Key=_key(user_arn), ConsistentRead=True).get("Item")

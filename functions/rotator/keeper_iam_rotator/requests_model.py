@@ -17,11 +17,13 @@ class BadRequest(ValueError):
 
 @dataclass(frozen=True)
 class RotationRequest:
-    """`record_uids=None` means every pamUser record in scope (the scheduled run)."""
+    """`record_uids=None` means every pamUser record in scope (the scheduled run); `recover_only` means only the
+    records whose rotation a dead run left unfinished in the journal (the recovery schedule)."""
 
     record_uids: tuple[str, ...] | None
     dry_run: bool = False
     idempotency_key: str | None = None
+    recover_only: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The request as idempotency compares it: a key reused with another body is refused."""

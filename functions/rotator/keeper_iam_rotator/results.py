@@ -23,6 +23,9 @@ class Code(StrEnum):
     # skipped: nothing was attempted and nothing changed
     RECORD_NOT_FOUND = "record_not_found"
     NOT_PAM_USER = "not_pam_user"
+    NOT_IAM_RECORD = "not_iam_record"
+    NOT_BOUND = "not_bound"
+    ARN_MISMATCH = "arn_mismatch"
     MISSING_LOGIN = "missing_login"
     RECORD_NOT_EDITABLE = "record_not_editable"
     CROSS_ACCOUNT_UNSUPPORTED = "cross_account_unsupported"

@@ -1,4 +1,5 @@
-"""The rotation protocol for one Keeper PAM User record, step by step.
+"""The rotation protocol for one Keeper PAM User record, step by step (step 1, binding the record to an IAM user
+and settling duplicate claims, is in binding.py: it runs for every record before any record rotates).
 
 The invariant that makes "never lose a password" true, kept by every step below:
 
@@ -14,13 +15,13 @@ that touches the user (or any scheduled run) recovers it by driving steps 5-8 ag
 from __future__ import annotations
 
 import logging
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .iam import IamGateway, IamOutcomeUnknown, IamRefused, IamUser, describe, error_code
+from .binding import duplicate_message, iam_read_stop, names_user
+from .iam import IamGateway, IamOutcomeUnknown, IamRefused, IamUser
 from .journal import APPLIED, PENDING, Entry, Journal, JournalError, LeaseHeld, OwnedElsewhere
 from .keeper import KeeperFailure, KeeperVault, PamUser
 from .passwords import generate_password
@@ -49,17 +50,13 @@ class Rotation:
     lease_seconds: float
     password_length: int = 32
     commit_attempts: int = 3
-    claims: dict[str, str] = field(default_factory=dict)  # IAM user ARN -> the record rotating it in this run
-    claims_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def rotate(user: PamUser, rot: Rotation, dry_run: bool = False) -> RecordResult:
-    """Rotate one record; every outcome, including a refusal, comes back as a result."""
-    result = RecordResult(user.uid, Status.ROTATED, account_id=rot.iam.account_id)
+def rotate(user: PamUser, target: IamUser, rot: Rotation, dry_run: bool = False) -> RecordResult:
+    """Steps 2-8 for one record that step 1 (binding.resolve_target) bound to `target`, and that won any duplicate
+    claim on that user; every outcome, including a refusal, comes back as a result."""
+    result = RecordResult(user.uid, Status.ROTATED, user_name=target.name, account_id=rot.iam.account_id)
     try:
-        target = resolve_target(user, rot.iam)  # 1
-        result.user_name = target.name
-        claim_in_this_run(user, target, rot)
         require_console_access(target, rot.iam)  # 2
         password = new_password(rot)  # 3
         if dry_run:
@@ -83,34 +80,6 @@ def rotate(user: PamUser, rot: Rotation, dry_run: bool = False) -> RecordResult:
     return result
 
 
-def resolve_target(user: PamUser, iam: IamGateway) -> IamUser:
-    """Step 1: the IAM user a PAM User record names. Keeper's IAM convention: login = user name, and
-    distinguishedName = the user ARN, which wins when present. Other accounts would need another role: refused."""
-    if user.type != "pamUser":
-        raise skip(Code.NOT_PAM_USER, f"record type is {user.type or 'unknown'!r}, not 'pamUser'")
-    if not user.login:
-        raise skip(Code.MISSING_LOGIN, "the record has no login (the IAM user name)")
-    if not user.editable:
-        raise skip(Code.RECORD_NOT_EDITABLE, "the KSM application may read this record but not edit it")
-    arn = user.distinguished_name
-    if arn.startswith("arn:") and ":iam::" in arn and ":user/" in arn:
-        account = arn.split(":")[4]
-        if account != iam.account_id:
-            raise skip(
-                Code.CROSS_ACCOUNT_UNSUPPORTED,
-                f"distinguishedName names account {account}, this function runs in {iam.account_id}; "
-                "cross-account rotation is not supported yet",
-            )
-        return IamUser(name=arn.rsplit("/", 1)[1], arn=arn)
-    try:
-        real_arn = iam.user_arn_of(user.login)
-    except (ClientError, BotoCoreError) as error:
-        raise _iam_read_stop(error) from None
-    if real_arn is None:
-        raise skip(Code.IAM_USER_NOT_FOUND, f"IAM has no user named {user.login!r}")
-    return IamUser(name=user.login, arn=real_arn)
-
-
 def require_console_access(target: IamUser, iam: IamGateway) -> None:
     """Step 2: only users that already have a console password are rotated; CreateLoginProfile would grant
     console access, which a rotator must never do."""
@@ -118,7 +87,7 @@ def require_console_access(target: IamUser, iam: IamGateway) -> None:
         if not iam.has_login_profile(target.name):
             raise skip(Code.NO_LOGIN_PROFILE, "the user has no console password (or does not exist); not creating one")
     except (ClientError, BotoCoreError) as error:
-        raise _iam_read_stop(error) from None
+        raise iam_read_stop(error) from None
 
 
 def new_password(rot: Rotation) -> Secret:
@@ -126,15 +95,7 @@ def new_password(rot: Rotation) -> Secret:
     try:
         return generate_password(rot.iam.password_policy, rot.password_length)
     except (ClientError, BotoCoreError) as error:
-        raise _iam_read_stop(error) from None
-
-
-def claim_in_this_run(user: PamUser, target: IamUser, rot: Rotation) -> None:
-    """One PAM User record per IAM user: two records rotating one user leave one of them holding a dead password."""
-    with rot.claims_lock:
-        first = rot.claims.setdefault(target.arn, user.uid)
-    if first != user.uid:
-        raise skip(Code.DUPLICATE_USER, _duplicate_message(first, target))
+        raise iam_read_stop(error) from None
 
 
 def open_journal(user: PamUser, target: IamUser, password: Secret, rot: Rotation) -> Entry:
@@ -147,8 +108,8 @@ def open_journal(user: PamUser, target: IamUser, password: Secret, rot: Rotation
             other = rot.vault.fetch([owned.record_uid]).get(owned.record_uid)
         except KeeperFailure as error:
             raise fail(Code.KEEPER_UNAVAILABLE, f"{error}; nothing was changed") from None
-        if other is not None and _names(other, target):
-            raise skip(Code.DUPLICATE_USER, _duplicate_message(owned.record_uid, target)) from None
+        if other is not None and names_user(other, target):
+            raise skip(Code.DUPLICATE_USER, duplicate_message(owned.record_uid, target)) from None
         return rot.journal.open(target.arn, user.uid, password, rot.owner, rot.lease_seconds, adopt=True)
 
 
@@ -286,28 +247,6 @@ def _rollback_keeper(rot: Rotation, uid: str) -> None:
         rot.vault.rollback(uid)
     except KeeperFailure as error:
         log.warning("Keeper rollback failed", extra={"record_uid": uid, "error": str(error)})
-
-
-def _iam_read_stop(error: ClientError | BotoCoreError) -> RotationStop:
-    if error_code(error) in {"AccessDenied", "AccessDeniedException"}:
-        return skip(
-            Code.IAM_ACCESS_DENIED,
-            f"{describe(error)} (the user is outside the function's RotatableUserPath or lacks the required tag)",
-        )
-    return fail(Code.IAM_ERROR, f"{describe(error)}; nothing was changed")
-
-
-def _names(other: PamUser, target: IamUser) -> bool:
-    """Whether another record points at the same IAM user (by ARN, or by login when it holds no ARN)."""
-    if other.type != "pamUser":
-        return False
-    if other.distinguished_name.startswith("arn:"):
-        return other.distinguished_name == target.arn
-    return other.login == target.name
-
-
-def _duplicate_message(other_uid: str, target: IamUser) -> str:
-    return f"record {other_uid} also manages {target.arn}; keep one PAM User record per IAM user"
 
 
 def _locked_message(entry: Entry | None) -> str:

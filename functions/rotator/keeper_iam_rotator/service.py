@@ -13,18 +13,19 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import suppress
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import boto3
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 from botocore.config import Config
 
-from .iam import IamGateway, describe
-from .journal import Journal, JournalError
+from .binding import Vouched, duplicate_message, resolve_target, settle_duplicates
+from .iam import IamGateway, IamUser, describe
+from .journal import Entry, Journal, JournalError
 from .keeper import KeeperFailure, KeeperVault, PamUser
 from .requests_model import RotationRequest
-from .results import Code, RecordResult, Status
+from .results import Code, RecordResult, RotationStop, Status
 from .rotation import Rotation, rotate
 from .settings import Settings
 
@@ -53,6 +54,8 @@ class ConfigUnavailable(Exception):
 
 
 Work = PamUser | RecordResult  # a record to rotate, or the result it already has
+R = TypeVar("R")
+LIST_USERS_ABOVE = 10  # records per run above which one ListUsers beats a GetUser per record
 
 
 @dataclass
@@ -71,6 +74,15 @@ def run(request: RotationRequest, inv: Invocation) -> list[RecordResult]:
     dry_run = request.dry_run or settings.dry_run
     iam = IamGateway(client("iam"), client("iam", WRITES), client("sts"), retry_delay=settings.retry_delay)
     journal = Journal(client("dynamodb"), client("kms"), settings.journal_table, settings.journal_key_id)
+    unfinished: list[Entry] = []
+    if request.recover_only:  # the journal first: an idle recovery run makes no IAM, STS or Keeper call
+        try:
+            now = time.time()  # a live lease is a rotation in progress, not one to finish
+            unfinished = [entry for entry in journal.open_entries() if entry.lease_until <= now]
+        except JournalError as error:
+            return _all_failed(request, Code.JOURNAL_UNAVAILABLE, str(error), inv)
+        if not unfinished:
+            return []
     try:
         account_id = iam.account_id
     except Exception as error:
@@ -80,27 +92,83 @@ def run(request: RotationRequest, inv: Invocation) -> list[RecordResult]:
     except (ConfigUnavailable, KeeperFailure) as error:  # KeeperVault only parses the config: no Keeper call yet
         return _all_failed(request, Code.KSM_CONFIG_UNREADABLE, str(error), inv, account_id)
     try:
-        work = _fetch(request, vault, settings, account_id)
-        if not (request.record_uids or dry_run):
-            work += _unfinished_elsewhere(journal, work, vault, account_id)
+        if request.recover_only:
+            work = _records_of(unfinished, vault, account_id)
+        else:
+            work = _fetch(request, vault, settings, account_id)
+            if not (request.record_uids or dry_run):
+                unfinished = _open_entries(journal)
+                work += _unfinished_elsewhere(unfinished, work, vault, account_id)
     except KeeperFailure as error:
         return _all_failed(request, Code.KEEPER_UNAVAILABLE, f"{error}; nothing was changed", inv, account_id)
 
+    vouched = Vouched(
+        explicit=bool(request.record_uids),
+        folder_uids=settings.folder_uids,
+        unfinished_record_uids={entry.record_uid for entry in unfinished},
+    )
     rot = Rotation(
         iam, vault, journal, inv.owner, inv.lease_seconds, settings.password_length, settings.commit_attempts
     )
     _read_policy_once(iam)
+    if sum(isinstance(item, PamUser) for item in work) > LIST_USERS_ABOVE:
+        iam.list_users()
 
-    def one(item: Work) -> tuple[RecordResult, float]:
+    def claim(item: Work) -> Claim | RecordResult:  # step 1
+        if isinstance(item, RecordResult):
+            return item
+        return _guarded(item.uid, account_id, lambda: Claim(item, resolve_target(item, iam, vouched)))
+
+    def one(item: Claim | RecordResult) -> tuple[RecordResult, float]:  # steps 2-8
         started = time.monotonic()
-        result = item if isinstance(item, RecordResult) else _guarded(rotate, item, rot, dry_run)
+        result = item
+        if isinstance(item, Claim):
+            result = _guarded(item.user.uid, account_id, lambda: rotate(item.user, item.target, rot, dry_run))
         return result, time.monotonic() - started
 
     with ThreadPoolExecutor(max_workers=settings.concurrency) as pool:  # records are independent; IAM users locked
-        futures = [pool.submit(one, item) for item in work]
+        claims = list(pool.map(claim, work))
+        futures = [pool.submit(one, item) for item in _one_record_per_user(claims, journal, account_id)]
         for done in as_completed(futures):  # reported here, on one thread, as each record finishes
             inv.observe(*done.result())
     return [future.result()[0] for future in futures]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A record bound to the IAM user it will rotate (step 1 done)."""
+
+    user: PamUser
+    target: IamUser
+
+
+def _one_record_per_user(
+    claims: list[Claim | RecordResult], journal: Journal, account_id: str
+) -> list[Claim | RecordResult]:
+    """Settle duplicate claims before anything runs in parallel: each loser becomes a `duplicate_user` result."""
+    bound = [(item.user, item.target) for item in claims if isinstance(item, Claim)]
+    losers = settle_duplicates(bound, lambda arn: _owner_of(journal, arn))
+    return [
+        RecordResult(
+            item.user.uid,
+            Status.SKIPPED,
+            user_name=item.target.name,
+            account_id=account_id,
+            code=Code.DUPLICATE_USER,
+            message=duplicate_message(losers[item.user.uid], item.target),
+        )
+        if isinstance(item, Claim) and item.user.uid in losers
+        else item
+        for item in claims
+    ]
+
+
+def _owner_of(journal: Journal, user_arn: str) -> str | None:
+    try:
+        return journal.owner_of(user_arn)
+    except JournalError as error:  # fall back to Keeper's order; the journal's own check still guards step 4
+        log.warning("could not read the journal's owner of a contested user", extra={"error": str(error)})
+        return None
 
 
 def _read_policy_once(iam: IamGateway) -> None:
@@ -124,15 +192,23 @@ def _fetch(request: RotationRequest, vault: KeeperVault, settings: Settings, acc
     return [user for user in vault.fetch_all(settings.folder_uids) if user.type == "pamUser"]
 
 
-def _unfinished_elsewhere(journal: Journal, work: list[Work], vault: KeeperVault, account_id: str) -> list[Work]:
-    """The scheduled run also finishes rotations that died on records outside its scope. An entry whose record is
-    gone is reported, never dropped: IAM may hold its password."""
-    in_run = {item.record_uid if isinstance(item, RecordResult) else item.uid for item in work}
+def _open_entries(journal: Journal) -> list[Entry]:
     try:
-        entries = [entry for entry in journal.open_entries() if entry.record_uid not in in_run]
+        return list(journal.open_entries())
     except JournalError as error:
         log.warning("could not scan the journal for unfinished rotations", extra={"error": str(error)})
         return []
+
+
+def _unfinished_elsewhere(entries: list[Entry], work: list[Work], vault: KeeperVault, account_id: str) -> list[Work]:
+    """The scheduled run also finishes rotations that died on records outside its scope. An entry whose record is
+    gone is reported, never dropped: IAM may hold its password."""
+    in_run = {item.record_uid if isinstance(item, RecordResult) else item.uid for item in work}
+    return _records_of([entry for entry in entries if entry.record_uid not in in_run], vault, account_id)
+
+
+def _records_of(entries: list[Entry], vault: KeeperVault, account_id: str) -> list[Work]:
+    """The records that own these open journal entries, in one Keeper read."""
     found = vault.fetch(sorted({entry.record_uid for entry in entries})) if entries else {}
     gone = "the journal holds an unfinished rotation for {arn}, but its record is no longer shared with the KSM app"
     return [
@@ -148,16 +224,19 @@ def _unfinished_elsewhere(journal: Journal, work: list[Work], vault: KeeperVault
     ]
 
 
-def _guarded(fn: Callable[..., RecordResult], user: PamUser, rot: Rotation, dry_run: bool) -> RecordResult:
-    """One record's bug must not stop the others; the journal keeps whatever it had reached."""
+def _guarded(uid: str, account_id: str, step: Callable[[], R]) -> R | RecordResult:
+    """Run one record's step: its refusal becomes the record's result, and one record's bug must not stop the
+    others (the journal keeps whatever it had reached)."""
     try:
-        return fn(user, rot, dry_run)
+        return step()
+    except RotationStop as stop:
+        return RecordResult(uid, stop.status, account_id=account_id, code=stop.code, message=stop.message)
     except Exception as error:
-        log.exception("unexpected error rotating a record", extra={"record_uid": user.uid})
+        log.exception("unexpected error rotating a record", extra={"record_uid": uid})
         return RecordResult(
-            user.uid,
+            uid,
             Status.FAILED,
-            account_id=rot.iam.account_id,
+            account_id=account_id,
             code=Code.INTERNAL_ERROR,
             message=f"unexpected {type(error).__name__}; see the function log",
         )

@@ -1,0 +1,214 @@
+"""Binding: only records that provably name an IAM user of this account are rotated (issue 8).
+
+pamUser records also hold Active Directory, Linux and database accounts; a login that equals an IAM user name
+proves nothing. Every case asserts the real state on both sides: moto's stored password and Keeper's record.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import boto3
+import pytest
+
+from rotator_sandbox.stack import field_value, load_event
+
+from conftest import ACCOUNT, INITIAL_PASSWORD
+from faults import SimulatedCrash, after_aws_call
+from test_recovery import assert_converged, open_entries
+from test_rotation import assert_rotated, assert_unchanged, only
+
+AD_DN = "CN=jsmith,OU=Users,DC=corp,DC=example"
+
+
+def by_uid(results: list[dict]) -> dict[str, dict]:
+    return {r["recordUid"]: r for r in results}
+
+
+def code(result: dict) -> tuple[str, str]:
+    return result["status"], result.get("error", {}).get("code", "")
+
+
+def scheduled(stack) -> dict[str, dict]:
+    return by_uid(stack.invoke(load_event("scheduled.json"))["results"])
+
+
+@pytest.fixture
+def other_systems(stack):
+    """The issue's scenario: an AD and a Linux record in a shared folder, and IAM users with the same names."""
+    folder = stack.keeper.vault.add_folder(name="datacenter")
+    stack.add_user("jsmith")
+    stack.add_user("admin")
+    ad = stack.add_record("jsmith", dn=AD_DN, folder=folder, title="AD jsmith")
+    linux = stack.add_record("admin", folder=folder, title="Linux admin")
+    return ad, linux
+
+
+def test_schedule_touches_neither_ad_nor_linux_records_nor_their_namesakes_in_iam(stack, other_systems):
+    ad, linux = other_systems
+    results = scheduled(stack)
+    assert code(results[ad]) == ("skipped", "not_iam_record")
+    assert code(results[linux]) == ("skipped", "not_bound")
+    assert "distinguishedName" in results[linux]["error"]["message"]
+    assert_unchanged(stack, ad, "jsmith")
+    assert_unchanged(stack, linux, "admin")
+    assert field_value(stack.keeper_record(ad), "text", "distinguishedName") == AD_DN
+    assert field_value(stack.keeper_record(linux), "text", "distinguishedName") is None
+    assert stack.journal_items() == []
+
+
+def test_explicit_request_rotates_and_binds_the_linux_record_but_never_the_ad_one(stack, other_systems):
+    ad, linux = other_systems
+    results = by_uid(stack.rotate(ad, linux))
+    assert code(results[ad]) == ("skipped", "not_iam_record")
+    assert code(results[linux]) == ("rotated", "")
+    assert_unchanged(stack, ad, "jsmith")
+    assert_rotated(stack, linux, "admin")
+    arn = f"arn:aws:iam::{ACCOUNT}:user/admin"
+    assert field_value(stack.keeper_record(linux), "text", "distinguishedName") == arn
+    assert code(scheduled(stack)[linux]) == ("rotated", "")  # bound now: the schedule rotates it
+
+
+def test_schedule_rotates_and_binds_unbound_records_in_declared_folders_only(stack, monkeypatch):
+    aws_only = stack.keeper.vault.add_folder(name="aws")
+    inside = stack.add_pair("alice", bound=False, folder=aws_only)
+    monkeypatch.setenv("ROTATION_FOLDER_UIDS", aws_only)
+    assert code(scheduled(stack)[inside]) == ("rotated", "")
+    assert_rotated(stack, inside, "alice")
+    assert field_value(stack.keeper_record(inside), "text", "distinguishedName").endswith(":user/alice")
+
+
+def test_an_arn_without_the_users_path_is_refused_and_one_user_has_one_journal_key(stack):
+    real_arn = stack.add_user("alice", path="/humans/")
+    by_login = stack.add_record("alice", title="A: login only")
+    by_wrong_arn = stack.add_record("alice", dn=f"arn:aws:iam::{ACCOUNT}:user/alice", title="B: path missing")
+    results = by_uid(stack.rotate(by_login, by_wrong_arn))
+    assert code(results[by_wrong_arn]) == ("skipped", "arn_mismatch")
+    assert real_arn in results[by_wrong_arn]["error"]["message"]
+    assert code(results[by_login]) == ("rotated", "")
+    assert field_value(stack.keeper_record(by_login), "text", "distinguishedName") == real_arn
+    for _ in range(2):  # and on every later scheduled run
+        results = scheduled(stack)
+        assert code(results[by_wrong_arn]) == ("skipped", "arn_mismatch")
+        assert code(results[by_login]) == ("rotated", "")
+    assert_rotated(stack, by_login, "alice", previous=stack.keeper_password(by_wrong_arn))
+    assert [item["userArn"]["S"] for item in stack.journal_items()] == [real_arn]
+
+
+def test_a_deleted_user_named_by_its_arn_is_not_found(stack):
+    uid = stack.add_pair("alice")
+    stack.iam.delete_login_profile(UserName="alice")
+    stack.iam.delete_user(UserName="alice")
+    result = only(stack.rotate(uid))
+    assert code(result) == ("skipped", "iam_user_not_found")
+    assert stack.keeper_password(uid) == INITIAL_PASSWORD
+
+
+def test_a_record_of_another_system_is_not_a_duplicate_of_the_iam_user(stack):
+    uid = stack.add_pair("jsmith")
+    stack.add_record("jsmith", dn=AD_DN, title="AD jsmith")
+    assert code(only(stack.rotate(uid))) == ("rotated", "")
+    assert code(only(stack.rotate(uid))) == ("rotated", "")
+
+
+# --- duplicates are settled before records run in parallel ----------------------------------------------------------
+
+
+def test_duplicates_in_one_run_the_first_listed_wins(stack, monkeypatch):
+    monkeypatch.setenv("ROTATION_CONCURRENCY", "8")
+    first = stack.add_pair("alice")
+    twins = [stack.add_record("alice", title=f"twin {i}") for i in range(3)]
+    results = by_uid(stack.rotate(first, *twins))
+    assert code(results[first]) == ("rotated", "")
+    for twin in twins:
+        assert code(results[twin]) == ("skipped", "duplicate_user")
+        assert first in results[twin]["error"]["message"]
+    assert_rotated(stack, first, "alice")
+
+
+def test_duplicates_in_one_run_the_journals_owner_wins_even_when_listed_last(stack):
+    owner = stack.add_pair("alice")
+    assert code(only(stack.rotate(owner))) == ("rotated", "")
+    twin = stack.add_record("alice", title="a second record for alice")
+    results = by_uid(stack.rotate(twin, owner))
+    assert code(results[owner]) == ("rotated", "")
+    assert code(results[twin]) == ("skipped", "duplicate_user")
+    assert_rotated(stack, owner, "alice", previous=stack.keeper_password(twin))
+
+
+# --- the recovery schedule and journal-vouched records ---------------------------------------------------------------
+
+
+class CallCounter:
+    """Counts every AWS call the function's boto3 clients make (botocore's before-call event)."""
+
+    def __init__(self) -> None:
+        boto3.setup_default_session()
+        self.calls: Counter[str] = Counter()
+        events = boto3.DEFAULT_SESSION._session.get_component("event_emitter")
+        events.register("before-call", self._count, unique_id="call-counter")
+
+    def _count(self, model, **_: object) -> None:
+        self.calls[f"{model.service_model.service_name}:{model.name}"] += 1
+
+
+def crash_after_update_login_profile(stack, uid: str) -> None:
+    after_aws_call("iam", "UpdateLoginProfile", SimulatedCrash())
+    with pytest.raises(SimulatedCrash):
+        stack.rotate(uid)
+    boto3.setup_default_session()  # the process died; the next run starts clean
+
+
+def test_an_idle_recovery_run_calls_neither_iam_nor_keeper(stack):
+    stack.add_pair("alice")
+    counter = CallCounter()
+    stack.keeper.vault.reset_calls()
+    assert stack.invoke({"action": "recover"}) == {"results": []}
+    assert stack.keeper.vault.calls == Counter()
+    assert set(counter.calls) == {"dynamodb:Scan"}
+
+
+def test_the_recovery_schedule_finishes_a_crashed_rotation(stack, monkeypatch):
+    monkeypatch.setenv("JOURNAL_LEASE_MARGIN_SECONDS", "0")
+    stack.remaining_ms = 0
+    uid = stack.add_pair("alice", bound=False)  # unbound, outside any declared folder: vouched by its journal entry
+    crash_after_update_login_profile(stack, uid)
+    assert stack.iam_password("alice") != stack.keeper_password(uid)
+    result = only(stack.invoke({"action": "recover"})["results"])
+    assert (result["status"], result.get("recovered")) == ("rotated", True)
+    assert_converged(stack, uid, "alice")
+    assert stack.invoke({"action": "recover"}) == {"results": []}
+
+
+def test_the_recovery_schedule_leaves_a_live_rotation_alone(stack):
+    uid = stack.add_pair("alice")
+    crash_after_update_login_profile(stack, uid)  # the lease is still live: as if that run were still going
+    stack.keeper.vault.reset_calls()
+    assert stack.invoke({"action": "recover"}) == {"results": []}
+    assert stack.keeper.vault.calls == Counter()
+    assert len(open_entries()) == 1
+
+
+def test_the_main_schedule_recovers_an_unbound_record_it_would_not_rotate(stack, monkeypatch):
+    monkeypatch.setenv("JOURNAL_LEASE_MARGIN_SECONDS", "0")
+    stack.remaining_ms = 0
+    uid = stack.add_pair("alice", bound=False)
+    crash_after_update_login_profile(stack, uid)
+    result = scheduled(stack)[uid]
+    assert (result["status"], result.get("recovered")) == ("rotated", True)
+    assert_converged(stack, uid, "alice")
+
+
+# --- verification at scale: one ListUsers instead of a GetUser per record --------------------------------------------
+
+
+def test_a_large_run_verifies_bindings_with_one_list_users(stack):
+    uids = {f"user{i:02d}": stack.add_pair(f"user{i:02d}") for i in range(12)}
+    moved = stack.add_record("ghost", dn=f"arn:aws:iam::{ACCOUNT}:user/old-path/user00", title="stale path")
+    counter = CallCounter()
+    results = scheduled(stack)
+    assert counter.calls["iam:ListUsers"] == 1
+    assert counter.calls["iam:GetUser"] == 0
+    assert code(results[moved]) == ("skipped", "arn_mismatch")
+    for name, uid in uids.items():
+        assert_rotated(stack, uid, name)
