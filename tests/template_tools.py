@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from functools import cache
 from typing import Any
 
@@ -172,3 +173,45 @@ def references(node: Any) -> set[str]:
             else:
                 found |= references(value)
     return found
+
+
+FUNCTION_ROLE = "RotatorFunctionRole"
+
+
+def function_role_policies(stack: TranslatedStack) -> dict[str, dict[str, Any]]:
+    """Everything the function's role may do, as identity policies: the role's inline policies, plus each key policy's
+    statements that name the role, re-homed on the role with the key as Resource (moto does not evaluate key
+    policies; in AWS the key policy alone grants them)."""
+    policies = {p["PolicyName"]: p["PolicyDocument"] for p in stack.resource(FUNCTION_ROLE)["Properties"]["Policies"]}
+    role_arn = stack.get_att(FUNCTION_ROLE, "Arn")
+    for key_id, key in stack.resources("AWS::KMS::Key").items():
+        granted = [
+            {**{k: v for k, v in statement.items() if k != "Principal"}, "Resource": stack.get_att(key_id, "Arn")}
+            for statement in key["Properties"]["KeyPolicy"]["Statement"]
+            if statement["Principal"].get("AWS") == role_arn
+        ]
+        if granted:
+            policies[f"{key_id}KeyPolicy"] = {"Version": "2012-10-17", "Statement": granted}
+    return policies
+
+
+def statement_allows(statement: dict[str, Any], action: str, resource: str = "*") -> bool:
+    """An Allow statement covers this action (case-insensitive, wildcards) on this resource; conditions not checked."""
+    actions, resources = (
+        item if isinstance(item, list) else [item] for item in (statement["Action"], statement.get("Resource", "*"))
+    )
+    return (
+        statement["Effect"] == "Allow"
+        and any(fnmatchcase(action.lower(), pattern.lower()) for pattern in actions)
+        and any(fnmatchcase(resource, pattern) for pattern in resources)
+    )
+
+
+def policies_allow(policies: dict[str, dict[str, Any]], action: str, resource: str) -> list[str]:
+    """The Sids (or policy names) of the statements that allow the action on the resource."""
+    return [
+        statement.get("Sid", name)
+        for name, document in policies.items()
+        for statement in document["Statement"]
+        if statement_allows(statement, action, resource)
+    ]

@@ -4,11 +4,10 @@ queue and its alarm, who may use the journal and alarm keys, and no dependency c
 from __future__ import annotations
 
 import json
-from fnmatch import fnmatchcase
 
 import pytest
 
-from template_tools import references, translate
+from template_tools import function_role_policies, policies_allow, references, statement_allows, translate
 
 ROOT_ARN = "arn:aws:iam::123456789012:root"
 ROLE_ARN = "<RotatorFunctionRole.Arn>"
@@ -25,15 +24,10 @@ KMS_DATA_ACTIONS = (
 )
 
 
-def allowed(statement: dict, action: str) -> bool:
-    actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
-    return statement["Effect"] == "Allow" and any(fnmatchcase(action.lower(), a.lower()) for a in actions)
-
-
 def principals_allowed(key_policy: dict, action: str) -> set[str]:
     found = set()
     for statement in key_policy["Statement"]:
-        if allowed(statement, action):
+        if statement_allows(statement, action):
             principal = statement["Principal"]
             found.add(principal.get("AWS") or principal.get("Service"))
     return found
@@ -104,19 +98,14 @@ def test_alarm_topic_key_lets_this_accounts_alarms_and_the_function_role_publish
     topic = stack.resource("AlarmTopic")["Properties"]
     key_policy = stack.resource("AlarmTopicKey")["Properties"]["KeyPolicy"]
     (alarms,) = [s for s in key_policy["Statement"] if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}]
-    role_statements = [
-        statement
-        for policy in stack.resource("RotatorFunctionRole")["Properties"]["Policies"]
-        for statement in policy["PolicyDocument"]["Statement"]
-        if statement.get("Resource") == "<AlarmTopicKey.Arn>"
-    ]
+    role = function_role_policies(stack)
 
     assert topic["KmsMasterKeyId"] == "<AlarmTopicKey>"
-    assert allowed(alarms, "kms:GenerateDataKey") and allowed(alarms, "kms:Decrypt")
+    assert statement_allows(alarms, "kms:GenerateDataKey") and statement_allows(alarms, "kms:Decrypt")
     assert alarms["Condition"]["StringEquals"] == {"aws:SourceAccount": "123456789012"}
     assert alarms["Condition"]["ArnLike"] == {"aws:SourceArn": "arn:aws:cloudwatch:us-east-1:123456789012:alarm:*"}
     for action in ("kms:GenerateDataKey", "kms:Decrypt"):  # the failure destination publishes as the role
-        assert any(allowed(statement, action) for statement in role_statements), action
+        assert policies_allow(role, action, "<AlarmTopicKey.Arn>"), action
 
 
 def test_translated_template_has_no_dependency_cycle():
