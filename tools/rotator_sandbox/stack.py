@@ -159,6 +159,8 @@ class Sandbox:
         """Empty both sides, re-create the function's resources and seed `users` (default: the constructor's)."""
         self._moto_api("reset")
         self.handler_credentials = {}
+        self._handlers_running = 0
+        self._moto_api("reset-auth", b"inf")  # even after a test that never collected its handler
         self.keeper.vault.reset(seed={})
         self.keeper.vault.pending_policy = self.pending_policy
         self._clients.clear()
@@ -291,10 +293,12 @@ class Sandbox:
 
     def start_invoke(self, event: dict[str, Any], extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         """Start the handler subprocess without waiting for it; `finish(process)` collects it."""
-        if self.handler_credentials and self._handlers_running == 0:
-            self._moto_api("reset-auth", b"0")  # every request from now on is authorised by moto
-        process = self._spawn(extra_env)
-        self._handlers_running += 1
+        self._handler_started()
+        try:
+            process = self._spawn(extra_env)
+        except BaseException:
+            self._handler_ended()
+            raise
         if process.stdin is None:  # pragma: no cover - _spawn always asks for a pipe
             raise RuntimeError("no stdin pipe")
         try:
@@ -303,6 +307,7 @@ class Sandbox:
         except BaseException:
             process.kill()
             process.wait()
+            self._handler_ended()
             raise
         process.stdin = None  # the runner reads stdin to EOF and starts right away, not when finish() is called
         return process
@@ -315,10 +320,18 @@ class Sandbox:
             process.communicate()
             raise
         finally:
-            self._handlers_running -= 1
-            if self._handlers_running == 0:
-                self._moto_api("reset-auth", b"inf")  # the sandbox's own reads and seeding stay unchecked
+            self._handler_ended()
         return Invocation(process.returncode, _last_json(stdout), stdout, stderr)
+
+    def _handler_started(self) -> None:
+        if self.handler_credentials and self._handlers_running == 0:
+            self._moto_api("reset-auth", b"0")  # every request from now on is authorised by moto
+        self._handlers_running += 1
+
+    def _handler_ended(self) -> None:
+        self._handlers_running -= 1
+        if self._handlers_running == 0:
+            self._moto_api("reset-auth", b"inf")  # the sandbox's own seeding and reads stay unchecked
 
     def _moto_api(self, path: str, data: bytes | None = None) -> None:
         url = f"{self.aws_url}/moto-api/{path}"
