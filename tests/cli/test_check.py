@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import boto3
 import pytest
+
+from rotator_sandbox.stack import JOURNAL_KEY
 
 from .conftest import ROLE_ARN, TARGET, answer_aws, answer_stack
 from conftest import INITIAL_PASSWORD
@@ -260,3 +263,29 @@ def test_checks_are_readable_at_80_columns(ready, run):
     wide = run("check", "--role-arn", ROLE_ARN, *TARGET, env={"COLUMNS": "160"})
     row = next(line for line in wide.stdout.splitlines() if "journal-key" in line)
     assert row.startswith("│ journal-key") and " is Enabled " in row and row.endswith("│")  # one line
+
+
+def test_journal_key_grants_are_read_from_its_key_policy(ready, run):
+    """The template grants the journal key to the function's role in the key policy, not in the role's policies:
+    `check` reads the key policy instead of reporting the role's (identity-policy) simulation as denied."""
+    kms = boto3.client("kms")
+    key = kms.describe_key(KeyId=JOURNAL_KEY)["KeyMetadata"]["Arn"]
+    admin = {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": ["kms:Get*"]}
+    function = {"Effect": "Allow", "Principal": {"AWS": ROLE_ARN}, "Action": ["kms:Encrypt", "kms:Decrypt"]}
+    policy = {"Version": "2012-10-17", "Statement": [{**s, "Resource": "*"} for s in (admin, function)]}
+    kms.put_key_policy(KeyId=key, PolicyName="default", Policy=json.dumps(policy))
+    sent = simulate({"kms:Encrypt": "implicitDeny", "kms:Decrypt": "implicitDeny"})
+    result = run("check", "--json", "--role-arn", ROLE_ARN, *TARGET)
+    assert result.exit_code == 0, result.output
+    checks = checks_of(result)
+    assert checks["kms:Encrypt"]["detail"] == f"allowed for {ROLE_ARN} (the key policy)"
+    assert checks["kms:Decrypt"]["result"] == "PASS"
+    assert not [p for p in sent if p["ActionNames"][0].startswith("kms:")]  # decided by the key policy alone
+    other = "arn:aws:iam::123456789012:role/other"
+    denied = run("check", "--json", "--role-arn", other, *TARGET)
+    assert denied.exit_code == 1
+    assert checks_of(denied)["kms:Decrypt"] == {
+        "check": "kms:Decrypt",
+        "result": "FAIL",
+        "detail": f"{other}: not granted by the key policy of {key}",
+    }

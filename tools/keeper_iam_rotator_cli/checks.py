@@ -6,6 +6,8 @@ exactly what a rotation would refuse, with the same words.
 
 from __future__ import annotations
 
+import fnmatch
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +26,7 @@ from .resolve import Target, aws_error
 from .rotate import unseen_folders, unseen_folders_message
 
 PASS, WARN, SKIP, FAIL = "PASS", "WARN", "SKIP", "FAIL"
+NAMED, IAM, NONE = "named", "iam", "none"  # how a key policy grants an action (key_policy_grant)
 HOW = "rotating it by --record binds it"
 AWS_ERRORS = (ClientError, BotoCoreError)
 
@@ -277,9 +280,22 @@ class Preflight:
             return
         account = self.iam.account_id
         secret_arn = self.target.config.arn
+        key_policy = self._key_policy(key_arn)
         decisions: dict[str, list[str]] = {}
+        granted_by: dict[str, str] = {}
         groups = permission_groups(user_arns, account, table_arn, key_arn, secret_arn, idempotency_arn)
-        for actions, resources in groups:
+        for group_actions, resources in groups:
+            actions = group_actions
+            if resources == [key_arn]:
+                grants = {action: key_policy_grant(key_policy, principal, action, account) for action in actions}
+                actions = [action for action, grant in grants.items() if grant == IAM]
+                for action in set(grants) - set(actions):
+                    granted_by[action] = "the key policy"
+                    decisions[action] = (
+                        [] if grants[action] == NAMED else [f"not granted by the key policy of {key_arn}"]
+                    )
+            if not actions:
+                continue
             try:
                 answer = self._simulate(principal, actions, resources)
             except Exception as error:  # denied, or not implemented (moto raises NotImplementedError)
@@ -296,7 +312,17 @@ class Preflight:
             if denials:
                 self.add(action, FAIL, f"{principal}: {'; '.join(denials)}")
             else:
-                self.add(action, PASS, f"allowed for {principal} (identity policies)")
+                self.add(action, PASS, f"allowed for {principal} ({granted_by.get(action, 'identity policies')})")
+
+    def _key_policy(self, key_arn: str | None) -> dict[str, Any] | None:
+        """The journal key's policy; None when it cannot be read (then only identity policies are simulated)."""
+        if not key_arn:
+            return None
+        try:
+            policy = service.client("kms").get_key_policy(KeyId=key_arn, PolicyName="default")["Policy"]
+            return dict(json.loads(policy))
+        except (*AWS_ERRORS, ValueError):
+            return None
 
     def _simulate(self, principal: str, actions: list[str], resources: list[str]) -> list[dict[str, Any]]:
         pages = (
@@ -305,6 +331,36 @@ class Preflight:
             .paginate(PolicySourceArn=principal, ActionNames=actions, ResourceArns=resources)
         )
         return [result for page in pages for result in page.get("EvaluationResults", [])]
+
+
+def key_policy_grant(policy: dict[str, Any] | None, principal: str, action: str, account: str) -> str:
+    """How a KMS key policy lets `principal` use `action`: NAMED (an Allow names the principal), IAM (it leaves the
+    decision to IAM policies: an Allow for the account root, or no readable policy), or NONE. Conditions and Deny
+    statements are not evaluated. The template grants the journal key to the function's role in the key policy only,
+    so simulating identity policies alone would report its kms actions as denied."""
+    if policy is None:
+        return IAM
+    grant = NONE
+    for statement in _as_list(policy.get("Statement")):
+        if statement.get("Effect") != "Allow" or not any(
+            fnmatch.fnmatchcase(action.lower(), str(pattern).lower()) for pattern in _as_list(statement.get("Action"))
+        ):
+            continue
+        principals = statement.get("Principal")
+        named = _as_list(principals.get("AWS")) if isinstance(principals, dict) else _as_list(principals)
+        if principal in named:
+            return NAMED
+        if any(
+            p in (account, f"arn:aws:iam::{account}:root", "*") or p.endswith(f":iam::{account}:root") for p in named
+        ):
+            grant = IAM
+    return grant
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
 
 
 def _decisions(result: dict[str, Any]) -> list[tuple[str, str]]:
