@@ -5,12 +5,14 @@ SAM_VENV ?= .venv-sam
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo bench bench-fleet bench-import validate build clean
+.PHONY: test lint demo serve bench bench-fleet bench-import validate build clean package-check
 
 $(STAMP): pyproject.toml functions/rotator/requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# the dev tools (KSM emulator, sandbox) are not part of the package: put tools/ on this venv's path instead
+	$(BIN)/python -c 'import pathlib, sys, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "keeper-iam-rotator-dev-tools.pth").write_text(sys.argv[1] + "\n")' "$(CURDIR)/tools"
 	touch $@
 
 lint: $(STAMP)
@@ -24,6 +26,10 @@ test: lint
 demo: $(STAMP)
 	$(BIN)/python -m rotator_sandbox demo $(DEMO_ARGS)
 
+# moto server + the KSM emulator, seeded, until Ctrl-C; prints the exports that point the CLI at them.
+serve: $(STAMP)
+	$(BIN)/python -m rotator_sandbox serve $(SERVE_ARGS)
+
 bench: $(STAMP)
 	$(BIN)/python -m rotator_sandbox bench $(BENCH_ARGS)
 
@@ -32,7 +38,14 @@ bench-fleet: $(STAMP)
 	$(BIN)/python -m rotator_sandbox fleet --records 10000 --accounts 10 $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(SAM_VENV) .venv-package .aws-sam .pytest_cache .ruff_cache .hypothesis
+
+# What an operator gets from a plain `pip install .`: the console script works, every installed module imports.
+package-check:
+	rm -rf .venv-package && $(PYTHON) -m venv .venv-package
+	.venv-package/bin/python -m pip install --quiet .
+	.venv-package/bin/keeper-iam-rotator --help > /dev/null
+	cd / && $(CURDIR)/.venv-package/bin/python -I $(CURDIR)/tools/check_installed.py
 
 # SAM CLI lives in its own environment: it pins boto3/click versions the app must not inherit.
 $(SAM_VENV)/.installed:

@@ -14,7 +14,14 @@ import boto3
 import pytest
 
 from keeper_iam_rotator import service
-from rotator_sandbox.accounts import create_target_role, iam_password, member_session, roles_must_exist
+from rotator_sandbox.accounts import (
+    TARGET_ROLE,
+    create_target_role,
+    iam_password,
+    member_session,
+    roles_must_exist,
+    trust_policy,
+)
 from rotator_sandbox.queue import LocalQueue
 from rotator_sandbox.stack import JOURNAL_TABLE, add_bound_record, field_value, load_event
 from test_binding import CallCounter, by_uid, code
@@ -88,8 +95,7 @@ def test_a_member_accounts_user_is_rotated_with_the_assumed_role(fleet, monkeypa
 def test_the_role_is_assumed_once_per_account_with_the_external_id(fleet, monkeypatch):
     monkeypatch.setenv("TARGET_EXTERNAL_ID", "fleet-external-id")
     iam = member_session(boto3.session.Session, MEMBER).client("iam")
-    iam.delete_role(RoleName="keeper-iam-rotator-target")
-    create_target_role(iam, HUB_ROLE, external_id="fleet-external-id")
+    iam.update_assume_role_policy(RoleName=TARGET_ROLE, PolicyDocument=trust_policy(HUB_ROLE, "fleet-external-id"))
     uids = {name: member_pair(fleet, MEMBER, name) for name in ("bob", "carol", "dave")}
     counter = CallCounter()
     results = by_uid(fleet.rotate(*uids.values()))
@@ -102,8 +108,7 @@ def test_the_role_is_assumed_once_per_account_with_the_external_id(fleet, monkey
 def test_a_wrong_external_id_is_refused_and_changes_nothing(fleet, monkeypatch):
     uid = member_pair(fleet, MEMBER, "erin")
     iam = member_session(boto3.session.Session, MEMBER).client("iam")
-    iam.delete_role(RoleName="keeper-iam-rotator-target")
-    create_target_role(iam, HUB_ROLE, external_id="the-right-one")
+    iam.update_assume_role_policy(RoleName=TARGET_ROLE, PolicyDocument=trust_policy(HUB_ROLE, "the-right-one"))
     monkeypatch.setenv("TARGET_EXTERNAL_ID", "a-wrong-one")
     assert code(only(fleet.rotate(uid))) == ("failed", "assume_role_failed")
     assert_member_unchanged(fleet, MEMBER, uid, "erin")

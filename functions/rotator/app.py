@@ -42,7 +42,9 @@ def execute(request: RotationRequest, trigger: str, context: LambdaContext, retr
     KeyReused for a caller's key that came with another request.
     """
     settings = Settings.from_env()
-    metrics.add_dimension(name="trigger", value=trigger)
+    # The trigger is metadata, not a dimension: alarms and the dashboard select the metrics by {service} alone.
+    metrics.add_metadata(key="trigger", value=trigger)
+    logger.append_keys(trigger=trigger)
     invocation = service.Invocation(
         settings=settings,
         owner=context.aws_request_id,

@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 from keeper_iam_rotator_cli.main import cli
 from rotator_sandbox.stack import CONFIG_SECRET, JOURNAL_KEY, JOURNAL_TABLE
 
+ROLE_ARN = "arn:aws:iam::123456789012:role/keeper-iam-rotator-RotatorFunctionRole-AbC123"
 TARGET = ["--config-secret", CONFIG_SECRET, "--journal-table", JOURNAL_TABLE, "--journal-key", JOURNAL_KEY]
 
 
@@ -76,12 +77,19 @@ def answer_aws(service: str, operation: str, respond: Callable[[dict[str, Any]],
     return sent
 
 
+def answer_stack(**outputs: str) -> list[dict[str, Any]]:
+    """DescribeStacks answers with the SAM stack's outputs (these defaults, or `outputs`)."""
+    return answer_aws("cloudformation", "DescribeStacks", lambda params: stack_document(**outputs))
+
+
 def stack_document(
     function: str = "keeper-iam-rotator-RotatorFunction-abc",
     api_url: str = "https://abc123.execute-api.us-east-1.amazonaws.com/Prod/rotations",
     config_secret: str = "keeper-iam-rotator/ksm-config",  # noqa: S107 - a secret name
     table: str = "keeper-iam-rotator-journal",
     key: str = "alias/keeper-iam-rotator-journal",
+    idempotency_table: str = "keeper-iam-rotator-idempotency",
+    role: str = ROLE_ARN,
 ) -> dict[str, Any]:
     """A DescribeStacks answer with the SAM stack's outputs (moto's CloudFormation is slow to create stacks)."""
     outputs = {
@@ -90,6 +98,8 @@ def stack_document(
         "ApiUrl": api_url,
         "JournalTableName": table,
         "JournalKeyArn": key,
+        "IdempotencyTableName": idempotency_table,
+        "RotatorRoleArn": role,
         "ConfigSecretArn": config_secret,
         "AlarmTopicArn": "arn:aws:sns:us-east-1:123456789012:keeper-iam-rotator-alarms",
     }

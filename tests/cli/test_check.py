@@ -8,7 +8,9 @@ from typing import Any
 import boto3
 import pytest
 
-from .conftest import TARGET, answer_aws
+from rotator_sandbox.stack import JOURNAL_KEY
+
+from .conftest import ROLE_ARN, TARGET, answer_aws, answer_stack
 from conftest import INITIAL_PASSWORD
 from faults import AwsFaults
 
@@ -194,6 +196,99 @@ def test_help(run):
     assert result.exit_code == 0
     for option in ("--record", "--user-path", "--required-tag", "--role-arn", "--json", "--stack"):
         assert option in result.stdout
+
+
+def test_stack_role_is_simulated_and_its_tables_checked(ready, run):
+    """With --stack, the function's role (output RotatorRoleArn) is simulated, not the operator running check."""
+    described = answer_stack()
+    sent = simulate({"dynamodb:DeleteItem": "implicitDeny"})
+    result = run("check", "--json", "--stack", "keeper-iam-rotator", env={"KSM_CONFIG_SECRET_ID": ""})
+    assert result.exit_code == 1, result.output
+    assert described[0]["StackName"] == "keeper-iam-rotator"
+    assert {p["PolicySourceArn"] for p in sent} == {ROLE_ARN}
+    checks = checks_of(result)
+    assert checks["idempotency-table"] == {
+        "check": "idempotency-table",
+        "result": "PASS",
+        "detail": "keeper-iam-rotator-idempotency is ACTIVE, keyed id",
+    }
+    resources = {tuple(p["ActionNames"]): p["ResourceArns"] for p in sent}
+    idempotency = ("dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem")
+    assert resources[idempotency] == ["arn:aws:dynamodb:us-east-1:123456789012:table/keeper-iam-rotator-idempotency"]
+    assert checks["dynamodb:DeleteItem"]["result"] == "FAIL"
+    assert checks["dynamodb:DeleteItem"]["detail"].startswith(f"{ROLE_ARN}: implicitDeny on arn:aws:dynamodb:")
+    assert checks["dynamodb:PutItem"]["result"] == "PASS"
+
+
+def test_role_arn_option_wins_over_the_stack(ready, run):
+    answer_stack()
+    sent = simulate({})
+    other = "arn:aws:iam::123456789012:role/other"
+    assert run("check", "--json", "--stack", "s", "--role-arn", other).exit_code == 0
+    assert {p["PolicySourceArn"] for p in sent} == {other}
+
+
+def test_without_stack_or_names_nothing_is_guessed(run):
+    result = run("check", "--config-secret", "x", "--journal-key", "alias/k")
+    assert result.exit_code == 2
+    assert "no journal table: give --journal-table NAME or --stack NAME" in result.stderr
+    skipped = run("check", "--json", *TARGET, env={"IDEMPOTENCY_TABLE_NAME": ""})
+    assert checks_of(skipped)["idempotency-table"]["result"] == "SKIP"
+
+
+def test_unshared_folder_fails(stack, run):
+    folder = stack.keeper.vault.add_folder(name="production")
+    stack.add_pair("alice", folder=folder)
+    result = run("check", "--json", "--folder", "NotAFolderUid000000000", *TARGET)
+    assert result.exit_code == 1
+    assert checks_of(result)["keeper-records"] == {
+        "check": "keeper-records",
+        "result": "FAIL",
+        "detail": "folder NotAFolderUid000000000 is not shared with the KSM application (or does not exist)",
+    }
+    shared = run("check", "--json", "--folder", folder, *TARGET)
+    assert checks_of(shared)["keeper-records"]["detail"] == f"1 pamUser record(s) in folder(s) {folder}"
+
+
+def test_checks_are_readable_at_80_columns(ready, run):
+    """Narrow: each check on its own line, its detail indented below, wrapped at spaces; wide: a bordered table."""
+    simulate({})
+    narrow = run("check", "--role-arn", ROLE_ARN, *TARGET, env={"COLUMNS": "80"})
+    assert narrow.exit_code == 0, narrow.output
+    lines = narrow.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    at = lines.index("journal-key                    PASS")
+    assert lines[at + 1].startswith("    arn:aws:kms:us-east-1:123456789012:key/")  # an ARN is never split at a '-'
+    assert lines[at + 2] == "    is Enabled"
+    wide = run("check", "--role-arn", ROLE_ARN, *TARGET, env={"COLUMNS": "160"})
+    row = next(line for line in wide.stdout.splitlines() if "journal-key" in line)
+    assert row.startswith("│ journal-key") and " is Enabled " in row and row.endswith("│")  # one line
+
+
+def test_journal_key_grants_are_read_from_its_key_policy(ready, run):
+    """The template grants the journal key to the function's role in the key policy, not in the role's policies:
+    `check` reads the key policy instead of reporting the role's (identity-policy) simulation as denied."""
+    kms = boto3.client("kms")
+    key = kms.describe_key(KeyId=JOURNAL_KEY)["KeyMetadata"]["Arn"]
+    admin = {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": ["kms:Get*"]}
+    function = {"Effect": "Allow", "Principal": {"AWS": ROLE_ARN}, "Action": ["kms:Encrypt", "kms:Decrypt"]}
+    policy = {"Version": "2012-10-17", "Statement": [{**s, "Resource": "*"} for s in (admin, function)]}
+    kms.put_key_policy(KeyId=key, PolicyName="default", Policy=json.dumps(policy))
+    sent = simulate({"kms:Encrypt": "implicitDeny", "kms:Decrypt": "implicitDeny"})
+    result = run("check", "--json", "--role-arn", ROLE_ARN, *TARGET)
+    assert result.exit_code == 0, result.output
+    checks = checks_of(result)
+    assert checks["kms:Encrypt"]["detail"] == f"allowed for {ROLE_ARN} (the key policy)"
+    assert checks["kms:Decrypt"]["result"] == "PASS"
+    assert not [p for p in sent if p["ActionNames"][0].startswith("kms:")]  # decided by the key policy alone
+    other = "arn:aws:iam::123456789012:role/other"
+    denied = run("check", "--json", "--role-arn", other, *TARGET)
+    assert denied.exit_code == 1
+    assert checks_of(denied)["kms:Decrypt"] == {
+        "check": "kms:Decrypt",
+        "result": "FAIL",
+        "detail": f"{other}: not granted by the key policy of {key}",
+    }
 
 
 def test_check_reports_member_accounts_and_whether_each_record_is_due(stack, run, monkeypatch):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import tomllib
 
 import boto3
 
-from .conftest import TARGET
+from .conftest import TARGET, answer_aws, stack_document
 from faults import AwsFaults
 
 NAME = "rotator/ksm-config-new"
@@ -38,8 +39,9 @@ def test_creates_the_secret_and_the_config_rotates(stack, run):
     assert result.exit_code == 0, result.output
     arn = boto3.client("secretsmanager").describe_secret(SecretId=NAME)["ARN"]
     assert f"Created secret: {arn}" in result.stdout
-    assert f"sam deploy --parameter-overrides KsmConfigSecretArn={arn}" in result.stdout
-    assert f"keeper-iam-rotator check --config-secret {arn}" in result.stdout
+    assert "  make build\n" in result.stdout
+    assert f"  .venv-sam/bin/sam deploy --guided --parameter-overrides KsmConfigSecretArn={arn}\n" in result.stdout
+    assert "  keeper-iam-rotator check --stack keeper-iam-rotator\n" in result.stdout
     described = boto3.client("secretsmanager").describe_secret(SecretId=NAME)
     assert described["Tags"] == [{"Key": "team", "Value": "iam"}]
     assert described["KmsKeyId"] == key
@@ -50,6 +52,32 @@ def test_creates_the_secret_and_the_config_rotates(stack, run):
     rotated = run("rotate", "--record", uid, *TARGET[2:], "--config-secret", NAME)
     assert rotated.exit_code == 0, rotated.output
     assert stack.iam_password("alice") == stack.keeper_password(uid) != "Initial-Passw0rd!"
+
+
+def test_the_suggested_deploy_matches_the_repository():
+    """`make build` exists and installs sam where init says; `sam deploy` deploys the stack `check --stack` names."""
+    from keeper_iam_rotator_cli.init import STACK_NAME
+    from rotator_sandbox.paths import ROOT
+
+    samconfig = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    assert samconfig["default"]["global"]["parameters"]["stack_name"] == STACK_NAME
+    makefile = (ROOT / "Makefile").read_text()
+    assert "\nbuild: " in makefile and "\nSAM_VENV ?= .venv-sam\n" in makefile
+
+
+def test_the_suggested_check_runs_as_printed(stack, run):
+    """`init` prints `check --stack keeper-iam-rotator`: with the deployed stack's outputs it finds everything."""
+    result = run(*init_args(stack.keeper, "--token", stack.keeper.one_time_token()))
+    suggested = result.stdout.strip().splitlines()[-1].split()
+    assert suggested[:2] == ["keeper-iam-rotator", "check"]
+    asked = answer_aws("cloudformation", "DescribeStacks", lambda params: stack_document(config_secret=NAME))
+    stack.add_pair("alice")
+    checked = run(*suggested[1:], "--json")
+    assert checked.exit_code == 0, checked.output
+    assert asked[0]["StackName"] == "keeper-iam-rotator"
+    checks = {c["check"]: c for c in json.loads(checked.stdout)["checks"]}
+    assert f"read from secret {NAME}" in checks["ksm-config"]["detail"]
+    assert checks["journal-table"]["result"] == checks["idempotency-table"]["result"] == "PASS"
 
 
 def test_existing_secret_gets_a_new_version(stack, run):
@@ -112,6 +140,30 @@ def test_malformed_tokens_are_usage_errors(run):
     assert result.exit_code == 2
     assert run("init", "--token", "US:abc").exit_code == 2  # --secret-name is required
     assert "c2VjcmV0dG9rZW4" not in "".join(r for r in (result.output,))
+
+
+def test_token_mistakes_are_named_before_anything_is_spent(stack, run):
+    key = token = stack.keeper.one_time_token()
+    unknown = run("init", "--secret-name", NAME, "--token", f"XX:{key}")
+    assert unknown.exit_code == 2
+    assert "unknown region prefix 'XX' in the token: Keeper's are US, EU, AU, GOV, JP, CA" in unknown.stderr
+    for bogus in ("US:bogus-token-value", "US:" + key[:-4], "US:" + key + "AAAA", "US:not base64!!"):
+        result = run("init", "--secret-name", NAME, "--token", bogus)
+        assert result.exit_code == 2, bogus
+        assert "this is not a KSM one-time token" in result.stderr and "expected 43 of url-safe base64" in result.stderr
+    assert key not in unknown.output + result.output
+    assert run(*init_args(stack.keeper, "--token", token)).exit_code == 0  # none of the above spent it
+
+
+def test_refused_or_unreachable_token_says_why(stack, run):
+    refused = run(*init_args(stack.keeper, "--token", "A" * 43))
+    assert refused.exit_code == 1
+    assert "Keeper refused it (access_denied): the token is mistyped, already used or expired" in refused.stderr
+    unreachable = run("init", "--secret-name", NAME, "--hostname", "127.0.0.1:9", "--token", "A" * 43)
+    assert unreachable.exit_code == 1
+    assert "cannot reach Keeper at 127.0.0.1:9 (ConnectionError); nothing was stored" in unreachable.stderr
+    assert "A" * 43 not in refused.output + unreachable.output
+    assert NAME not in {s["Name"] for s in boto3.client("secretsmanager").list_secrets()["SecretList"]}
 
 
 def test_help(run):

@@ -199,3 +199,26 @@ def test_help(run):
     assert result.exit_code == 0
     for option in ("--record", "--dry-run", "--stack", "--function", "--api-url", "--json"):
         assert option in result.stdout
+
+
+@pytest.mark.parametrize("via", ["lambda", "api"])
+def test_idempotency_key_retry_returns_the_first_results(stack, run, api, via):
+    """The README's advice: retry with the same key, and the finished results come back instead of a new rotation."""
+    sent = lambda_runs_the_handler()
+    uid = stack.add_pair("alice")
+    endpoint = ["--function", FUNCTION] if via == "lambda" else ["--api-url", api.url]
+    first = run("invoke", "--record", uid, "--idempotency-key", "rotate-2026-11-27", "--json", *endpoint)
+    assert first.exit_code == 0, first.output
+    password = stack.iam_password("alice")
+    assert password == stack.keeper_password(uid) != INITIAL_PASSWORD
+    again = run("invoke", "--record", uid, "--idempotency-key", "rotate-2026-11-27", "--json", *endpoint)
+    assert again.exit_code == 0, again.output
+    assert results_of(again) == results_of(first)
+    assert stack.iam_password("alice") == stack.keeper_password(uid) == password  # not rotated a second time
+    reused = run("invoke", "--record", uid, "--dry-run", "--idempotency-key", "rotate-2026-11-27", *endpoint)
+    assert reused.exit_code == 1
+    assert "idempotency_key_reused" in reused.stderr
+    if via == "lambda":
+        assert json.loads(sent[0]["Payload"])["idempotencyKey"] == "rotate-2026-11-27"
+    bad = run("invoke", "--record", uid, "--idempotency-key", "", *endpoint)
+    assert bad.exit_code == 2 and "idempotencyKey" in bad.stderr

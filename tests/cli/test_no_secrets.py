@@ -79,10 +79,11 @@ def test_no_secret_in_any_output(stack, run, transcript, tmp_path, monkeypatch):
     # configs given as files and env, valid and broken
     config_file = tmp_path / "ksm.json"
     config_file.write_text(json.dumps(json.loads(base64.b64decode(stored)) | {"appKey": ""}))
-    assert run("rotate", "--record", alice, "--config-file", str(config_file)).exit_code == 2
+    journal = TARGET[2:]
+    assert run("rotate", "--record", alice, "--config-file", str(config_file), *journal).exit_code == 2
     config_file.write_text(stored[:-7])
-    assert run("check", "--config-file", str(config_file)).exit_code == 1
-    assert run("rotate", "--record", bob, env={"KSM_CONFIG": stored}).exit_code == 0
+    assert run("check", "--config-file", str(config_file), *journal).exit_code == 1
+    assert run("rotate", "--record", bob, *journal, env={"KSM_CONFIG": stored}).exit_code == 0
 
     # an unexpected error whose text quotes the config and a password is shown by type only
     from keeper_iam_rotator import service

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from rotator_sandbox.stack import JOURNAL_KEY, JOURNAL_TABLE
+
 from .conftest import TARGET, answer_aws, results_of, stack_document
 from conftest import INITIAL_PASSWORD
 from faults import AwsFaults
@@ -107,7 +109,7 @@ def test_bad_uid_is_a_usage_error_and_changes_nothing(stack, run):
 
 def test_unreadable_config_secret_is_exit_2(stack, run):
     uid = stack.add_pair("alice")
-    result = run("rotate", "--record", uid, "--config-secret", "no-such-secret")
+    result = run("rotate", "--record", uid, "--config-secret", "no-such-secret", *TARGET[2:])
     assert result.exit_code == 2
     assert "GetSecretValue no-such-secret failed: ResourceNotFoundException" in result.stderr
     assert_unchanged(stack, uid, "alice")
@@ -117,14 +119,16 @@ def test_invalid_config_is_exit_2_without_quoting_it(stack, run, tmp_path):
     uid = stack.add_pair("alice")
     bad = tmp_path / "ksm.json"
     bad.write_text('{"clientId": "c2VjcmV0LWNsaWVudA==", "hostname": "127.0.0.1:1"}')
-    result = run("rotate", "--record", uid, "--config-file", str(bad))
+    result = run("rotate", "--record", uid, "--config-file", str(bad), *TARGET[2:])
     assert result.exit_code == 2
     assert "lacks privateKey, appKey" in result.stderr
     assert "c2VjcmV0LWNsaWVudA" not in result.output
     bad.write_text("not-json-not-base64 secret-value-123")
-    result = run("rotate", "--record", uid, "--config-file", str(bad))
+    result = run("rotate", "--record", uid, "--config-file", str(bad), *TARGET[2:])
     assert result.exit_code == 2
-    assert "not valid base64 or JSON" in result.stderr
+    assert result.stderr == (
+        f"Error: the KSM config in file {bad} is not valid base64 or JSON KSM configuration\n"
+    )  # and nothing before it: the SDK's own JSON error is not printed
     assert "secret-value-123" not in result.output
     assert_unchanged(stack, uid, "alice")
 
@@ -133,9 +137,11 @@ def test_config_file_and_env_work_like_the_secret(stack, run, tmp_path, monkeypa
     alice, bob = stack.add_pair("alice"), stack.add_pair("bob")
     config = tmp_path / "ksm-config.json"
     config.write_text(stack.keeper.client_config(json_form=True))
-    assert run("rotate", "--record", alice, "--config-file", str(config)).exit_code == 0
+    assert run("rotate", "--record", alice, "--config-file", str(config), *TARGET[2:]).exit_code == 0
     monkeypatch.setenv("KSM_CONFIG", stack.keeper.client_config())
     monkeypatch.delenv("KSM_CONFIG_SECRET_ID")
+    monkeypatch.setenv("JOURNAL_TABLE_NAME", JOURNAL_TABLE)
+    monkeypatch.setenv("JOURNAL_KEY_ID", JOURNAL_KEY)
     assert run("rotate", "--record", bob).exit_code == 0
     assert_rotated(stack, alice, "alice")
     assert_rotated(stack, bob, "bob")
@@ -186,3 +192,52 @@ def test_help(run):
     assert result.exit_code == 0
     for option in ("--record", "--folder", "--dry-run", "--json", "--config-secret", "--config-file", "--stack"):
         assert option in result.stdout
+
+
+def test_without_stack_the_journal_must_be_named(stack, run, monkeypatch):
+    """CloudFormation names the stack's tables: there is no default journal name to fall back on."""
+    uid = stack.add_pair("alice")
+    no_table = run("rotate", "--record", uid, "--config-secret", TARGET[1], "--journal-key", JOURNAL_KEY)
+    assert no_table.exit_code == 2
+    assert "no journal table: give --journal-table NAME or --stack NAME (or set JOURNAL_TABLE_NAME)" in no_table.stderr
+    no_key = run("rotate", "--record", uid, "--config-secret", TARGET[1], "--journal-table", JOURNAL_TABLE)
+    assert no_key.exit_code == 2
+    assert "no journal key: give --journal-key ID or --stack NAME (or set JOURNAL_KEY_ID)" in no_key.stderr
+    assert_unchanged(stack, uid, "alice")
+
+
+def test_mistyped_folder_is_an_error_not_nothing_to_rotate(stack, run):
+    folder = stack.keeper.vault.add_folder(name="production")
+    empty = stack.keeper.vault.add_folder(name="empty")
+    alice = stack.add_pair("alice", folder=folder)
+    typo = folder[:-1] + ("A" if folder[-1] != "A" else "B")
+    result = run("rotate", "--folder", typo, *TARGET)
+    assert result.exit_code == 2
+    assert f"folder {typo} is not shared with the KSM application (or does not exist): nothing was rotated" in (
+        result.stderr
+    )
+    assert_unchanged(stack, alice, "alice")
+    nothing = run("rotate", "--folder", empty, *TARGET)  # shared but without pamUser records: not an error
+    assert nothing.exit_code == 0
+    assert "nothing to rotate" in nothing.stdout
+    assert_unchanged(stack, alice, "alice")
+
+
+def test_results_are_readable_at_80_columns(stack, run):
+    """Narrow: one line per record, the code and message indented below it; wide: one bordered row per record."""
+    rotated = stack.add_pair("a-user-with-a-rather-long-iam-name")
+    stack.add_user("svc", password=None)
+    no_console = stack.add_record("svc")
+    result = run("rotate", "--record", rotated, "--record", no_console, *TARGET, env={"COLUMNS": "80"})
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert lines[1].split() == ["record", "user", "status"]
+    assert lines[2].split() == [rotated, "a-user-with-a-rather-long-iam-name", "rotated"]
+    assert lines[3].split() == [no_console, "svc", "skipped"]
+    assert lines[4].startswith("    no_login_profile: the user has no console password (or does not exist);")
+    assert lines[5].startswith("    ")  # the rest of the message, still indented
+    wide = run("rotate", "--record", no_console, *TARGET, env={"COLUMNS": "160"})
+    row = next(line for line in wide.stdout.splitlines() if no_console in line)
+    assert "no_login_profile" in row and "the user has no console password (or does not exist); not creating" in row
+    assert_rotated(stack, rotated, "a-user-with-a-rather-long-iam-name")

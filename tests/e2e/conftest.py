@@ -1,19 +1,25 @@
 """End-to-end fixtures: one sandbox (moto server + KSM emulator on 127.0.0.1) for the whole session, emptied and
-re-created before every test; the handler always runs in its own process.
+re-created before every test; the handler always runs in its own process, as the function role template.yaml
+defines, with moto authorising each of its requests against that role's policies.
 
 Every test appends a row to OUTCOMES; the table is printed at the end of the run (pytest_terminal_summary).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from typing import Any
 
 import pytest
 
 from rotator_sandbox import Sandbox, SeededUser
-from rotator_sandbox.stack import Invocation, field_value
+from rotator_sandbox.queue import QUEUE_NAME
+from rotator_sandbox.stack import CONFIG_SECRET, IDEMPOTENCY_TABLE, JOURNAL_KEY, JOURNAL_TABLE, Invocation, field_value
+
+from template_tools import FUNCTION_ROLE, TranslatedStack, function_role_policies, translate
 
 LEASE_ENV = {"SANDBOX_REMAINING_MS": "500", "JOURNAL_LEASE_MARGIN_SECONDS": "0"}  # a lease of 0.5 s
 
@@ -30,7 +36,67 @@ def sandbox_session() -> Iterator[Sandbox]:
 def sb(sandbox_session: Sandbox) -> Sandbox:
     sandbox_session.pending_policy = "replace"
     sandbox_session.reset(users=0)
+    run_handler_as_the_function_role(sandbox_session)
     return sandbox_session
+
+
+def run_handler_as_the_function_role(sb: Sandbox, parameters: dict[str, str] | None = None) -> None:
+    """Create template.yaml's function role in moto, with its policies resolved to the sandbox's resources, and give
+    the handler that role's credentials. moto then checks every action the handler calls against the role's
+    policies (it passes "*" as the resource for these services, so it checks actions; the resources are checked
+    in test_least_privilege.py). Called again with other template parameters, it replaces the role's policies."""
+    stack = sandbox_template(sb, parameters)
+    role_arn = stack.get_att(FUNCTION_ROLE, "Arn")
+    role_name = role_arn.rsplit("/", 1)[1]
+    iam = sb.aws("iam")
+    trust = stack.resource(FUNCTION_ROLE)["Properties"]["AssumeRolePolicyDocument"]
+    with suppress(iam.exceptions.EntityAlreadyExistsException):
+        iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=json.dumps(trust))
+    for name, document in function_role_policies(stack).items():
+        iam.put_role_policy(RoleName=role_name, PolicyName=name, PolicyDocument=json.dumps(actions_only(document)))
+    credentials = sb.aws("sts").assume_role(RoleArn=role_arn, RoleSessionName="handler")["Credentials"]
+    sb.handler_credentials = {
+        "AWS_ACCESS_KEY_ID": credentials["AccessKeyId"],
+        "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+        "AWS_SESSION_TOKEN": credentials["SessionToken"],
+    }
+
+
+def sandbox_template(sb: Sandbox, parameters: dict[str, str] | None = None) -> TranslatedStack:
+    """template.yaml translated with the sandbox's resources standing in for the stack's."""
+    aws = sb.aws
+    account = aws("sts").get_caller_identity()["Account"]
+    physical = {
+        f"{FUNCTION_ROLE}.Arn": f"arn:aws:iam::{account}:role/keeper-iam-rotator-{FUNCTION_ROLE}",
+        "AlarmTopic": f"arn:aws:sns:us-east-1:{account}:keeper-iam-rotator-alarms",  # the sandbox has neither
+        "AlarmTopicKey.Arn": f"arn:aws:kms:us-east-1:{account}:key/00000000-0000-0000-0000-000000000000",
+        "JournalTable.Arn": aws("dynamodb").describe_table(TableName=JOURNAL_TABLE)["Table"]["TableArn"],
+        "IdempotencyTable.Arn": aws("dynamodb").describe_table(TableName=IDEMPOTENCY_TABLE)["Table"]["TableArn"],
+        "JournalKey.Arn": aws("kms").describe_key(KeyId=JOURNAL_KEY)["KeyMetadata"]["Arn"],
+        "RotationQueue.Arn": f"arn:aws:sqs:us-east-1:{account}:{QUEUE_NAME}",
+    }
+    secret_arn = aws("secretsmanager").describe_secret(SecretId=CONFIG_SECRET)["ARN"]
+    return translate({"KsmConfigSecretArn": secret_arn, **(parameters or {})}, physical)
+
+
+def actions_only(document: dict[str, Any]) -> dict[str, Any]:
+    """The policy as moto can check it: moto authorises these services' requests against Resource "*", so a statement
+    scoped to an ARN would never match there; resources are checked by test_least_privilege.py instead."""
+    statements = document["Statement"] if isinstance(document["Statement"], list) else [document["Statement"]]
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{**statement, "Action": _as_moto_checks(statement), "Resource": "*"} for statement in statements],
+    }
+
+
+# AWS authorises SendMessageBatch by sqs:SendMessage (there is no sqs:SendMessageBatch permission); moto checks the
+# operation's own name.
+MOTO_ACTION_NAMES = {"sqs:SendMessage": "sqs:SendMessageBatch"}
+
+
+def _as_moto_checks(statement: dict[str, Any]) -> list[str]:
+    actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+    return actions + [MOTO_ACTION_NAMES[action] for action in actions if action in MOTO_ACTION_NAMES]
 
 
 def record_outcome(case: str, policy: str, outcome: str) -> None:

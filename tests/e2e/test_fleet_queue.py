@@ -8,7 +8,7 @@ from rotator_sandbox.accounts import iam_password, roles_must_exist
 from rotator_sandbox.fleet import Fleet, WarmWorker, drain, scheduled_event
 from rotator_sandbox.queue import LocalQueue
 
-from .conftest import record_outcome
+from .conftest import record_outcome, run_handler_as_the_function_role
 
 RECORDS = 210
 INLINE = 20
@@ -20,6 +20,7 @@ def test_a_fleet_rotates_through_the_queue_despite_a_missing_role_and_a_killed_w
     with roles_must_exist():
         fleet = Fleet(sb, accounts=3, missing_role=(f"{200_000_000_002:012d}",))
         refused = fleet.missing_role[0]
+        run_handler_as_the_function_role(sb, {"TargetAccountIds": ",".join(fleet.members)})  # may assume their roles
         fleet.seed(RECORDS)
         queue = LocalQueue(sb.aws("sqs"), visibility_timeout=15).create()
         env = fleet.env(queue, inline_limit=INLINE) | WORKER_ENV

@@ -6,6 +6,8 @@ exactly what a rotation would refuse, with the same words.
 
 from __future__ import annotations
 
+import fnmatch
+import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,14 +27,21 @@ from keeper_iam_rotator.rotation import require_console_access
 
 from .errors import CliError
 from .resolve import Target, aws_error
+from .rotate import unseen_folders, unseen_folders_message
 
 PASS, WARN, SKIP, FAIL = "PASS", "WARN", "SKIP", "FAIL"
+NAMED, IAM, NONE = "named", "iam", "none"  # how a key policy grants an action (key_policy_grant)
 HOW = "rotating it by --record binds it"
 AWS_ERRORS = (ClientError, BotoCoreError)
 
 
 def permission_groups(
-    user_arns: list[str], account: str, table_arn: str | None, key_arn: str | None, secret_arn: str | None
+    user_arns: list[str],
+    account: str,
+    table_arn: str | None,
+    key_arn: str | None,
+    secret_arn: str | None,
+    idempotency_arn: str | None = None,
 ) -> list[tuple[list[str], list[str]]]:
     """(actions, resources) the function's role needs, on the resources this deployment uses."""
     users = user_arns or [f"arn:aws:iam::{account}:user/*"]
@@ -42,6 +51,9 @@ def permission_groups(
     ]
     if table_arn:
         groups.append((["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Scan"], [table_arn]))
+    if idempotency_arn:
+        actions = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
+        groups.append((actions, [idempotency_arn]))
     if key_arn:
         groups.append((["kms:Encrypt", "kms:Decrypt"], [key_arn]))
     if secret_arn:
@@ -103,8 +115,9 @@ class Preflight:
         if caller:
             self._password_policy()
         table_arn, key_arn = self._journal()
+        idempotency_arn = self._idempotency_table()
         if caller:
-            self._permissions(caller, user_arns, table_arn, key_arn)
+            self._permissions(caller, user_arns, table_arn, key_arn, idempotency_arn)
         return self.checks
 
     def _identity(self) -> str | None:
@@ -133,12 +146,16 @@ class Preflight:
         settings = self.target.settings(folder_uids=self.folders)
         try:
             vault = KeeperVault(config, timeout=settings.keeper_timeout)
+            missing_folders = [] if self.uids else unseen_folders(vault, self.folders)
+            if missing_folders:
+                self.add("keeper-records", FAIL, unseen_folders_message(missing_folders))
+                return []
             if self.uids:
                 found = vault.fetch(self.uids)
                 seen = list(found.values())
             else:
                 seen = vault.fetch_all(settings.folder_uids)
-        except KeeperFailure as error:
+        except (KeeperFailure, CliError) as error:
             self.add("keeper-records", FAIL, f"the KSM application cannot read records: {error}")
             return []
         pam_users = [u for u in seen if u.type == "pamUser"]
@@ -254,20 +271,23 @@ class Preflight:
         size = len(generate_password(policy, length).reveal())
         self.add("password-policy", PASS, policy_detail(policy, size))
 
-    def _journal(self) -> tuple[str | None, str | None]:
-        table_arn = key_arn = None
-        table = self.target.journal_table
+    def _table(self, check: str, table: str, key: str) -> str | None:
+        """DescribeTable: the table exists and has the hash key the function writes; its ARN for the simulation."""
         try:
             described = service.client("dynamodb").describe_table(TableName=table)["Table"]
         except AWS_ERRORS as error:
-            self.add("journal-table", FAIL, aws_error(f"DynamoDB DescribeTable {table}", error))
+            self.add(check, FAIL, aws_error(f"DynamoDB DescribeTable {table}", error))
+            return None
+        keys = [(k["AttributeName"], k["KeyType"]) for k in described.get("KeySchema", [])]
+        if keys != [(key, "HASH")]:
+            self.add(check, FAIL, f"{table} is keyed {keys}, not {key} (HASH)")
         else:
-            table_arn = described.get("TableArn")
-            keys = [(k["AttributeName"], k["KeyType"]) for k in described.get("KeySchema", [])]
-            if keys != [("userArn", "HASH")]:
-                self.add("journal-table", FAIL, f"{table} is keyed {keys}, not userArn (HASH)")
-            else:
-                self.add("journal-table", PASS, f"{table} is {described.get('TableStatus')}, keyed userArn")
+            self.add(check, PASS, f"{table} is {described.get('TableStatus')}, keyed {key}")
+        return described.get("TableArn")
+
+    def _journal(self) -> tuple[str | None, str | None]:
+        table_arn = self._table("journal-table", self.target.journal_table, "userArn")
+        key_arn = None
         key = self.target.journal_key
         try:
             meta = service.client("kms").describe_key(KeyId=key)["KeyMetadata"]
@@ -280,15 +300,45 @@ class Preflight:
             self.add("journal-key", PASS if usable else FAIL, f"{key_arn} is {state}")
         return table_arn, key_arn
 
-    def _permissions(self, caller: str, user_arns: list[str], table_arn: str | None, key_arn: str | None) -> None:
+    def _idempotency_table(self) -> str | None:
+        table = self.target.idempotency_table
+        if not table:
+            self.add("idempotency-table", SKIP, "not checked: give --idempotency-table NAME or --stack NAME")
+            return None
+        return self._table("idempotency-table", table, "id")
+
+    def _permissions(
+        self,
+        caller: str,
+        user_arns: list[str],
+        table_arn: str | None,
+        key_arn: str | None,
+        idempotency_arn: str | None,
+    ) -> None:
         principal = self.role_arn or principal_of(caller)
         if principal is None:
-            self.add("permissions", SKIP, f"cannot simulate {caller}; pass --role-arn (e.g. the function's role)")
+            self.add(
+                "permissions", SKIP, f"cannot simulate {caller}; pass --stack NAME or --role-arn (the function's role)"
+            )
             return
         account = self.iam.account_id
         secret_arn = self.target.config.arn
+        key_policy = self._key_policy(key_arn)
         decisions: dict[str, list[str]] = {}
-        for actions, resources in permission_groups(user_arns, account, table_arn, key_arn, secret_arn):
+        granted_by: dict[str, str] = {}
+        groups = permission_groups(user_arns, account, table_arn, key_arn, secret_arn, idempotency_arn)
+        for group_actions, resources in groups:
+            actions = group_actions
+            if resources == [key_arn]:
+                grants = {action: key_policy_grant(key_policy, principal, action, account) for action in actions}
+                actions = [action for action, grant in grants.items() if grant == IAM]
+                for action in set(grants) - set(actions):
+                    granted_by[action] = "the key policy"
+                    decisions[action] = (
+                        [] if grants[action] == NAMED else [f"not granted by the key policy of {key_arn}"]
+                    )
+            if not actions:
+                continue
             try:
                 answer = self._simulate(principal, actions, resources)
             except Exception as error:  # denied, or not implemented (moto raises NotImplementedError)
@@ -305,7 +355,17 @@ class Preflight:
             if denials:
                 self.add(action, FAIL, f"{principal}: {'; '.join(denials)}")
             else:
-                self.add(action, PASS, f"allowed for {principal} (identity policies)")
+                self.add(action, PASS, f"allowed for {principal} ({granted_by.get(action, 'identity policies')})")
+
+    def _key_policy(self, key_arn: str | None) -> dict[str, Any] | None:
+        """The journal key's policy; None when it cannot be read (then only identity policies are simulated)."""
+        if not key_arn:
+            return None
+        try:
+            policy = service.client("kms").get_key_policy(KeyId=key_arn, PolicyName="default")["Policy"]
+            return dict(json.loads(policy))
+        except (*AWS_ERRORS, ValueError):
+            return None
 
     def _simulate(self, principal: str, actions: list[str], resources: list[str]) -> list[dict[str, Any]]:
         pages = (
@@ -314,6 +374,36 @@ class Preflight:
             .paginate(PolicySourceArn=principal, ActionNames=actions, ResourceArns=resources)
         )
         return [result for page in pages for result in page.get("EvaluationResults", [])]
+
+
+def key_policy_grant(policy: dict[str, Any] | None, principal: str, action: str, account: str) -> str:
+    """How a KMS key policy lets `principal` use `action`: NAMED (an Allow names the principal), IAM (it leaves the
+    decision to IAM policies: an Allow for the account root, or no readable policy), or NONE. Conditions and Deny
+    statements are not evaluated. The template grants the journal key to the function's role in the key policy only,
+    so simulating identity policies alone would report its kms actions as denied."""
+    if policy is None:
+        return IAM
+    grant = NONE
+    for statement in _as_list(policy.get("Statement")):
+        if statement.get("Effect") != "Allow" or not any(
+            fnmatch.fnmatchcase(action.lower(), str(pattern).lower()) for pattern in _as_list(statement.get("Action"))
+        ):
+            continue
+        principals = statement.get("Principal")
+        named = _as_list(principals.get("AWS")) if isinstance(principals, dict) else _as_list(principals)
+        if principal in named:
+            return NAMED
+        if any(
+            p in (account, f"arn:aws:iam::{account}:root", "*") or p.endswith(f":iam::{account}:root") for p in named
+        ):
+            grant = IAM
+    return grant
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
 
 
 def _decisions(result: dict[str, Any]) -> list[tuple[str, str]]:

@@ -11,14 +11,17 @@ import base64
 import contextlib
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
+import requests
 from botocore.exceptions import BotoCoreError, ClientError
 from keeper_secrets_manager_core import SecretsManager
+from keeper_secrets_manager_core.keeper_globals import keeper_servers
 from keeper_secrets_manager_core.storage import InMemoryKeyValueStorage
 
 from keeper_iam_rotator import service
@@ -28,7 +31,11 @@ from .errors import EXIT_FAILED, CliError
 from .resolve import REQUIRED_CONFIG_KEYS, aws_error
 
 AWS_ERRORS = (ClientError, BotoCoreError)
+STACK_NAME = "keeper-iam-rotator"  # samconfig.toml's stack_name, which sam deploy uses
 TOKEN_ENV = ("KSM_TOKEN", "KSM_CONFIG")  # the SDK would prefer these over the token we pass
+TOKEN_KEY_BYTES = 32
+TOKEN_KEY_CHARS = 43
+TOKEN_KEY = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 
 
 def read_token(token: str | None, token_file: Any) -> str:
@@ -44,18 +51,49 @@ def read_token(token: str | None, token_file: Any) -> str:
     return token
 
 
-def check_token_shape(token: str, hostname: str | None) -> None:
-    """The SDK's formats: `REGION:TOKEN` (US, EU, AU, GOV, JP, CA), `HOST:TOKEN`, or a bare token with --hostname.
-    A `HOST:PORT:TOKEN` would be mis-parsed by the SDK, so it is refused here (without echoing the token)."""
+def token_host(token: str, hostname: str | None) -> str:
+    """The host the SDK will redeem the token at, refusing what the SDK would misread (without echoing the key).
+
+    Formats the SDK accepts: `REGION:KEY` with one of Keeper's region prefixes (the SDK's own `keeper_servers`
+    map: US, EU, AU, GOV, JP, CA, IL5), `HOST:KEY` for a Keeper host named by DNS, or a bare `KEY` with --hostname.
+    Any other prefix would be tried as a host name; `HOST:PORT:KEY` would be split at the wrong ':'."""
     parts = token.split(":")
-    if len(parts) == 1 and not hostname:
-        raise CliError("this token has no region prefix (like US:...): give --hostname")
     if len(parts) > 2 and parts[0].upper() != "IL5":
         raise CliError(
             "the token has more than one ':'; for a host with a port pass --hostname HOST:PORT and the bare token"
         )
-    if not (parts[0] if len(parts) == 1 else parts[1]).strip():
+    if len(parts) == 1:
+        if not hostname:
+            raise CliError("this token has no region prefix (like US:...): give --hostname")
+        host = hostname
+    else:
+        prefix = parts[0].strip()
+        host = keeper_servers.get(prefix.upper()) or prefix
+        if host == prefix and "." not in prefix:
+            regions = ", ".join(keeper_servers)
+            raise CliError(
+                f"unknown region prefix {prefix[:12]!r} in the token: Keeper's are {regions} "
+                "(for your own KSM host write HOST.DOMAIN:KEY, or pass --hostname HOST and the bare key)"
+            )
+    _require_token_key(parts[0] if len(parts) == 1 else parts[1])
+    return host
+
+
+def _require_token_key(key: str) -> None:
+    """Keeper's one-time keys are 32 random bytes in url-safe base64 (43 characters); the SDK fails on anything
+    else with a bare `binascii.Error`."""
+    key = key.strip()
+    if not key:
         raise CliError("the token has no key after its prefix")
+    try:
+        raw = base64.urlsafe_b64decode(key + "=" * (-len(key) % 4))
+    except ValueError:
+        raw = b""
+    if not TOKEN_KEY.fullmatch(key) or len(raw) != TOKEN_KEY_BYTES:
+        raise CliError(
+            f"this is not a KSM one-time token: after the region prefix it has {len(key)} characters, expected "
+            f"{TOKEN_KEY_CHARS} of url-safe base64 (copy the whole token Keeper shows, like US:...)"
+        )
 
 
 @contextlib.contextmanager
@@ -67,8 +105,9 @@ def _without_sdk_env() -> Iterator[None]:
         os.environ.update(saved)
 
 
-def redeem(token: str, hostname: str | None, server_public_key: str | None) -> tuple[str, str, int]:
-    """Bind a new client with the token; return (config as base64 of its JSON, app title, records visible)."""
+def redeem(token: str, hostname: str | None, server_public_key: str | None, host: str) -> tuple[str, str, int]:
+    """Bind a new client with the token at `host`; return (config as base64 of its JSON, app title, records
+    visible)."""
     storage = InMemoryKeyValueStorage()
     try:
         with _without_sdk_env():
@@ -76,6 +115,10 @@ def redeem(token: str, hostname: str | None, server_public_key: str | None) -> t
                 token=token, hostname=hostname, config=storage, server_public_key=server_public_key or None
             )
             response = sm.get_secrets(full_response=True)
+    except requests.RequestException as error:
+        raise CliError(
+            f"cannot reach Keeper at {host} ({type(error).__name__}); nothing was stored", EXIT_FAILED
+        ) from None
     except Exception as error:  # SDK messages may quote the token or a client id: keep only the error's kind
         raise CliError(f"redeeming the one-time token failed: {_keeper_reason(error)}", EXIT_FAILED) from None
     config = {key: value for key, value in storage.read_storage().items() if value is not None and key != "clientKey"}
@@ -90,7 +133,9 @@ def redeem(token: str, hostname: str | None, server_public_key: str | None) -> t
 def _keeper_reason(error: Exception) -> str:
     """The SDK's error kind (access_denied, invalid token, connection) without the message text."""
     text = str(error)
-    for reason in ("access_denied", "invalid_client", "invalid_client_version", "throttled", "Signature is invalid"):
+    if "access_denied" in text:
+        return "Keeper refused it (access_denied): the token is mistyped, already used or expired; create a new one"
+    for reason in ("invalid_client", "invalid_client_version", "throttled", "Signature is invalid"):
         if reason in text:
             return f"{type(error).__name__} ({reason})"
     return type(error).__name__
@@ -113,10 +158,11 @@ class Stored:
             lines.append("(existing secret: its tags and KMS key were left as they are)")
         lines += [
             "",
-            "Deploy with:",
-            f"  sam deploy --parameter-overrides KsmConfigSecretArn={self.arn}",
-            "Then check:",
-            f"  keeper-iam-rotator check --config-secret {self.arn}",
+            "Deploy with (in the repository checkout; make build installs SAM CLI in .venv-sam):",
+            "  make build",
+            f"  .venv-sam/bin/sam deploy --guided --parameter-overrides KsmConfigSecretArn={self.arn}",
+            "Then check (nothing is changed):",
+            f"  keeper-iam-rotator check --stack {STACK_NAME}",
         ]
         click.echo("\n".join(lines))
 
@@ -142,10 +188,10 @@ def initialise(
     server_public_key: str | None,
     description: str,
 ) -> Stored:
-    check_token_shape(token, hostname)
+    host = token_host(token, hostname)
     client = service.client("secretsmanager")
     existing = _existing_arn(client, secret_name)
-    config, title, records = redeem(token, hostname, server_public_key)
+    config, title, records = redeem(token, hostname, server_public_key, host)
     try:
         if existing:
             arn = client.put_secret_value(SecretId=existing, SecretString=config)["ARN"]

@@ -52,8 +52,14 @@ def choose_endpoint(stack: str | None, function_name: str | None, api_url: str |
     return Endpoint(via, outputs[key])
 
 
-def call_deployed(endpoint: Endpoint, uids: tuple[str, ...], dry_run: bool) -> list[dict[str, Any]]:
-    body = {"records": list(dict.fromkeys(uids)), "dryRun": dry_run}
+def call_deployed(
+    endpoint: Endpoint, uids: tuple[str, ...], dry_run: bool, idempotency_key: str | None = None
+) -> list[dict[str, Any]]:
+    """The function's results. With an idempotency key a retry of the same request returns the first run's results
+    (for an hour) instead of rotating again."""
+    body: dict[str, Any] = {"records": list(dict.fromkeys(uids)), "dryRun": dry_run}
+    if idempotency_key is not None:
+        body["idempotencyKey"] = idempotency_key
     try:
         parse_request(body)  # the function's own validation: refuse here what it would refuse there
     except BadRequest as error:

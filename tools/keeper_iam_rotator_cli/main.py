@@ -91,7 +91,14 @@ def rotate(
 @click.option("--folder", "folders", multiple=True, metavar="UID", help="Without --record: only this shared folder.")
 @click.option("--user-path", metavar="/PATH/", help="Require every IAM user to be under this path.")
 @click.option("--required-tag", "required_tags", multiple=True, metavar="KEY=VALUE", help="Require this user tag.")
-@click.option("--role-arn", metavar="ARN", help="Simulate permissions for this role (default: the caller).")
+@click.option(
+    "--role-arn",
+    metavar="ARN",
+    help="Simulate permissions for this role (default: the stack's RotatorRoleArn, else you).",
+)
+@click.option(
+    "--idempotency-table", metavar="NAME", help="Idempotency DynamoDB table to check (default: the stack's, if any)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @_target_options
 @guarded
@@ -101,6 +108,7 @@ def check(
     user_path: str | None,
     required_tags: tuple[str, ...],
     role_arn: str | None,
+    idempotency_table: str | None,
     as_json: bool,
     config_secret: str | None,
     config_file: Path | None,
@@ -111,16 +119,17 @@ def check(
     """Preflight that changes nothing: can a rotation run, and would it succeed?
 
     Checks the KSM config, the records the application sees, each IAM user (exists, has a console password, in
-    scope), the password policy, the journal table and KMS key, and (via iam:SimulatePrincipalPolicy) the
-    permissions. Exit 0 if no check FAILed, 1 otherwise, 2 for bad input.
+    scope), the password policy, the journal table and KMS key, the idempotency table, and (via
+    iam:SimulatePrincipalPolicy) the permissions of the function's role (with --stack) or --role-arn or yours.
+    Exit 0 if no check FAILed, 1 otherwise, 2 for bad input.
     """
     uids = check_uids(records)
     check_uids(folders)
     if user_path is not None and not (user_path.startswith("/") and user_path.endswith("/")):
         raise click.BadParameter("a user path starts and ends with '/', like /rotatable/", param_hint="--user-path")
     tags = parse_pairs(required_tags, "--required-tag")
-    target = resolve_target(config_secret, config_file, journal_table, journal_key, stack)
-    preflight = Preflight(target, uids, folders, user_path, tags, role_arn)
+    target = resolve_target(config_secret, config_file, journal_table, journal_key, stack, idempotency_table)
+    preflight = Preflight(target, uids, folders, user_path, tags, role_arn or target.outputs.get("RotatorRoleArn"))
     sys.exit(show_checks(preflight.run(), as_json))
 
 
@@ -172,6 +181,11 @@ def init(
     "--api-url", metavar="URL", help="POST to this IAM-authenticated API URL (…/Prod/rotations), SigV4-signed."
 )
 @click.option("--via", type=click.Choice(["lambda", "api"]), default="lambda", show_default=True, help="With --stack.")
+@click.option(
+    "--idempotency-key",
+    metavar="KEY",
+    help="Retry-safe: the same key and records within an hour return the first run's results, not a new rotation.",
+)
 @click.option("--json", "as_json", is_flag=True, help='Print the function\'s {"results": [...]} document.')
 @guarded
 def invoke(
@@ -181,6 +195,7 @@ def invoke(
     function_name: str | None,
     api_url: str | None,
     via: str,
+    idempotency_key: str | None,
     as_json: bool,
 ) -> None:
     """Rotate now through the deployed function: direct Lambda invoke or the IAM-signed API.
@@ -189,5 +204,5 @@ def invoke(
     the call failed); 2 for bad input.
     """
     endpoint = choose_endpoint(stack, function_name, api_url, via)
-    results = call_deployed(endpoint, records, dry_run)
+    results = call_deployed(endpoint, records, dry_run, idempotency_key)
     sys.exit(show_results(results, as_json, "Dry run: planned rotations" if dry_run else "Rotation results"))

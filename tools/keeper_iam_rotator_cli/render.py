@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from .errors import EXIT_FAILED, EXIT_OK
 
+MIN_TEXT_WIDTH = 40  # narrower, a message column wraps a few words (or an ARN's pieces) per line
+NOTE_INDENT = 4
 SUCCESS_STATUSES = frozenset({"rotated", "planned"})
 STATUS_STYLE = {"rotated": "green", "planned": "cyan", "skipped": "yellow", "failed": "bold red"}
 CHECK_STYLE = {"PASS": "green", "WARN": "yellow", "SKIP": "dim", "FAIL": "bold red"}
@@ -26,6 +30,53 @@ def console(stderr: bool = False) -> Console:
     """A console bound to the current stdout/stderr (click's test runner swaps them per invocation)."""
     width = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else None
     return Console(stderr=stderr, width=width, highlight=False, emoji=False)
+
+
+def print_table(
+    out: Console,
+    title: str,
+    headers: list[str],
+    text_header: str,
+    rows: list[tuple[list[str], str]],
+    styles: dict[int, Callable[[str], str | None]],
+    note_cells: int = 0,
+) -> None:
+    """A table of short cells plus one free-text column, as a bordered table when the terminal leaves the text at
+    least MIN_TEXT_WIDTH columns. On a narrower terminal (80 columns) it is stacked instead of wrapped a word per
+    line: one line per row, and the text on an indented line below it, led by the last `note_cells` cells.
+    `styles` colours a column by its cell's value."""
+    widths = [max(len(header), *(len(cells[i]) for cells, _ in rows)) for i, header in enumerate(headers)]
+    room = out.width - sum(widths) - 3 * (len(headers) + 1) - 1  # each column's border and padding
+    if room >= MIN_TEXT_WIDTH or not any(text for _, text in rows):
+        table = Table(title=title, title_justify="left")
+        for header in (*headers, text_header):
+            table.add_column(header, overflow="fold")
+        for cells, text in rows:
+            table.add_row(*(_styled(cell, styles.get(i)) for i, cell in enumerate(cells)), escape(text))
+        out.print(table)
+        return
+    shown = len(headers) - note_cells
+    out.print(title)
+    out.print("  ".join(h.ljust(w) for h, w in zip(headers[:shown], widths, strict=False)).rstrip(), style="bold")
+    for cells, text in rows:
+        line = Text("  ").join(
+            Text(cell.ljust(widths[i]), style=(styles[i](cell) or "") if i in styles else "")
+            for i, cell in enumerate(cells[:shown])
+        )
+        line.rstrip()
+        out.print(line, overflow="fold")
+        note = ": ".join(part for part in (*cells[shown:], text) if part)
+        if note:
+            indent = " " * NOTE_INDENT
+            wrapped = textwrap.fill(
+                note, max(out.width, 40), initial_indent=indent, subsequent_indent=indent, break_on_hyphens=False
+            )
+            out.print(wrapped, markup=False, soft_wrap=True)
+
+
+def _styled(cell: str, style_of: Callable[[str], str | None] | None) -> str:
+    style = style_of(cell) if style_of else None
+    return f"[{style}]{escape(cell)}[/]" if style else escape(cell)
 
 
 def results_exit_code(results: Sequence[dict[str, Any]]) -> int:
@@ -42,22 +93,15 @@ def show_results(results: Sequence[dict[str, Any]], as_json: bool, title: str = 
     if not results:
         out.print("No pamUser records in scope: nothing to rotate.")
         return EXIT_OK
-    table = Table(title=title, title_justify="left")
-    for column in ("record", "user", "status", "code"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("message", overflow="fold")
+    rows = []
     for r in results:
         error = r.get("error") or {}
         status = str(r.get("status", "?"))
         note = " (recovered)" if r.get("recovered") else ""
-        table.add_row(
-            escape(str(r.get("recordUid", ""))),
-            escape(str(r.get("userName", ""))),
-            f"[{STATUS_STYLE.get(status, 'white')}]{escape(status)}[/]{note}",
-            escape(str(error.get("code", ""))),
-            escape(str(error.get("message", ""))),
-        )
-    out.print(table)
+        cells = [str(r.get("recordUid", "")), str(r.get("userName", "")), status + note, str(error.get("code", ""))]
+        rows.append((cells, str(error.get("message", ""))))
+    styles = {2: lambda cell: STATUS_STYLE.get(cell.split(" ")[0], "white")}
+    print_table(out, title, ["record", "user", "status", "code"], "message", rows, styles, note_cells=1)
     counts: dict[str, int] = {}
     for r in results:
         counts[str(r.get("status"))] = counts.get(str(r.get("status")), 0) + 1
@@ -75,13 +119,10 @@ def show_checks(checks: Sequence[dict[str, str]], as_json: bool) -> int:
         click.echo(json.dumps({"verdict": verdict, "checks": list(checks)}, indent=2))
     else:
         out = console()
-        table = Table(title="Preflight checks (nothing is changed)", title_justify="left")
-        table.add_column("check", no_wrap=True)
-        table.add_column("result", no_wrap=True)
-        table.add_column("detail", overflow="fold")
-        for c in checks:
-            table.add_row(escape(c["check"]), f"[{CHECK_STYLE[c['result']]}]{c['result']}[/]", escape(c["detail"]))
-        out.print(table)
+        rows = [([c["check"], c["result"]], c["detail"]) for c in checks]
+        print_table(
+            out, "Preflight checks (nothing is changed)", ["check", "result"], "detail", rows, {1: CHECK_STYLE.get}
+        )
         style = "bold red" if failed else "bold green"
         out.print(f"[{style}]{verdict}[/]: {summary}")
     return EXIT_FAILED if failed else EXIT_OK

@@ -1,13 +1,17 @@
 """Where the CLI's settings come from: command-line options, the SAM stack's outputs, the environment.
 
-Precedence for every value: explicit option > `--stack` output > environment variable > the template's default.
+Precedence for every value: explicit option > `--stack` output > environment variable. There is no default name:
+CloudFormation names the stack's tables, so a guessed name would point at a table that does not exist.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -28,6 +32,8 @@ STACK_OUTPUTS = (
     "ApiUrl",
     "JournalTableName",
     "JournalKeyArn",
+    "IdempotencyTableName",
+    "RotatorRoleArn",
     "ConfigSecretArn",
     "AlarmTopicArn",
 )
@@ -92,11 +98,23 @@ class ConfigSource:
         return text
 
 
+@contextlib.contextmanager
+def _sdk_silenced() -> Iterator[None]:
+    """The SDK logs a JSON parse error (a warning on its `ksm` logger) before raising its own; ours says it better."""
+    sdk_logger = logging.getLogger("ksm")
+    saved, sdk_logger.disabled = sdk_logger.disabled, True
+    try:
+        yield
+    finally:
+        sdk_logger.disabled = saved
+
+
 def validate_config(text: str, label: str) -> dict[str, Any]:
     """Parse the config the way the SDK does; refuse one that is not a bound KSM client config. The SDK's own parse
     errors can quote the config, so they are replaced by a message that names only the source and the keys."""
     try:
-        parsed = InMemoryKeyValueStorage(text).read_storage()
+        with _sdk_silenced():
+            parsed = InMemoryKeyValueStorage(text).read_storage()
     except Exception:
         raise CliError(f"the KSM config in {label} is not valid base64 or JSON KSM configuration") from None
     missing = [key for key in REQUIRED_CONFIG_KEYS if not parsed.get(key)]
@@ -113,6 +131,7 @@ class Target:
     journal_table: str
     journal_key: str
     outputs: dict[str, str]
+    idempotency_table: str | None = None  # only the Lambda uses it; `check` verifies it when known
 
     def settings(self, folder_uids: tuple[str, ...] = (), dry_run: bool = False) -> Settings:
         """The rotator's Settings: the environment's tuning (PASSWORD_LENGTH, RETRY_DELAY, ...) with our values."""
@@ -128,6 +147,7 @@ class Target:
             dry_run=dry_run or base.dry_run,
             journal_table=self.journal_table,
             journal_key_id=self.journal_key,
+            idempotency_table=self.idempotency_table or "",
         )
 
     @cached_property
@@ -143,6 +163,7 @@ def resolve_target(
     journal_table: str | None,
     journal_key: str | None,
     stack: str | None,
+    idempotency_table: str | None = None,
 ) -> Target:
     if config_secret and config_file:
         raise CliError("give either --config-secret or --config-file, not both", EXIT_USAGE)
@@ -162,14 +183,29 @@ def resolve_target(
             "no KSM config: give --config-secret ID, --config-file PATH or --stack NAME "
             "(or set KSM_CONFIG / KSM_CONFIG_SECRET_ID)"
         )
-    table = (
-        journal_table
-        or outputs.get("JournalTableName")
-        or os.environ.get("JOURNAL_TABLE_NAME", "").strip()
-        or Settings.journal_table
+    return Target(
+        config=source,
+        journal_table=_required(
+            "journal table", journal_table, "--journal-table NAME", outputs, "JournalTableName", "JOURNAL_TABLE_NAME"
+        ),
+        journal_key=_required(
+            "journal key", journal_key, "--journal-key ID", outputs, "JournalKeyArn", "JOURNAL_KEY_ID"
+        ),
+        outputs=outputs,
+        idempotency_table=_setting(idempotency_table, outputs, "IdempotencyTableName", "IDEMPOTENCY_TABLE_NAME"),
     )
-    key = journal_key or outputs.get("JournalKeyArn") or os.environ.get("JOURNAL_KEY_ID", "").strip()
-    return Target(config=source, journal_table=table, journal_key=key or Settings.journal_key_id, outputs=outputs)
+
+
+def _setting(option: str | None, outputs: dict[str, str], output: str, env: str) -> str | None:
+    """Option > stack output > environment variable; None when none gives it."""
+    return option or outputs.get(output) or os.environ.get(env, "").strip() or None
+
+
+def _required(what: str, option: str | None, flag: str, outputs: dict[str, str], output: str, env: str) -> str:
+    value = _setting(option, outputs, output, env)
+    if value is None:
+        raise CliError(f"no {what}: give {flag} or --stack NAME (or set {env})")
+    return value
 
 
 def parse_pairs(values: tuple[str, ...], option: str) -> dict[str, str]:

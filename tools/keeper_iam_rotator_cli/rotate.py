@@ -12,10 +12,11 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from keeper_iam_rotator import service
+from keeper_iam_rotator.keeper import KeeperFailure, KeeperVault
 from keeper_iam_rotator.requests_model import RECORD_UID, RotationRequest
 from keeper_iam_rotator.results import RecordResult
 
-from .errors import CliError
+from .errors import EXIT_FAILED, CliError
 from .render import console
 from .resolve import Target
 
@@ -29,6 +30,21 @@ def check_uids(uids: tuple[str, ...]) -> tuple[str, ...]:
         if not RECORD_UID.fullmatch(uid):
             raise CliError(f"{uid[:40]!r} is not a Keeper record uid (url-safe base64, like 'A1ic3Rec0rdUid00000001')")
     return tuple(dict.fromkeys(uids))
+
+
+def unseen_folders(vault: KeeperVault, folders: tuple[str, ...]) -> list[str]:
+    """The requested folder uids the KSM application does not see (mistyped, or not shared with it)."""
+    if not folders:
+        return []
+    try:
+        visible = vault.visible_folder_uids()
+    except KeeperFailure as error:
+        raise CliError(f"cannot list the KSM application's folders: {error}", EXIT_FAILED) from None
+    return [uid for uid in folders if uid not in visible]
+
+
+def unseen_folders_message(missing: list[str]) -> str:
+    return f"folder {', '.join(missing)} is not shared with the KSM application (or does not exist)"
 
 
 def run_id() -> str:
@@ -57,6 +73,9 @@ def run_local(target: Target, uids: tuple[str, ...], folders: tuple[str, ...], d
     """Rotate (or plan) the records and return the Lambda-shaped result documents."""
     settings = target.settings(folder_uids=folders, dry_run=dry_run)
     config = target.config_text  # read and validated before anything can change: a bad config is exit 2
+    missing = unseen_folders(KeeperVault(config, settings.keeper_timeout), folders)
+    if missing:
+        raise CliError(f"{unseen_folders_message(missing)}: nothing was rotated")
     request = RotationRequest(record_uids=uids or None, dry_run=dry_run)
     with _progress(len(uids) if uids else None) as observe:
         invocation = service.Invocation(

@@ -1,16 +1,18 @@
-"""`python -m rotator_sandbox {demo,bench,converge,fleet}`: the product, locally, against moto and the KSM emulator."""
+"""`python -m rotator_sandbox {demo,bench,converge,serve,fleet}`: the product, locally, on moto and the KSM emulator."""
 
 from __future__ import annotations
 
 import argparse
 import signal
 import sys
+from pathlib import Path
 from types import FrameType
 
 from rotator_sandbox.bench import run_bench
 from rotator_sandbox.converge import run_converge
 from rotator_sandbox.demo import run_demo
 from rotator_sandbox.fleet import run_fleet
+from rotator_sandbox.serve import run_serve
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -74,6 +76,16 @@ def main(argv: list[str] | None = None) -> int:
         "--keeper-latency", type=float, default=0.01, help="seconds the emulator waits per KSM request (default 0.01)"
     )
     fleet.add_argument("--plain", action="store_true", help="plain text tables instead of rich")
+    serve = commands.add_parser(
+        "serve",
+        help="run a seeded sandbox stack until Ctrl-C and print the exports that point the CLI at it",
+        description="Starts moto server and the KSM emulator, creates the function's resources and a CloudFormation "
+        "stack 'keeper-iam-rotator' with the template's outputs, seeds IAM users alice and bob (console passwords) "
+        "and svc (none) with their pamUser records, and answers Lambda Invoke and POST /Prod/rotations with the "
+        "real handler. Prints `export` lines for another shell (source them, then run keeper-iam-rotator ...). "
+        "Everything listens on 127.0.0.1 and stops on Ctrl-C.",
+    )
+    serve.add_argument("--env-file", type=Path, metavar="PATH", help="also write the export lines to this file")
     args = parser.parse_args(argv)
 
     if args.command == "demo" and args.users < 1:
@@ -97,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                 inline_limit=args.inline,
                 plain=args.plain,
             )
+        if args.command == "serve":
+            return run_serve(env_file=args.env_file)
         return run_bench(
             records=args.records, keeper_latency=args.keeper_latency, plain=args.plain, concurrency=args.concurrency
         )

@@ -19,6 +19,9 @@ from moto.iam.models import iam_backends
 from moto.sts.exceptions import STSClientError
 from moto.sts.models import STSBackend
 
+from rotator_sandbox.cfn_yaml import load_template
+from rotator_sandbox.paths import ROOT
+
 ORGANIZATION_ROLE = "OrganizationAccountAccessRole"
 TARGET_ROLE = "keeper-iam-rotator-target"
 
@@ -71,12 +74,33 @@ def member_session(aws_session: Callable[..., Any], account_id: str, endpoint_ur
 
 
 def create_target_role(iam: Any, hub_role_arn: str, role_name: str = TARGET_ROLE, external_id: str = "") -> str:
-    """What member-account.yaml creates: the role trusting only the hub function's role."""
+    """What member-account.yaml creates: the role trusting only the hub function's role, with that template's IAM
+    actions (as moto checks them: on any resource)."""
+    document = trust_policy(hub_role_arn, external_id)
+    arn = str(iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=document)["Role"]["Arn"])
+    allowed = {"Effect": "Allow", "Action": member_role_actions(), "Resource": "*"}
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [allowed]})
+    iam.put_role_policy(RoleName=role_name, PolicyName="rotate-console-passwords", PolicyDocument=policy)
+    return arn
+
+
+def trust_policy(hub_role_arn: str, external_id: str = "") -> str:
+    """The target role's trust policy: only the hub function's role, with the ExternalId when one is set."""
     statement: dict[str, Any] = {"Effect": "Allow", "Principal": {"AWS": hub_role_arn}, "Action": "sts:AssumeRole"}
     if external_id:
         statement["Condition"] = {"StringEquals": {"sts:ExternalId": external_id}}
-    document = json.dumps({"Version": "2012-10-17", "Statement": [statement]})
-    return str(iam.create_role(RoleName=role_name, AssumeRolePolicyDocument=document)["Role"]["Arn"])
+    return json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+
+
+def member_role_actions() -> list[str]:
+    """Every action member-account.yaml grants its role."""
+    template = load_template(ROOT / "member-account.yaml")
+    actions: list[str] = []
+    for policy in template["Resources"]["TargetRole"]["Properties"]["Policies"]:
+        for statement in policy["PolicyDocument"]["Statement"]:
+            granted = statement["Action"]
+            actions += granted if isinstance(granted, list) else [granted]
+    return actions
 
 
 def iam_password(account_id: str, user_name: str) -> str | None:

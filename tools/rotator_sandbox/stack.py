@@ -120,6 +120,10 @@ class Sandbox:
             region_name=REGION,
         )
         self._clients: dict[str, Any] = {}
+        # Credentials the handler runs with instead of moto's unchecked "testing" keys; when set, moto evaluates the
+        # identity policies of every request while a handler runs (the sandbox's own calls stay unchecked).
+        self.handler_credentials: dict[str, str] = {}
+        self._handlers_running = 0
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
     def __enter__(self) -> Sandbox:
@@ -153,8 +157,10 @@ class Sandbox:
 
     def reset(self, users: int | None = None) -> None:
         """Empty both sides, re-create the function's resources and seed `users` (default: the constructor's)."""
-        request = urllib.request.Request(f"{self.aws_url}/moto-api/reset", method="POST")  # noqa: S310 - loopback
-        _loopback_opener().open(request, timeout=10).read()
+        self._moto_api("reset")
+        self.handler_credentials = {}
+        self._handlers_running = 0
+        self._moto_api("reset-auth", b"inf")  # even after a test that never collected its handler
         self.keeper.vault.reset(seed={})
         self.keeper.vault.pending_policy = self.pending_policy
         self._clients.clear()
@@ -171,14 +177,22 @@ class Sandbox:
             self._clients[service] = self._session.client(service, endpoint_url=self.aws_url)
         return self._clients[service]
 
-    def add_user(self, name: str, uid: str | None = None, password: str | None = None) -> SeededUser:
-        """An IAM user with a console password, and the pamUser record holding it, bound to the user (login = user
-        name, distinguishedName = the user's ARN)."""
+    def add_user(
+        self,
+        name: str,
+        uid: str | None = None,
+        password: str | None = None,
+        console: bool = True,
+        folder: str | None = None,
+    ) -> SeededUser:
+        """An IAM user with a console password (none when `console` is false), and the pamUser record holding it,
+        bound to the user (login = user name, distinguishedName = the user's ARN), shared directly or in `folder`."""
         password = password or initial_password()
         iam = self.aws("iam")
         arn = iam.create_user(UserName=name)["User"]["Arn"]
-        iam.create_login_profile(UserName=name, Password=password, PasswordResetRequired=False)
-        uid = add_bound_record(self.keeper.vault, name, password, arn, uid=uid)
+        if console:
+            iam.create_login_profile(UserName=name, Password=password, PasswordResetRequired=False)
+        uid = add_bound_record(self.keeper.vault, name, password, arn, uid=uid, folder=folder)
         user = SeededUser(name=name, uid=uid, arn=arn, initial_password=password)
         self.users.append(user)
         return user
@@ -255,6 +269,7 @@ class Sandbox:
                 "PYTHONDONTWRITEBYTECODE": "1",
             }
         )
+        env.update(self.handler_credentials)
         env.update(extra_env or {})
         return env
 
@@ -279,7 +294,12 @@ class Sandbox:
 
     def start_invoke(self, event: dict[str, Any], extra_env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         """Start the handler subprocess without waiting for it; `finish(process)` collects it."""
-        process = self._spawn(extra_env)
+        self._handler_started()
+        try:
+            process = self._spawn(extra_env)
+        except BaseException:
+            self._handler_ended()
+            raise
         if process.stdin is None:  # pragma: no cover - _spawn always asks for a pipe
             raise RuntimeError("no stdin pipe")
         try:
@@ -288,28 +308,52 @@ class Sandbox:
         except BaseException:
             process.kill()
             process.wait()
+            self._handler_ended()
             raise
         process.stdin = None  # the runner reads stdin to EOF and starts right away, not when finish() is called
         return process
 
-    @staticmethod
-    def finish(process: subprocess.Popen[str], timeout: float = 120) -> Invocation:
+    def finish(self, process: subprocess.Popen[str], timeout: float = 120) -> Invocation:
         try:
             stdout, stderr = process.communicate(timeout=timeout)
         except BaseException:
             process.kill()
             process.communicate()
             raise
+        finally:
+            self._handler_ended()
         return Invocation(process.returncode, _last_json(stdout), stdout, stderr)
+
+    def _handler_started(self) -> None:
+        if self.handler_credentials and self._handlers_running == 0:
+            self._moto_api("reset-auth", b"0")  # every request from now on is authorised by moto
+        self._handlers_running += 1
+
+    def _handler_ended(self) -> None:
+        self._handlers_running -= 1
+        if self._handlers_running == 0:
+            self._moto_api("reset-auth", b"inf")  # the sandbox's own seeding and reads stay unchecked
+
+    def _moto_api(self, path: str, data: bytes | None = None) -> None:
+        url = f"{self.aws_url}/moto-api/{path}"
+        request = urllib.request.Request(url, data=data, method="POST", headers={"Content-Type": "text/plain"})  # noqa: S310
+        _loopback_opener().open(request, timeout=10).read()
 
 
 def add_bound_record(
-    vault: Any, login: str, password: str, arn: str, uid: str | None = None, custom: dict[str, str] | None = None
+    vault: Any,
+    login: str,
+    password: str,
+    arn: str,
+    uid: str | None = None,
+    custom: dict[str, str] | None = None,
+    folder: str | None = None,
 ) -> str:
     """A pamUser record bound to an IAM user (login = user name, distinguishedName = its ARN), with `custom` text
-    fields by label."""
+    fields by label, shared directly or in `folder`."""
     return str(
         vault.add_record(
+            folder=folder,
             uid=uid,
             type="pamUser",
             title=f"IAM {login}",

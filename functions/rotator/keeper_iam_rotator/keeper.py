@@ -156,6 +156,13 @@ class KeeperVault:
             users = [u for u in users if u.folder_uids & set(folder_uids)]
         return users
 
+    def visible_folder_uids(self) -> set[str]:
+        """The shared folders the application sees, and the subfolders its records sit in: tells a mistyped or
+        unshared folder uid apart from a folder that holds no pamUser records."""
+        response = self._call("read folders", self._sm.get_secrets, None, full_response=True)
+        shared = {str(folder.uid) for folder in response.folders or []}
+        return shared | {uid for record in response.records or [] for uid in PamUser(record).folder_uids}
+
     def committed_password(self, uid: str) -> Secret | None:
         """Re-read the record: what every other Keeper reader sees now."""
         user = self.fetch([uid]).get(uid)

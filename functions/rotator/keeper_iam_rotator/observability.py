@@ -20,6 +20,7 @@ CHATTY_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "ksm", "requests
 
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+SERVICE_DIMENSION = {"service": SERVICE}  # the one dimension every metric carries (template.yaml's alarms select it)
 tracer = Tracer(service=SERVICE)
 
 STATUS_METRIC = {
@@ -49,5 +50,12 @@ def report(result: RecordResult, seconds: float) -> None:
     if result.code in RECOVERY_PENDING_CODES:
         metrics.add_metric(name="RecoveryRequired", unit=MetricUnit.Count, value=1)
     if result.status is Status.FAILED and result.code:
-        with single_metric(name="RotationFailedByCode", unit=MetricUnit.Count, value=1, namespace=NAMESPACE) as m:
+        # {code, service} whatever the environment: single_metric adds `service` only from POWERTOOLS_SERVICE_NAME.
+        with single_metric(
+            name="RotationFailedByCode",
+            unit=MetricUnit.Count,
+            value=1,
+            namespace=NAMESPACE,
+            default_dimensions=SERVICE_DIMENSION,
+        ) as m:
             m.add_dimension(name="code", value=str(result.code))
