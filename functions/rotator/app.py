@@ -18,7 +18,7 @@ from keeper_iam_rotator import queue_worker, service
 from keeper_iam_rotator.idempotency import AlreadyRunning, KeyReused, once
 from keeper_iam_rotator.observability import logger, metrics, quiet_chatty_loggers, report, tracer
 from keeper_iam_rotator.requests_model import BadRequest, RotationRequest, parse_request
-from keeper_iam_rotator.results import summarize
+from keeper_iam_rotator.results import response
 from keeper_iam_rotator.settings import Settings
 
 if TYPE_CHECKING:
@@ -54,8 +54,7 @@ def execute(request: RotationRequest, trigger: str, context: LambdaContext, retr
     )
 
     def work() -> dict[str, Any]:
-        results = service.run(request, invocation)
-        return {"results": [result.to_dict() for result in results], "summary": summarize(results, invocation.not_due)}
+        return response(service.run(request, invocation), invocation.not_due)
 
     return once(request.idempotency_key or retry_key, request.to_dict(), settings.idempotency_table, context, work)
 

@@ -10,6 +10,7 @@ from keeper_iam_rotator.accounts import session_name
 from keeper_iam_rotator.due import DAY, EARLY_SECONDS, JITTER_SHARE, is_due, select
 from keeper_iam_rotator.fanout import BadMessage, Handoff, interleave
 from keeper_iam_rotator.keeper import PamUser
+from keeper_iam_rotator.results import MAX_LISTED_RESULTS, Code, RecordResult, Status, response
 from keeper_iam_rotator.settings import ConfigurationError, Settings
 
 
@@ -75,3 +76,21 @@ def test_target_account_ids_must_be_account_ids():
     assert Settings.from_env(env).target_account_ids == ("111111111111", "222222222222")
     with pytest.raises(ConfigurationError, match="TARGET_ACCOUNT_IDS"):
         Settings.from_env(env | {"TARGET_ACCOUNT_IDS": "111111111111,prod"})
+
+
+def test_a_fleet_sized_answer_lists_failures_first_and_counts_what_it_omits():
+    results = [RecordResult(f"q{i}", Status.QUEUED) for i in range(MAX_LISTED_RESULTS + 5)]
+    results.append(RecordResult("f", Status.FAILED, code=Code.ASSUME_ROLE_FAILED, message="refused"))
+    answer = response(results, not_due=7)
+    assert len(answer["results"]) == MAX_LISTED_RESULTS
+    assert answer["results"][0]["recordUid"] == "f"
+    assert answer["resultsOmitted"] == 6
+    assert answer["summary"] == {
+        "rotated": 0,
+        "planned": 0,
+        "skipped": 0,
+        "failed": 1,
+        "queued": MAX_LISTED_RESULTS + 5,
+        "notDue": 7,
+    }
+    assert "resultsOmitted" not in response(results[:3])

@@ -80,12 +80,25 @@ class RecordResult:
         return out
 
 
-def summarize(results: list[RecordResult], not_due: int = 0) -> dict[str, int]:
-    """Counts per status, plus the records the scheduled run left alone because they were not due."""
+MAX_LISTED_RESULTS = 1000  # a fleet's scheduled run must fit DynamoDB's 400 KB (idempotency) and Lambda's 6 MB
+LISTING_ORDER = (Status.FAILED, Status.SKIPPED, Status.ROTATED, Status.PLANNED, Status.QUEUED)
+
+
+def response(results: list[RecordResult], not_due: int = 0) -> dict[str, Any]:
+    """The invocation's answer: every result (at most MAX_LISTED_RESULTS, failures first, `resultsOmitted` counting
+    the rest: each record has its log line anyway), and counts per status plus the records the scheduled run left
+    alone because they were not due."""
+    listed = results
+    if len(results) > MAX_LISTED_RESULTS:
+        listed = sorted(results, key=lambda result: LISTING_ORDER.index(result.status))[:MAX_LISTED_RESULTS]
     counts = {str(status): 0 for status in Status}
     for result in results:
         counts[str(result.status)] += 1
-    return counts | {"notDue": not_due}
+    answer: dict[str, Any] = {"results": [result.to_dict() for result in listed]}
+    answer["summary"] = counts | {"notDue": not_due}
+    if len(listed) < len(results):
+        answer["resultsOmitted"] = len(results) - len(listed)
+    return answer
 
 
 class RotationStop(Exception):
