@@ -97,7 +97,7 @@ def test_permissions_are_simulated_on_the_deployments_resources(ready, run):
     sent = simulate({})
     result = run("check", "--json", "--role-arn", "arn:aws:iam::123456789012:role/rotator", *TARGET)
     assert result.exit_code == 0
-    assert "allowed for arn:aws:iam::123456789012:role/rotator" in checks_of(result)["kms:Encrypt"]["detail"]
+    assert "allowed for arn:aws:iam::123456789012:role/rotator" in checks_of(result)["kms:GenerateDataKey"]["detail"]
     assert {p["PolicySourceArn"] for p in sent} == {"arn:aws:iam::123456789012:role/rotator"}
     resources = {tuple(p["ActionNames"]): p["ResourceArns"] for p in sent}
     users = resources[("iam:GetUser", "iam:GetLoginProfile", "iam:UpdateLoginProfile")]

@@ -37,7 +37,7 @@ def permission_groups(
     if table_arn:
         groups.append((["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Scan"], [table_arn]))
     if key_arn:
-        groups.append((["kms:Encrypt", "kms:Decrypt"], [key_arn]))
+        groups.append((["kms:GenerateDataKey", "kms:Decrypt"], [key_arn]))
     if secret_arn:
         groups.append((["secretsmanager:GetSecretValue"], [secret_arn]))
     return groups
