@@ -7,8 +7,10 @@ metrics) goes to stderr. Environment:
                            (e.g. "aws:iam:UpdateLoginProfile", "keeper:update_secret#1")
   SANDBOX_AWS_FAULTS       AWS errors to answer instead of moto, see rotator_sandbox.hooks
                            (e.g. "iam:UpdateLoginProfile=PasswordPolicyViolation#2")
-  SANDBOX_STATS_FILE       when set, write {"calls": {...}, "attempts": {...}, "maxrss_kb": N, "handler_cpu_s": S}
-                           there at the end (handler_cpu_s: CPU seconds of the handler call, all threads)
+  SANDBOX_STATS_FILE       when set, write {"calls": {...}, "attempts": {...}, "maxrss_kb": N, "handler_cpu_s": [S]}
+                           there at the end (handler_cpu_s: CPU seconds of each handler call, all threads)
+  SANDBOX_INVOCATIONS      invoke the handler this many times in this process (a cold call, then warm ones; a
+                           scheduled event gets a new id each time); stdout carries the last result (default 1)
   SANDBOX_PROFILE          when set, cProfile the handler call (its calling thread only: run it with
                            ROTATION_CONCURRENCY=1 to see every record's work) and write the stats there
   SANDBOX_FUNCTION_DIR     the function's code to run (default: this repository's functions/rotator)
@@ -60,10 +62,14 @@ def main() -> int:
     from app import lambda_handler  # noqa: PLC0415 - imported after the hooks: the handler's clients must see them
 
     profile_file = os.environ.get("SANDBOX_PROFILE")
-    cpu_before = _cpu_seconds()
+    handler_cpu = []
     with cProfile.Profile() if profile_file else nullcontext() as profile:
-        result = lambda_handler(event, FakeLambdaContext())
-    handler_cpu = _cpu_seconds() - cpu_before
+        for i in range(int(os.environ.get("SANDBOX_INVOCATIONS") or 1)):
+            cpu_before = _cpu_seconds()
+            result = lambda_handler(
+                {**event, "id": f"{event['id']}-{i}"} if "id" in event else event, FakeLambdaContext()
+            )
+            handler_cpu.append(_cpu_seconds() - cpu_before)
     if profile is not None:
         profile.dump_stats(profile_file)
     if stats := os.environ.get("SANDBOX_STATS_FILE"):
