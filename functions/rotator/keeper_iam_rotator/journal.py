@@ -22,13 +22,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .sensitive import Secret
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 PENDING, CLOSED = "pending", "closed"
 HISTORY_SECONDS = 30 * 86400
@@ -119,7 +120,7 @@ class Journal:
                 except (ClientError, BotoCoreError) as error:
                     raise JournalError(f"KMS GenerateDataKey failed: {_code(error)}") from None
                 self._data_key = generated["CiphertextBlob"]
-                self._keys[self._data_key] = AESGCM(generated["Plaintext"])
+                self._keys[self._data_key] = _cipher(generated["Plaintext"])
             return self._data_key, self._keys[self._data_key]
 
     def _opening_key(self, data_key: bytes) -> AESGCM:
@@ -130,7 +131,7 @@ class Journal:
                     plaintext = self._kms.decrypt(CiphertextBlob=data_key, EncryptionContext=DATA_KEY_CONTEXT)
                 except (ClientError, BotoCoreError) as error:
                     raise JournalError(f"KMS Decrypt failed: {_code(error)}") from None
-                self._keys[data_key] = AESGCM(plaintext["Plaintext"])
+                self._keys[data_key] = _cipher(plaintext["Plaintext"])
             return self._keys[data_key]
 
     def _seal(self, user_arn: str, record_uid: str, passwords: list[Secret]) -> Sealed:
@@ -143,6 +144,8 @@ class Journal:
         """Decrypt the entry's passwords (oldest first; the last is the one being applied)."""
         if entry.sealed is None:
             raise JournalError("the entry holds no sealed passwords (dataKey, nonce, secret)")
+        from cryptography.exceptions import InvalidTag  # noqa: PLC0415 - loaded with the key, see _cipher
+
         cipher = self._opening_key(entry.sealed.data_key)
         try:
             plaintext = cipher.decrypt(
@@ -264,6 +267,13 @@ class Journal:
 
 def _key(user_arn: str) -> dict[str, Any]:
     return {"userArn": {"S": user_arn}}
+
+
+def _cipher(data_key: bytes) -> AESGCM:
+    """AES-GCM under a data key. cryptography loads on first use: a run with nothing to journal never needs it."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415
+
+    return AESGCM(data_key)
 
 
 def _associated_data(user_arn: str, record_uid: str) -> bytes:
