@@ -20,6 +20,7 @@ from matrix import record
 
 # (label, kind, target, occurrence) in the order a rotation makes the calls
 CALLS = [
+    ("dynamodb PutItem (idempotency: in progress)", "aws", ("dynamodb", "PutItem"), 1),
     ("secretsmanager GetSecretValue", "aws", ("secrets-manager", "GetSecretValue"), 1),
     ("sts GetCallerIdentity", "aws", ("sts", "GetCallerIdentity"), 1),
     ("keeper get_secret", "keeper", "get_secret", 1),
@@ -27,11 +28,12 @@ CALLS = [
     ("iam GetLoginProfile", "aws", ("iam", "GetLoginProfile"), 1),
     ("iam GetAccountPasswordPolicy", "aws", ("iam", "GetAccountPasswordPolicy"), 1),
     ("kms GenerateDataKey (journal)", "aws", ("kms", "GenerateDataKey"), 1),
-    ("dynamodb PutItem (journal open)", "aws", ("dynamodb", "PutItem"), 1),
+    ("dynamodb PutItem (journal open)", "aws", ("dynamodb", "PutItem"), 2),
     ("keeper update_secret (stage)", "keeper", "update_secret", 1),
     ("iam UpdateLoginProfile", "aws", ("iam", "UpdateLoginProfile"), 1),
     ("keeper finalize_secret_update (commit)", "keeper", "finalize_secret_update", 1),
-    ("dynamodb PutItem (journal close)", "aws", ("dynamodb", "PutItem"), 2),
+    ("dynamodb PutItem (journal close)", "aws", ("dynamodb", "PutItem"), 3),
+    ("dynamodb UpdateItem (idempotency: result)", "aws", ("dynamodb", "UpdateItem"), 1),
 ]
 AFTER_STAGE = {
     "keeper update_secret (stage)",
@@ -66,12 +68,15 @@ def arm(stack, patches: pytest.MonkeyPatch, kind: str, target, occurrence: int, 
 
 
 def run(stack, uid: str) -> str:
-    """One invocation as a fresh process would make it; returns "status/code" or "crashed"."""
+    """One invocation as a fresh process would make it; returns "status/code", "crashed", or the function error
+    (the idempotency table failing fails the invocation: Lambda retries it)."""
     _clear_caches()
     try:
         result = stack.rotate(uid)[0]
     except SimulatedCrash:
         return "crashed"
+    except Exception as error:
+        return f"function error {type(error).__name__}"
     return f"{result['status']}/{result['error']['code']}" if "error" in result else result["status"]
 
 
