@@ -90,3 +90,22 @@ def test_one_data_key_per_invocation_and_one_decrypt_per_data_key_on_recovery(jo
     found = sorted((e.user_arn, [p.reveal() for p in recovering.passwords(e)]) for e in recovering.open_entries())
     assert [pw for _, pw in found] == [["alice-Pw1!"], ["bob-Pw1!"], ["carol-Pw1!"]]
     assert reads == {"Decrypt": 1}
+
+
+def test_an_entry_in_the_earlier_format_is_unreadable_and_stays_open(journal):
+    j, _ = journal
+    boto3.client("dynamodb").put_item(
+        TableName="journal",
+        Item={
+            "userArn": {"S": ARN},
+            "recordUid": {"S": "rec"},
+            "state": {"S": "pending"},
+            "owner": {"S": "old-run"},
+            "leaseUntil": {"N": "0"},
+            "secret": {"B": b"a KMS ciphertext"},
+        },
+    )
+    entry = j.find(ARN)
+    with pytest.raises(JournalError, match="no sealed passwords"):
+        j.passwords(entry)
+    assert j.find(ARN) is not None
