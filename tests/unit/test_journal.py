@@ -77,16 +77,17 @@ def kms_calls(kms) -> dict[str, int]:
 
 
 def test_one_data_key_per_invocation_and_one_decrypt_per_data_key_on_recovery(journal):
-    j, _ = journal
     ddb, kms = boto3.client("dynamodb"), boto3.client("kms")
-    j._kms = kms
+    key = kms.create_key()["KeyMetadata"]["KeyId"]
+    writing = Journal(ddb, kms, "journal", key)
     writes = kms_calls(kms)
     for name in ("alice", "bob", "carol"):
-        j.open(f"{ARN[:-5]}{name}", "rec-" + name, Secret(f"{name}-Pw1!"), owner="run-1", lease_seconds=60)
+        writing.open(f"{ARN[:-5]}{name}", "rec-" + name, Secret(f"{name}-Pw1!"), owner="run-1", lease_seconds=60)
     assert writes == {"GenerateDataKey": 1}
 
-    recovering = Journal(ddb, boto3.client("kms"), "journal", j._key_id)  # a later invocation
-    reads = kms_calls(recovering._kms)
+    later_kms = boto3.client("kms")
+    recovering = Journal(ddb, later_kms, "journal", key)  # a later invocation
+    reads = kms_calls(later_kms)
     found = sorted((e.user_arn, [p.reveal() for p in recovering.passwords(e)]) for e in recovering.open_entries())
     assert [pw for _, pw in found] == [["alice-Pw1!"], ["bob-Pw1!"], ["carol-Pw1!"]]
     assert reads == {"Decrypt": 1}
