@@ -15,7 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from keeper_iam_rotator import service
 from keeper_iam_rotator.idempotency import AlreadyRunning, KeyReused, once
-from keeper_iam_rotator.observability import logger, metrics, quiet_chatty_loggers, report, tracer
+from keeper_iam_rotator.observability import logger, metrics, quiet_chatty_loggers, report, traced
 from keeper_iam_rotator.requests_model import BadRequest, RotationRequest, parse_request
 from keeper_iam_rotator.settings import Settings
 
@@ -54,7 +54,8 @@ def execute(request: RotationRequest, trigger: str, context: LambdaContext, retr
     def work() -> dict[str, Any]:
         return {"results": [result.to_dict() for result in service.run(request, invocation)]}
 
-    return once(request.idempotency_key or retry_key, request.to_dict(), settings.idempotency_table, context, work)
+    key = request.idempotency_key or retry_key
+    return once(key, request.to_dict(), settings.idempotency_table, service.client("dynamodb"), context, work)
 
 
 @lru_cache(maxsize=1)
@@ -96,7 +97,7 @@ def post_rotations() -> dict[str, Any] | Response:
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
-@tracer.capture_lambda_handler(capture_response=False)
+@traced
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     if "httpMethod" in event and "requestContext" in event:
         return api().resolve(event, context)
