@@ -5,9 +5,9 @@ SAM_VENV ?= .venv-sam
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo serve bench bench-fleet bench-import validate build clean package-check
+.PHONY: test lint demo serve bench bench-fleet bench-import bench-cold validate build lock clean package-check
 
-$(STAMP): pyproject.toml functions/rotator/requirements.txt
+$(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -59,10 +59,29 @@ validate: $(SAM_VENV)/.installed
 	SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --region us-east-1
 	$(SAM_VENV)/bin/cfn-lint template.yaml member-account.yaml
 
-# sam build needs the runtime's Python (3.13) on PATH; without Docker it fetches arm64 wheels.
+# sam build runs functions/rotator/Makefile with the runtime's Python (3.13) on PATH: arm64 wheels from the hashed
+# lock, then bytecode. The check fails the build if any module of the artifact lacks its unchecked-hash .pyc.
 build: validate
 	PATH="$(dir $(PYTHON)):$$PATH" SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam build
-	du -sh .aws-sam/build/RotatorFunction
+	$(PYTHON) tools/check_artifact.py .aws-sam/build/RotatorFunction
+
+# The artifact's lock: every package pinned with its hashes, resolved for Lambda's python3.13 on manylinux aarch64.
+lock: $(STAMP)
+	cd functions/rotator && ../../$(BIN)/uv pip compile requirements.in --quiet --generate-hashes --only-binary :all: \
+		--python-version 3.13 --python-platform aarch64-manylinux_2_28 -o requirements.txt
 
 bench-import: $(STAMP)
 	$(BIN)/python tools/bench_import.py
+
+# Lambda-like cold start of the built artifact (fresh python3.13, the artifact as /var/task, no bytecode writing) to
+# the first result of a one-record rotation against the sandbox, next to a bare `import boto3` and a warm invocation.
+# BENCH_COLD_ARGS="--baseline <another build dir>" runs an older artifact alternately in the same run.
+# The arm64 artifact cannot run here unless this machine is arm64, so the bench runs its twin: the same Makefile and
+# lock, with this machine's wheels.
+HOST_ARCH := $(shell uname -m)
+bench-cold: build
+	rm -rf .aws-sam/bench-cold && $(MAKE) --no-print-directory -C functions/rotator build-RotatorFunction \
+		PYTHON=$(PYTHON) ARTIFACTS_DIR=$(CURDIR)/.aws-sam/bench-cold \
+		PLATFORMS="--platform manylinux2014_$(HOST_ARCH) --platform manylinux_2_28_$(HOST_ARCH)"
+	$(PYTHON) tools/check_artifact.py .aws-sam/bench-cold
+	$(BIN)/python tools/bench_cold.py --python $(PYTHON) $(BENCH_COLD_ARGS) .aws-sam/bench-cold

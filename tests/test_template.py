@@ -87,8 +87,8 @@ def test_only_the_function_role_and_the_break_glass_role_can_decrypt_the_journal
     for action in KMS_DATA_ACTIONS:
         assert ROOT_ARN not in principals_allowed(key_policy, action), action
     assert principals_allowed(key_policy, "kms:Decrypt") == {ROLE_ARN} | ({break_glass} if break_glass else set())
-    for action in ("kms:Encrypt", "kms:GenerateDataKey"):
-        assert principals_allowed(key_policy, action) == {ROLE_ARN}
+    assert principals_allowed(key_policy, "kms:GenerateDataKey") == {ROLE_ARN}
+    assert principals_allowed(key_policy, "kms:Encrypt") == set()  # envelope encryption: data keys only
     for action in ("kms:PutKeyPolicy", "kms:ScheduleKeyDeletion", "kms:DescribeKey", "kms:EnableKeyRotation"):
         assert principals_allowed(key_policy, action) == {ROOT_ARN}  # the account still administers the key
 

@@ -16,7 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from keeper_iam_rotator import queue_worker, service
 from keeper_iam_rotator.idempotency import AlreadyRunning, KeyReused, once
-from keeper_iam_rotator.observability import logger, metrics, quiet_chatty_loggers, report, tracer
+from keeper_iam_rotator.observability import logger, metrics, quiet_chatty_loggers, report, traced
 from keeper_iam_rotator.requests_model import BadRequest, RotationRequest, parse_request
 from keeper_iam_rotator.results import response
 from keeper_iam_rotator.settings import Settings
@@ -56,7 +56,8 @@ def execute(request: RotationRequest, trigger: str, context: LambdaContext, retr
     def work() -> dict[str, Any]:
         return response(service.run(request, invocation), invocation.not_due)
 
-    return once(request.idempotency_key or retry_key, request.to_dict(), settings.idempotency_table, context, work)
+    key = request.idempotency_key or retry_key
+    return once(key, request.to_dict(), settings.idempotency_table, service.client("dynamodb"), context, work)
 
 
 @lru_cache(maxsize=1)
@@ -98,7 +99,7 @@ def post_rotations() -> dict[str, Any] | Response:
 
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
-@tracer.capture_lambda_handler(capture_response=False)
+@traced
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:  # noqa: PLR0911 - per trigger
     if queue_worker.is_sqs(event):  # records a scheduled run handed to the rotation queue: scheduled work
         return queue_worker.handle(event, context, lambda request: execute(request, "schedule", context, retry_key=""))

@@ -100,7 +100,7 @@ def test_permissions_are_simulated_on_the_deployments_resources(ready, run):
     sent = simulate({})
     result = run("check", "--json", "--role-arn", "arn:aws:iam::123456789012:role/rotator", *TARGET)
     assert result.exit_code == 0
-    assert "allowed for arn:aws:iam::123456789012:role/rotator" in checks_of(result)["kms:Encrypt"]["detail"]
+    assert "allowed for arn:aws:iam::123456789012:role/rotator" in checks_of(result)["kms:GenerateDataKey"]["detail"]
     assert {p["PolicySourceArn"] for p in sent} == {"arn:aws:iam::123456789012:role/rotator"}
     resources = {tuple(p["ActionNames"]): p["ResourceArns"] for p in sent}
     users = resources[("iam:GetUser", "iam:GetLoginProfile", "iam:UpdateLoginProfile")]
@@ -271,14 +271,14 @@ def test_journal_key_grants_are_read_from_its_key_policy(ready, run):
     kms = boto3.client("kms")
     key = kms.describe_key(KeyId=JOURNAL_KEY)["KeyMetadata"]["Arn"]
     admin = {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": ["kms:Get*"]}
-    function = {"Effect": "Allow", "Principal": {"AWS": ROLE_ARN}, "Action": ["kms:Encrypt", "kms:Decrypt"]}
+    function = {"Effect": "Allow", "Principal": {"AWS": ROLE_ARN}, "Action": ["kms:GenerateDataKey", "kms:Decrypt"]}
     policy = {"Version": "2012-10-17", "Statement": [{**s, "Resource": "*"} for s in (admin, function)]}
     kms.put_key_policy(KeyId=key, PolicyName="default", Policy=json.dumps(policy))
-    sent = simulate({"kms:Encrypt": "implicitDeny", "kms:Decrypt": "implicitDeny"})
+    sent = simulate({"kms:GenerateDataKey": "implicitDeny", "kms:Decrypt": "implicitDeny"})
     result = run("check", "--json", "--role-arn", ROLE_ARN, *TARGET)
     assert result.exit_code == 0, result.output
     checks = checks_of(result)
-    assert checks["kms:Encrypt"]["detail"] == f"allowed for {ROLE_ARN} (the key policy)"
+    assert checks["kms:GenerateDataKey"]["detail"] == f"allowed for {ROLE_ARN} (the key policy)"
     assert checks["kms:Decrypt"]["result"] == "PASS"
     assert not [p for p in sent if p["ActionNames"][0].startswith("kms:")]  # decided by the key policy alone
     other = "arn:aws:iam::123456789012:role/other"

@@ -4,7 +4,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from keeper_iam_rotator.journal import APPLIED, Journal, JournalError, LeaseHeld
+from keeper_iam_rotator.journal import Journal, JournalError, LeaseHeld
 from keeper_iam_rotator.sensitive import Secret
 
 ARN = "arn:aws:iam::123456789012:user/alice"
@@ -29,7 +29,7 @@ def test_password_is_stored_only_encrypted_and_comes_back(journal):
     j, _ = journal
     entry = j.open(ARN, "rec", Secret("S3cret-Value!"), owner="run-1", lease_seconds=60)
     item = boto3.client("dynamodb").get_item(TableName="journal", Key={"userArn": {"S": ARN}})["Item"]
-    assert b"S3cret-Value!" not in item["secret"]["B"]
+    assert all(b"S3cret-Value!" not in value["B"] for name, value in item.items() if "B" in value)
     assert [p.reveal() for p in j.passwords(entry)] == ["S3cret-Value!"]
 
 
@@ -37,7 +37,7 @@ def test_ciphertext_is_bound_to_its_user_and_record(journal):
     j, _ = journal
     entry = j.open(ARN, "rec", Secret("S3cret-Value!"), owner="run-1", lease_seconds=60)
     entry.record_uid = "another-record"
-    with pytest.raises(JournalError, match="KMS Decrypt failed"):
+    with pytest.raises(JournalError, match="do not decrypt for this user and record"):
         j.passwords(entry)
 
 
@@ -51,7 +51,7 @@ def test_one_lease_per_user_until_it_expires(journal):
     clock["now"] += 61
     claimed = j.take_over(j.find(ARN), owner="run-2", lease_seconds=60)
     with pytest.raises(LeaseHeld):  # the dead run, if it wakes up, may no longer write
-        j.update(entry, APPLIED)
+        j.replace_passwords(entry, [Secret("a"), Secret("d")])
     j.close(claimed)
     assert j.find(ARN) is None
     assert list(j.open_entries()) == []
@@ -63,3 +63,50 @@ def test_closed_entry_keeps_no_secret_and_expires(journal):
     j.close(j.open(ARN, "rec", Secret("a"), owner="run-1", lease_seconds=60))
     item = boto3.client("dynamodb").get_item(TableName="journal", Key={"userArn": {"S": ARN}})["Item"]
     assert "secret" not in item and int(item["expiresAt"]["N"]) > 1000
+
+
+def kms_calls(kms) -> dict[str, int]:
+    """Counts of the KMS operations this client really sends (moto answers them)."""
+    counts: dict[str, int] = {}
+
+    def count(model, **_):
+        counts[model.name] = counts.get(model.name, 0) + 1
+
+    kms.meta.events.register("after-call.kms", count)
+    return counts
+
+
+def test_one_data_key_per_invocation_and_one_decrypt_per_data_key_on_recovery(journal):
+    ddb, kms = boto3.client("dynamodb"), boto3.client("kms")
+    key = kms.create_key()["KeyMetadata"]["KeyId"]
+    writing = Journal(ddb, kms, "journal", key)
+    writes = kms_calls(kms)
+    for name in ("alice", "bob", "carol"):
+        writing.open(f"{ARN[:-5]}{name}", "rec-" + name, Secret(f"{name}-Pw1!"), owner="run-1", lease_seconds=60)
+    assert writes == {"GenerateDataKey": 1}
+
+    later_kms = boto3.client("kms")
+    recovering = Journal(ddb, later_kms, "journal", key)  # a later invocation
+    reads = kms_calls(later_kms)
+    found = sorted((e.user_arn, [p.reveal() for p in recovering.passwords(e)]) for e in recovering.open_entries())
+    assert [pw for _, pw in found] == [["alice-Pw1!"], ["bob-Pw1!"], ["carol-Pw1!"]]
+    assert reads == {"Decrypt": 1}
+
+
+def test_an_entry_in_the_earlier_format_is_unreadable_and_stays_open(journal):
+    j, _ = journal
+    boto3.client("dynamodb").put_item(
+        TableName="journal",
+        Item={
+            "userArn": {"S": ARN},
+            "recordUid": {"S": "rec"},
+            "state": {"S": "pending"},
+            "owner": {"S": "old-run"},
+            "leaseUntil": {"N": "0"},
+            "secret": {"B": b"a KMS ciphertext"},
+        },
+    )
+    entry = j.find(ARN)
+    with pytest.raises(JournalError, match="no sealed passwords"):
+        j.passwords(entry)
+    assert j.find(ARN) is not None

@@ -55,7 +55,7 @@ def permission_groups(
         actions = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"]
         groups.append((actions, [idempotency_arn]))
     if key_arn:
-        groups.append((["kms:Encrypt", "kms:Decrypt"], [key_arn]))
+        groups.append((["kms:GenerateDataKey", "kms:Decrypt"], [key_arn]))
     if secret_arn:
         groups.append((["secretsmanager:GetSecretValue"], [secret_arn]))
     return groups

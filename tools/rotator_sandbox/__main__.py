@@ -39,9 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--verbose", action="store_true", help="also print the function's log lines")
     bench = commands.add_parser(
         "bench",
-        help="time a scheduled run over many records",
+        help="time scheduled runs over many records",
         description="Seeds N users/records, sets the emulator's per-request latency, runs the scheduled event "
-        "(rotates every pamUser) in a subprocess and prints throughput, remote calls per user and peak RSS.",
+        "(rotates every pamUser) in a subprocess once to bind the records, then measured runs, and prints "
+        "throughput, handler CPU per record, remote calls per user and per invocation by operation, and peak RSS.",
     )
     bench.add_argument("--records", type=int, default=200, help="users/records to seed (default 200)")
     bench.add_argument(
@@ -49,6 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     bench.add_argument(
         "--concurrency", type=int, default=None, help="ROTATION_CONCURRENCY for the handler (default: the function's)"
+    )
+    bench.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another checkout's functions/rotator: measured runs alternate between it and this tree",
+    )
+    bench.add_argument("--rounds", type=int, default=1, help="measured runs per variant (default 1)")
+    bench.add_argument(
+        "--profile", type=Path, default=None, help="also cProfile one run at concurrency 1 into this file"
     )
     bench.add_argument("--plain", action="store_true", help="plain text tables instead of rich")
     converge = commands.add_parser(
@@ -112,7 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             return run_serve(env_file=args.env_file)
         return run_bench(
-            records=args.records, keeper_latency=args.keeper_latency, plain=args.plain, concurrency=args.concurrency
+            records=args.records,
+            keeper_latency=args.keeper_latency,
+            plain=args.plain,
+            concurrency=args.concurrency,
+            baseline=args.baseline,
+            rounds=args.rounds,
+            profile=args.profile,
         )
     except KeyboardInterrupt:
         print("interrupted; servers stopped", file=sys.stderr)

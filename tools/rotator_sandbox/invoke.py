@@ -7,17 +7,25 @@ metrics) goes to stderr. Environment:
                            (e.g. "aws:iam:UpdateLoginProfile", "keeper:update_secret#1")
   SANDBOX_AWS_FAULTS       AWS errors to answer instead of moto, see rotator_sandbox.hooks
                            (e.g. "iam:UpdateLoginProfile=PasswordPolicyViolation#2")
-  SANDBOX_STATS_FILE       when set, write {"calls": {...}, "attempts": {...}, "maxrss_kb": N} there at the end
+  SANDBOX_STATS_FILE       when set, write {"calls": {...}, "attempts": {...}, "maxrss_kb": N, "handler_cpu_s": [S]}
+                           there at the end (handler_cpu_s: CPU seconds of each handler call, all threads)
+  SANDBOX_INVOCATIONS      invoke the handler this many times in this process (a cold call, then warm ones; a
+                           scheduled event gets a new id each time); stdout carries the last result (default 1)
+  SANDBOX_PROFILE          when set, cProfile the handler call (its calling thread only: run it with
+                           ROTATION_CONCURRENCY=1 to see every record's work) and write the stats there
+  SANDBOX_FUNCTION_DIR     the function's code to run (default: this repository's functions/rotator)
   SANDBOX_REQUEST_ID       aws_request_id (default: a new uuid4)
 """
 
 from __future__ import annotations
 
+import cProfile
 import json
 import os
 import resource
 import sys
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,15 +52,26 @@ def main() -> int:
     result_out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # anything the function prints lands on stderr; stdout is reserved for the result
     sys.stdout = sys.stderr
-    if str(FUNCTION_DIR) not in sys.path:
-        sys.path.insert(0, str(FUNCTION_DIR))
+    function_dir = os.environ.get("SANDBOX_FUNCTION_DIR") or str(FUNCTION_DIR)
+    if function_dir not in sys.path:
+        sys.path.insert(0, function_dir)
 
     from rotator_sandbox import hooks  # noqa: PLC0415 - only the handler process installs them
 
     hooks.install(os.environ.get("SANDBOX_CRASH_AFTER") or None, os.environ.get("SANDBOX_AWS_FAULTS") or None)
     from app import lambda_handler  # noqa: PLC0415 - imported after the hooks: the handler's clients must see them
 
-    result = lambda_handler(event, FakeLambdaContext())
+    profile_file = os.environ.get("SANDBOX_PROFILE")
+    handler_cpu = []
+    with cProfile.Profile() if profile_file else nullcontext() as profile:
+        for i in range(int(os.environ.get("SANDBOX_INVOCATIONS") or 1)):
+            cpu_before = _cpu_seconds()
+            result = lambda_handler(
+                {**event, "id": f"{event['id']}-{i}"} if "id" in event else event, FakeLambdaContext()
+            )
+            handler_cpu.append(_cpu_seconds() - cpu_before)
+    if profile is not None:
+        profile.dump_stats(profile_file)
     if stats := os.environ.get("SANDBOX_STATS_FILE"):
         Path(stats).write_text(
             json.dumps(
@@ -61,12 +80,18 @@ def main() -> int:
                     "table_calls": dict(hooks.table_calls),
                     "attempts": dict(hooks.attempts),
                     "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                    "handler_cpu_s": handler_cpu,
                 }
             )
         )
     result_out.write(json.dumps(result) + "\n")
     result_out.flush()
     return 0
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # the whole process: every thread of the handler
+    return usage.ru_utime + usage.ru_stime
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import boto3
 from moto.iam.models import iam_backends
 from moto.server import ThreadedMotoServer
 
+from keeper_iam_rotator.journal import Entry, Journal
 from ksm_emulator import EmulatorServer
 from rotator_sandbox.paths import EVENTS_DIR, FUNCTION_DIR, ROOT, TOOLS_DIR
 
@@ -225,17 +226,11 @@ class Sandbox:
         return {item["userArn"]["S"]: item for item in items}
 
     def journal_passwords(self) -> list[str]:
-        """Every password held in an open journal entry (decrypted with the sandbox's KMS)."""
-        out = []
-        for item in self.journal_items().values():
-            if "secret" not in item:
-                continue
-            plaintext = self.aws("kms").decrypt(
-                CiphertextBlob=item["secret"]["B"],
-                EncryptionContext={"userArn": item["userArn"]["S"], "recordUid": item["recordUid"]["S"]},
-            )["Plaintext"]
-            out.extend(json.loads(plaintext)["passwords"])
-        return out
+        """Every password held in an open journal entry (decrypted the way the function does, with the sandbox's
+        KMS)."""
+        journal = Journal(self.aws("dynamodb"), self.aws("kms"), JOURNAL_TABLE, JOURNAL_KEY)
+        entries = [Entry.from_item(item) for item in self.journal_items().values()]
+        return [p.reveal() for entry in entries if entry.sealed for p in journal.passwords(entry)]
 
     # -- running the handler ---------------------------------------------------------------------------------------
     def handler_env(self, extra_env: dict[str, str] | None = None) -> dict[str, str]:

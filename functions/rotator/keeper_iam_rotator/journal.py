@@ -1,28 +1,40 @@
-"""The rotation journal: a DynamoDB item per IAM user that is both a lease (lock) and a durable, KMS-encrypted copy
-of every password IAM might hold that Keeper has not committed yet.
+"""The rotation journal: a DynamoDB item per IAM user that is both a lease (lock) and a durable, encrypted copy of
+every password IAM might hold that Keeper has not committed yet.
 
 Item (partition key `userArn`):
-  recordUid, state ("pending" | "applied" | "closed"), secret (KMS ciphertext of {"passwords": [...]}),
-  owner (invocation id), leaseUntil (epoch s), updatedAt, expiresAt (TTL, set only on closed items),
-  rotatedAt (epoch s of the last successful rotation: kept on the closed item, read by "rotation when due").
-"pending": IAM holds Keeper's committed password or one of `passwords`. "applied": IAM holds `passwords[-1]`.
+  recordUid, state ("pending" | "closed"), owner (invocation id), leaseUntil (epoch s), updatedAt,
+  expiresAt (TTL, set only on closed items), rotatedAt (epoch s of the last successful rotation: kept on the
+  closed item, read by "rotation when due"), and while pending the sealed passwords:
+  dataKey (KMS ciphertext of an AES-256 key), nonce, secret (AES-GCM of {"passwords": [...]}).
+"pending": IAM holds Keeper's committed password or one of `passwords`.
 "closed": IAM holds Keeper's committed password; the item is history (no secret) and expires by TTL.
+
+Envelope encryption: one KMS GenerateDataKey per invocation (on its first write), AES-GCM locally for every entry,
+with the user ARN and record uid as associated data, so an entry cannot be decrypted as another user's or record's
+(what the KMS encryption context did when every entry was a KMS Encrypt). Reading an entry back (recovery only) costs
+one KMS Decrypt per distinct data key.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .sensitive import Secret
 
-PENDING, APPLIED, CLOSED = "pending", "applied", "closed"
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+PENDING, CLOSED = "pending", "closed"
 HISTORY_SECONDS = 400 * 86400  # closed items outlive the longest rotation period (365 days) with their rotatedAt
+DATA_KEY_CONTEXT = {"purpose": "keeper-iam-rotator-journal"}  # KMS encryption context of every journal data key
 
 
 class JournalError(Exception):
@@ -41,6 +53,24 @@ class OwnedElsewhere(Exception):
         self.record_uid = record_uid
 
 
+@dataclass(frozen=True)
+class Sealed:
+    """Passwords encrypted under a data key; only `data_key` (KMS-encrypted) can unlock `ciphertext`."""
+
+    data_key: bytes
+    nonce: bytes
+    ciphertext: bytes
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> Sealed | None:
+        if not {"dataKey", "nonce", "secret"} <= item.keys():
+            return None
+        return cls(bytes(item["dataKey"]["B"]), bytes(item["nonce"]["B"]), bytes(item["secret"]["B"]))
+
+    def to_item(self) -> dict[str, Any]:
+        return {"dataKey": {"B": self.data_key}, "nonce": {"B": self.nonce}, "secret": {"B": self.ciphertext}}
+
+
 @dataclass
 class Entry:
     user_arn: str
@@ -48,19 +78,18 @@ class Entry:
     state: str
     owner: str
     lease_until: float
-    ciphertext: bytes = field(repr=False, default=b"")
+    sealed: Sealed | None = field(repr=False, default=None)
     rotated_at: float = 0.0
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Entry:
-        secret = item.get("secret")
         return cls(
             user_arn=item["userArn"]["S"],
             record_uid=item.get("recordUid", {}).get("S", ""),
             state=item.get("state", {}).get("S", CLOSED),
             owner=item.get("owner", {}).get("S", ""),
             lease_until=float(item.get("leaseUntil", {}).get("N", "0")),
-            ciphertext=secret["B"] if secret else b"",
+            sealed=Sealed.from_item(item),
             rotated_at=float(item.get("rotatedAt", {}).get("N", "0")),
         )
 
@@ -78,25 +107,55 @@ class Journal:
         self._table = table
         self._key_id = key_id
         self._clock = clock
+        self._keys: dict[bytes, AESGCM] = {}  # KMS-encrypted data key -> its cipher, for this invocation
+        self._data_key: bytes = b""  # the encrypted data key this invocation seals with (made on first use)
+        self._keys_lock = threading.Lock()
 
     # -- secrets -------------------------------------------------------------------------------------------------
-    def _seal(self, user_arn: str, record_uid: str, passwords: list[Secret]) -> bytes:
+    def _sealing_key(self) -> tuple[bytes, AESGCM]:
+        """This invocation's data key: one GenerateDataKey, on the first write, shared by every record's thread."""
+        with self._keys_lock:
+            if not self._data_key:
+                try:
+                    generated = self._kms.generate_data_key(
+                        KeyId=self._key_id, KeySpec="AES_256", EncryptionContext=DATA_KEY_CONTEXT
+                    )
+                except (ClientError, BotoCoreError) as error:
+                    raise JournalError(f"KMS GenerateDataKey failed: {_code(error)}") from None
+                self._data_key = generated["CiphertextBlob"]
+                self._keys[self._data_key] = _cipher(generated["Plaintext"])
+            return self._data_key, self._keys[self._data_key]
+
+    def _opening_key(self, data_key: bytes) -> AESGCM:
+        """The cipher for an entry's data key: ours, one already decrypted, or one KMS Decrypt (recovery only)."""
+        with self._keys_lock:
+            if data_key not in self._keys:
+                try:
+                    plaintext = self._kms.decrypt(CiphertextBlob=data_key, EncryptionContext=DATA_KEY_CONTEXT)
+                except (ClientError, BotoCoreError) as error:
+                    raise JournalError(f"KMS Decrypt failed: {_code(error)}") from None
+                self._keys[data_key] = _cipher(plaintext["Plaintext"])
+            return self._keys[data_key]
+
+    def _seal(self, user_arn: str, record_uid: str, passwords: list[Secret]) -> Sealed:
+        data_key, cipher = self._sealing_key()
+        nonce = os.urandom(12)
         plaintext = json.dumps({"passwords": [p.reveal() for p in passwords]}).encode()
-        try:
-            return self._kms.encrypt(
-                KeyId=self._key_id, Plaintext=plaintext, EncryptionContext=_context(user_arn, record_uid)
-            )["CiphertextBlob"]
-        except (ClientError, BotoCoreError) as error:
-            raise JournalError(f"KMS Encrypt failed: {_code(error)}") from None
+        return Sealed(data_key, nonce, cipher.encrypt(nonce, plaintext, _associated_data(user_arn, record_uid)))
 
     def passwords(self, entry: Entry) -> list[Secret]:
         """Decrypt the entry's passwords (oldest first; the last is the one being applied)."""
+        if entry.sealed is None:
+            raise JournalError("the entry holds no sealed passwords (dataKey, nonce, secret)")
+        from cryptography.exceptions import InvalidTag  # noqa: PLC0415 - loaded with the key, see _cipher
+
+        cipher = self._opening_key(entry.sealed.data_key)
         try:
-            plaintext = self._kms.decrypt(
-                CiphertextBlob=entry.ciphertext, EncryptionContext=_context(entry.user_arn, entry.record_uid)
-            )["Plaintext"]
-        except (ClientError, BotoCoreError) as error:
-            raise JournalError(f"KMS Decrypt failed: {_code(error)}") from None
+            plaintext = cipher.decrypt(
+                entry.sealed.nonce, entry.sealed.ciphertext, _associated_data(entry.user_arn, entry.record_uid)
+            )
+        except InvalidTag:
+            raise JournalError("the entry's passwords do not decrypt for this user and record") from None
         return [Secret(p) for p in json.loads(plaintext)["passwords"]]
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
@@ -111,7 +170,7 @@ class Journal:
         """
         now = self._clock()
         entry = Entry(user_arn, record_uid, PENDING, owner, now + lease_seconds)
-        entry.ciphertext = self._seal(user_arn, record_uid, [password])
+        entry.sealed = self._seal(user_arn, record_uid, [password])
         closed = "#s = :closed" if adopt else "(#s = :closed AND recordUid = :uid)"
         values: dict[str, Any] = {":closed": {"S": CLOSED}} | ({} if adopt else {":uid": {"S": record_uid}})
         try:
@@ -153,21 +212,19 @@ class Journal:
         now = self._clock()
         if entry.lease_until > now:
             raise LeaseHeld(entry.user_arn)
-        claimed = Entry(entry.user_arn, entry.record_uid, entry.state, owner, now + lease_seconds, entry.ciphertext)
+        claimed = Entry(entry.user_arn, entry.record_uid, entry.state, owner, now + lease_seconds, entry.sealed)
         self._write(claimed, expected_owner=entry.owner, now=now, extra="AND leaseUntil <= :now")
         return claimed
 
-    def update(self, entry: Entry, state: str, passwords: list[Secret] | None = None) -> None:
-        """Move the entry to `state` (and replace its passwords), only while we still own it."""
-        if passwords is not None:
-            entry.ciphertext = self._seal(entry.user_arn, entry.record_uid, passwords)
-        entry.state = state
+    def replace_passwords(self, entry: Entry, passwords: list[Secret]) -> None:
+        """Journal a new set of passwords for the entry, only while we still own it."""
+        entry.sealed = self._seal(entry.user_arn, entry.record_uid, passwords)
         self._write(entry, expected_owner=entry.owner, now=self._clock())
 
     def close(self, entry: Entry, rotated: bool = False) -> None:
         """IAM now holds Keeper's committed password: drop the secret, keep a history item (with the time, when
         `rotated`: the password changed and Keeper committed it)."""
-        entry.state, entry.ciphertext = CLOSED, b""
+        entry.state, entry.sealed = CLOSED, None
         if rotated:
             entry.rotated_at = self._clock()
         self._write(entry, expected_owner=entry.owner, now=self._clock())
@@ -197,8 +254,8 @@ class Journal:
             "leaseUntil": {"N": f"{entry.lease_until:.3f}"},
             "updatedAt": {"N": f"{now:.3f}"},
         }
-        if entry.ciphertext:
-            item["secret"] = {"B": entry.ciphertext}
+        if entry.sealed:
+            item |= entry.sealed.to_item()
         if entry.rotated_at:
             item["rotatedAt"] = {"N": f"{entry.rotated_at:.3f}"}
         if entry.state == CLOSED:
@@ -227,8 +284,15 @@ def _key(user_arn: str) -> dict[str, Any]:
     return {"userArn": {"S": user_arn}}
 
 
-def _context(user_arn: str, record_uid: str) -> dict[str, str]:
-    return {"userArn": user_arn, "recordUid": record_uid}
+def _cipher(data_key: bytes) -> AESGCM:
+    """AES-GCM under a data key. cryptography loads on first use: a run with nothing to journal never needs it."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415
+
+    return AESGCM(data_key)
+
+
+def _associated_data(user_arn: str, record_uid: str) -> bytes:
+    return json.dumps({"userArn": user_arn, "recordUid": record_uid}, sort_keys=True).encode()
 
 
 def _code(error: ClientError | BotoCoreError) -> str:

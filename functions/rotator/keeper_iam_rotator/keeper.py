@@ -2,22 +2,22 @@
 
 Every request goes through the SDK's transport hook (`SecretsManager.post_function`), replaced here by a keep-alive
 `requests.Session` with timeouts: the stock transport opens a new TLS connection per call and waits forever.
+
+The SDK (with requests and cryptography, ~70 ms to import) loads when the first vault is built, not with the
+handler: a recovery-only run that finds the journal empty never talks to Keeper.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import requests
-from keeper_secrets_manager_core import SecretsManager
-from keeper_secrets_manager_core.dto.dtos import Record
-from keeper_secrets_manager_core.dto.payload import KSMHttpResponse, QueryOptions
-from keeper_secrets_manager_core.storage import InMemoryKeyValueStorage
-from keeper_secrets_manager_core.utils import bytes_to_base64
+from typing import TYPE_CHECKING, Any
 
 from .sensitive import Secret
+
+if TYPE_CHECKING:
+    from keeper_secrets_manager_core.dto.dtos import Record
+    from keeper_secrets_manager_core.dto.payload import KSMHttpResponse
 
 ACCOUNT_FIELD_LABEL = "account_id_or_alias"  # the label Keeper's AWS post-rotation plugin wrote
 ROTATION_TRANSACTION = "rotation"
@@ -31,12 +31,17 @@ class _Transport:
     """`post_function` replacement: same request as the SDK's, over one pooled session with timeouts."""
 
     def __init__(self, timeout: float) -> None:
+        import requests  # noqa: PLC0415 - with the SDK, see the module docstring
+
         self._session = requests.Session()
         self._timeout = (min(5.0, timeout), timeout)
 
     def __call__(
         self, url: str, transmission_key: Any, payload: Any, verify_ssl_certs: bool = True, proxy_url: str | None = None
     ) -> KSMHttpResponse:
+        from keeper_secrets_manager_core.dto.payload import KSMHttpResponse  # noqa: PLC0415 - loaded by then
+        from keeper_secrets_manager_core.utils import bytes_to_base64  # noqa: PLC0415
+
         headers = {
             "Content-Type": "application/octet-stream",
             "PublicKeyId": str(transmission_key.publicKeyId),
@@ -126,6 +131,9 @@ def _with_rotation(user: PamUser, password: Secret, account_id: str, user_arn: s
 class KeeperVault:
     def __init__(self, config: str, timeout: float = 20.0) -> None:
         """Parse the config (no network). The SDK's errors may quote the config, so only their type is kept."""
+        from keeper_secrets_manager_core import SecretsManager  # noqa: PLC0415 - see the module docstring
+        from keeper_secrets_manager_core.storage import InMemoryKeyValueStorage  # noqa: PLC0415
+
         try:
             self._sm = SecretsManager(config=InMemoryKeyValueStorage(config))
         except Exception as error:
@@ -149,6 +157,8 @@ class KeeperVault:
 
     def fetch_all(self, folder_uids: Sequence[str] = ()) -> list[PamUser]:
         """Every record the application sees, or only those in the given shared folders."""
+        from keeper_secrets_manager_core.dto.payload import QueryOptions  # noqa: PLC0415 - loaded with the vault
+
         options = QueryOptions(records_filter=None, folders_filter=list(folder_uids) or None)
         records = self._call("read records", self._sm.get_secrets_with_options, options)
         users = [PamUser(r) for r in records]

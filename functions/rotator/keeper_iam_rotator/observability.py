@@ -1,4 +1,5 @@
-"""Powertools Logger, Metrics and Tracer for the function, and the per-record report (log line + metrics).
+"""Powertools Logger and Metrics for the function, Tracer only when asked for, and the per-record report (log line +
+metrics).
 
 Logs and metrics carry uids, names, statuses and codes, never secrets. Loggers of the libraries that can print
 request bodies (botocore at DEBUG logs UpdateLoginProfile's Password) are held at INFO whatever LOG_LEVEL says.
@@ -8,11 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from .results import RECOVERY_PENDING_CODES, RecordResult, Status
+from .settings import _flag
 
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "KeeperIamRotator")
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "keeper-iam-rotator")
@@ -21,7 +25,7 @@ CHATTY_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "ksm", "requests
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
 SERVICE_DIMENSION = {"service": SERVICE}  # the one dimension every metric carries (template.yaml's alarms select it)
-tracer = Tracer(service=SERVICE)
+Handler = TypeVar("Handler", bound=Callable[..., object])
 
 STATUS_METRIC = {
     Status.ROTATED: "RotationSucceeded",
@@ -30,6 +34,17 @@ STATUS_METRIC = {
     Status.PLANNED: "RotationPlanned",
     Status.QUEUED: "RotationQueued",
 }
+
+
+def traced(handler: Handler) -> Handler:
+    """With TRACE_CALLS=true, Powertools' Tracer adds X-Ray subsegments for every AWS and Keeper call. Off by
+    default: the X-Ray SDK costs ~0.3 s of every cold start and CPU on every call, and Lambda's `Tracing: Active`
+    records the function's own segments without it."""
+    if not _flag(os.environ, "TRACE_CALLS", False):
+        return handler
+    from aws_lambda_powertools import Tracer  # noqa: PLC0415 - imports the X-Ray SDK: only when tracing is on
+
+    return Tracer(service=SERVICE).capture_lambda_handler(handler, capture_response=False)
 
 
 def quiet_chatty_loggers() -> None:

@@ -4,8 +4,7 @@ and settling duplicate claims, is in binding.py: it runs for every record before
 The invariant that makes "never lose a password" true, kept by every step below:
 
     IAM's console password is Keeper's committed password, or one of the passwords in the user's open journal
-    entry; when that entry is "applied", it is the entry's last password. An entry is closed only when IAM holds
-    Keeper's committed password.
+    entry. An entry is closed only when IAM holds Keeper's committed password.
 
 So the journal entry is written (step 4) before IAM can change (step 6), and closed (step 8) only after Keeper has
 committed (step 7) or IAM was set back. A run that dies anywhere leaves an entry whose lease runs out; the next run
@@ -22,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .binding import duplicate_message, iam_read_stop, names_user
 from .iam import IamGateway, IamOutcomeUnknown, IamRefused, IamUser
-from .journal import APPLIED, PENDING, Entry, Journal, JournalError, LeaseHeld, OwnedElsewhere
+from .journal import Entry, Journal, JournalError, LeaseHeld, OwnedElsewhere
 from .keeper import KeeperFailure, KeeperVault, PamUser
 from .passwords import generate_password
 from .results import Code, RecordResult, RotationStop, Status, fail, skip
@@ -36,7 +35,6 @@ class IamHolds(Enum):
 
     KEEPER = "keeper"  # certainly Keeper's committed password: IAM has not been touched
     UNKNOWN = "unknown"  # Keeper's committed password or one of the journal's (a run died or timed out)
-    JOURNAL = "journal"  # certainly the journal's last password (its entry is "applied")
 
 
 @dataclass
@@ -129,7 +127,7 @@ def claim_unfinished(user: PamUser, target: IamUser, rot: Rotation) -> tuple[Ent
         passwords = rot.journal.passwords(entry)
     except JournalError as error:
         raise fail(Code.JOURNAL_UNREADABLE, f"{error}; the unfinished rotation stays in the journal") from None
-    return entry, passwords, IamHolds.JOURNAL if entry.state == APPLIED else IamHolds.UNKNOWN
+    return entry, passwords, IamHolds.UNKNOWN
 
 
 def converge(
@@ -145,22 +143,20 @@ def converge(
             close_journal(rot, entry)
             raise fail(Code.KEEPER_STAGE_FAILED, f"{error}; nothing was changed") from None
         raise fail(Code.PASSWORD_IN_JOURNAL, f"{error}; the journal keeps the password, the next run retries") from None
-    # 6. Apply in IAM.
-    if holds is not IamHolds.JOURNAL:
-        try:
-            rot.iam.set_password(target.name, password)
-        except IamOutcomeUnknown as error:
-            raise fail(
-                Code.IAM_OUTCOME_UNKNOWN, f"IAM did not confirm the change ({error}); the journal keeps the password"
-            ) from None
-        except IamRefused as error:
-            if holds is IamHolds.KEEPER:
-                _rollback_keeper(rot, user.uid)
-                close_journal(rot, entry)
-                raise fail(Code.IAM_UPDATE_REFUSED, f"{error}; Keeper's staged update was rolled back") from None
-            retry_with_fresh_password(user, target, entry, passwords, rot, error)
-            return
-        _mark(rot, entry, APPLIED)
+    # 6. Apply in IAM (again, in a recovery: the dead run may or may not have got that far).
+    try:
+        rot.iam.set_password(target.name, password)
+    except IamOutcomeUnknown as error:
+        raise fail(
+            Code.IAM_OUTCOME_UNKNOWN, f"IAM did not confirm the change ({error}); the journal keeps the password"
+        ) from None
+    except IamRefused as error:
+        if holds is IamHolds.KEEPER:
+            _rollback_keeper(rot, user.uid)
+            close_journal(rot, entry)
+            raise fail(Code.IAM_UPDATE_REFUSED, f"{error}; Keeper's staged update was rolled back") from None
+        retry_with_fresh_password(user, target, entry, passwords, rot, error)
+        return
     # 7. Commit in Keeper, or put IAM back.
     if not commit(rot, user.uid, password):
         restore_iam(user, target, entry, password, rot)
@@ -177,7 +173,7 @@ def retry_with_fresh_password(
         raise fail(Code.PASSWORD_IN_JOURNAL, f"IAM refused the recovered passwords ({refusal}); the journal keeps them")
     fresh = [*passwords, new_password(rot)]
     try:
-        rot.journal.update(entry, PENDING, fresh)
+        rot.journal.replace_passwords(entry, fresh)
     except (JournalError, LeaseHeld) as error:
         raise fail(Code.PASSWORD_IN_JOURNAL, f"could not journal a fresh password: {error}") from None
     converge(user, target, entry, fresh, IamHolds.UNKNOWN, rot)
@@ -210,10 +206,6 @@ def restore_iam(user: PamUser, target: IamUser, entry: Entry, password: Secret, 
     if previous is None or previous == password:
         raise fail(Code.PASSWORD_IN_JOURNAL, "Keeper would not commit and holds no earlier password to restore")
     try:
-        rot.journal.update(entry, PENDING)  # from here IAM may hold either password
-    except (JournalError, LeaseHeld) as error:
-        raise fail(Code.PASSWORD_IN_JOURNAL, f"Keeper would not commit; journal not updatable ({error})") from None
-    try:
         rot.iam.set_password(target.name, previous)
     except (IamRefused, IamOutcomeUnknown) as error:
         raise fail(
@@ -232,14 +224,6 @@ def close_journal(rot: Rotation, entry: Entry, rotated: bool = False) -> None:
         rot.journal.close(entry, rotated)
     except (JournalError, LeaseHeld) as error:
         log.warning("could not close the journal entry", extra={"user_arn": entry.user_arn, "error": str(error)})
-
-
-def _mark(rot: Rotation, entry: Entry, state: str) -> None:
-    """Best effort: a "pending" entry is still correct after IAM changed, only less precise."""
-    try:
-        rot.journal.update(entry, state)
-    except (JournalError, LeaseHeld) as error:
-        log.warning("could not update the journal entry", extra={"user_arn": entry.user_arn, "error": str(error)})
 
 
 def _rollback_keeper(rot: Rotation, uid: str) -> None:
