@@ -12,6 +12,7 @@ import uuid
 
 import boto3
 import pytest
+from moto.sts.models import sts_backends
 
 from keeper_iam_rotator import service
 from rotator_sandbox.accounts import (
@@ -89,6 +90,8 @@ def test_a_member_accounts_user_is_rotated_with_the_assumed_role(fleet, monkeypa
     assert_member_rotated(fleet, MEMBER, uid, "alice")
     assert fleet.iam_password("alice") == INITIAL_PASSWORD
     assert counter.calls["sts:AssumeRole"] == 1
+    sessions = [r.session_name for r in sts_backends[MEMBER]["aws"].assumed_roles if r.role_arn.endswith(TARGET_ROLE)]
+    assert sessions == [f"keeper-iam-rotator-{uid}"]  # the member's CloudTrail names the record
     assert [item["userArn"]["S"] for item in fleet.journal_items()] == [f"arn:aws:iam::{MEMBER}:user/alice"]
 
 
