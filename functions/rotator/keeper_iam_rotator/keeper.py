@@ -17,7 +17,7 @@ from keeper_secrets_manager_core.dto.payload import KSMHttpResponse, QueryOption
 from keeper_secrets_manager_core.storage import InMemoryKeyValueStorage
 from keeper_secrets_manager_core.utils import bytes_to_base64
 
-from .sensitive import Secret
+from .sensitive import Secret, remember_ksm_config
 
 ACCOUNT_FIELD_LABEL = "account_id_or_alias"  # the label Keeper's AWS post-rotation plugin wrote
 ROTATION_TRANSACTION = "rotation"
@@ -119,6 +119,7 @@ def _with_rotation(user: PamUser, password: Secret, account_id: str, user_arn: s
 class KeeperVault:
     def __init__(self, config: str, timeout: float = 20.0) -> None:
         """Parse the config (no network). The SDK's errors may quote the config, so only their type is kept."""
+        remember_ksm_config(config)
         try:
             self._sm = SecretsManager(config=InMemoryKeyValueStorage(config))
         except Exception as error:
