@@ -4,7 +4,6 @@ from stdout, stderr, every log record (all loggers at DEBUG, including botocore'
 from __future__ import annotations
 
 import base64
-import io
 import json
 import logging
 import re
@@ -107,7 +106,7 @@ UNMASKED = re.compile(
 
 
 @pytest.fixture
-def debug_after_import(monkeypatch, caplog):
+def debug_after_import(monkeypatch, caplog, function_log):
     """What an operator might do to a running function: everything to DEBUG, botocore with a stream handler of its
     own (as `boto3.set_stream_logger` adds), a root handler like Lambda's runtime, the API event logged with its
     headers. Yields the text those handlers and Powertools' own handler wrote."""
@@ -119,14 +118,10 @@ def debug_after_import(monkeypatch, caplog):
     levels = {name: logging.getLogger(name).level for name in names}
     for name in names:
         logging.getLogger(name).setLevel(logging.DEBUG)
-    written = io.StringIO()
-    handlers = {None: logging.StreamHandler(written), "botocore": logging.StreamHandler(written)}
+    handlers = {None: logging.StreamHandler(function_log), "botocore": logging.StreamHandler(function_log)}
     for name, handler in handlers.items():
         logging.getLogger(name).addHandler(handler)
-    powertools_handler = app.logger.logger_handler
-    powertools_stream, powertools_handler.stream = powertools_handler.stream, written
-    yield written
-    powertools_handler.stream = powertools_stream
+    yield function_log
     for name, handler in handlers.items():
         logging.getLogger(name).removeHandler(handler)
     for name, level in levels.items():
