@@ -123,7 +123,7 @@ def test_rotation_result_lines_name_the_api_caller(stack, function_log):
     uid = stack.add_pair("alice")
     event = load_event("api-post-rotations.json")
     event.update(body=json.dumps({"records": [uid]}), isBase64Encoded=False)
-    event["requestContext"]["identity"].update(userArn=CALLER, caller="AROAEXAMPLE:operator")
+    event["requestContext"].setdefault("identity", {}).update(userArn=CALLER, caller="AROAEXAMPLE:operator")
     assert stack.invoke(event)["statusCode"] == 200
     stack.rotate(uid)  # a direct invoke afterwards: the caller of the API call must not stick to it
     lines = [json.loads(line) for line in function_log.getvalue().splitlines() if '"rotation result"' in line]

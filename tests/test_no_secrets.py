@@ -147,7 +147,7 @@ def test_no_secret_when_every_level_is_raised_after_import(stack, debug_after_im
     event.update(body=json.dumps({"records": [uids["carol"]]}), isBase64Encoded=False)
     signed = {"Authorization": AUTHORIZATION, "X-Amz-Security-Token": SECURITY_TOKEN, "X-Amz-Date": "20261128T031500Z"}
     event["headers"].update(signed)
-    event["multiValueHeaders"].update({name: [value] for name, value in signed.items()})
+    event.setdefault("multiValueHeaders", {}).update({name: [value] for name, value in signed.items()})
     response = stack.invoke(event)  # success through the API, SigV4 headers in the logged event
     results += json.loads(response["body"])["results"]
 

@@ -21,6 +21,7 @@ TRICKY = "a'b\"c&d=e f%g"  # quotes, separators and spaces, as IAM allows in a p
         ("Action=UpdateLoginProfile&UserName=alice&Password=p%40ss&PasswordResetRequired=false", "ResetRequired=false"),
         (repr({"UserName": "alice", "Password": TRICKY, "PasswordResetRequired": "false"}), "'alice'"),
         (json.dumps({"Name": "cfg", "SecretString": json.dumps({"appKey": TRICKY})}), '"cfg"'),
+        (repr(json.dumps({"SecretString": json.dumps({"appKey": TRICKY}), "Name": "cfg"}).encode()), '"cfg"'),
         ("{'Authorization': b'AWS4-HMAC-SHA256 Credential=AKIA/x, Signature=f00d', 'X-Amz-Date': b'2026'}", "2026"),
         ("Authorization: AWS4-HMAC-SHA256 Credential=AKIA/x, SignedHeaders=host, Signature=f00d", "Authorization"),
         ('{"Plaintext": "eyJwYXNzd29yZHMiOiBbXX0=", "KeyId": "k"}', '"k"'),

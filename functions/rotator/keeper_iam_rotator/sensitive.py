@@ -28,7 +28,8 @@ _NAMES = (
     r"transmissionkey"
 )
 SECRET_NAME = re.compile(rf"(?i)(?:{_NAMES})")
-_QUOTED = re.compile(rf"""(?i)(?P<key>(["'])(?:{_NAMES})\2\s*:\s*b?)(?P<q>["'])(?:\\.|(?!(?P=q)).)*(?P=q)""")
+# a quoted value ends at an unescaped quote; `\\+.` also skips JSON escaped once more (JSON in a bytes repr)
+_QUOTED = re.compile(rf"""(?i)(?P<key>(["'])(?:{_NAMES})\2\s*:\s*b?)(?P<q>["'])(?:\\+.|(?!(?P=q)).)*(?P=q)""")
 _ASSIGNED = re.compile(rf"""(?i)(?<![\w-])(?P<key>(?:{_NAMES})=)[^&\s,'"]+""")
 _HEADER = re.compile(rf"""(?i)(?<![\w-])(?P<key>(?:{_NAMES})[ \t]*:[ \t]*)[^\s'"][^\r\n]*""")
 
