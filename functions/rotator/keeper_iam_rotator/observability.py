@@ -61,8 +61,8 @@ def report(result: RecordResult, seconds: float) -> None:
 
 def publish_metrics(handler: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     """Powertools' `log_metrics`, except that an invocation that reported nothing (a bad request, an idempotent
-    replay, an idle recovery run) clears the per-invocation metric state (dimensions, metadata) instead of
-    flushing: Powertools would warn "No application metrics to publish" and keep the state for the next one."""
+    replay, an idle recovery run) does not flush (Powertools would warn "No application metrics to publish"), and
+    every invocation ends with the per-invocation metric state (dimensions, metadata) cleared for the next one."""
 
     @functools.wraps(handler)
     def wrapper(event: Any, context: Any) -> Any:
@@ -71,8 +71,7 @@ def publish_metrics(handler: Callable[[Any, Any], Any]) -> Callable[[Any, Any], 
         finally:
             if metrics.metric_set:
                 metrics.flush_metrics()
-            else:
-                metrics.clear_metrics()
+            metrics.clear_metrics()  # flushing keeps the state when POWERTOOLS_METRICS_DISABLED is set
 
     return wrapper
 
