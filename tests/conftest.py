@@ -6,6 +6,7 @@ for an IAM user, and the password Keeper has committed for the record.
 
 from __future__ import annotations
 
+import io
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -160,6 +161,18 @@ def stack(keeper: Any) -> Iterator[Stack]:
     with mock_aws():
         create_function_resources(boto3.client, keeper.client_config())
         yield Stack(keeper=keeper)
+
+
+@pytest.fixture
+def function_log() -> Iterator[io.StringIO]:
+    """Everything the function's Powertools Logger writes during the test (its handler keeps the stream it found
+    at import, which capsys/capfd do not capture)."""
+    from app import logger
+
+    handler = logger.logger_handler
+    stream, handler.stream = handler.stream, io.StringIO()
+    yield handler.stream
+    handler.stream = stream
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

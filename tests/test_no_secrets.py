@@ -6,11 +6,15 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 
 import boto3
 import pytest
 
-import app  # noqa: F401 - imported before capsys replaces the streams Powertools' Logger binds to
+import app  # imported before capsys replaces the streams Powertools' Logger binds to
+from keeper_iam_rotator import rotation
+from keeper_iam_rotator.observability import CHATTY_LOGGERS
+from keeper_iam_rotator.passwords import generate_password
 from rotator_sandbox.stack import load_event
 
 from conftest import INITIAL_PASSWORD, _clear_caches
@@ -77,8 +81,92 @@ def test_no_secret_in_any_output(stack, debug_everything, capsys, monkeypatch):
 
 
 def test_the_leak_check_can_fail(stack, debug_everything, capsys):
-    """Guard against a vacuous check: a password that is logged is found by the same search."""
+    """Guard against a vacuous check: a password printed outside logging is found by the same search (logged, the
+    guard masks it)."""
     uid = stack.add_pair("alice")
     stack.rotate(uid)
-    logging.getLogger("keeper_iam_rotator").warning("oops %s", stack.iam_password("alice"))
-    assert stack.iam_password("alice") in debug_everything.text
+    password = stack.iam_password("alice")
+    logging.getLogger("keeper_iam_rotator").warning("oops %s", password)
+    print(f"printed {password}")
+    assert password in capsys.readouterr().out
+    assert "oops ***" in debug_everything.text and password not in debug_everything.text
+
+
+# --- levels changed after import: the redacting guard, not the levels, keeps secrets out ----------------------------
+
+SIGNATURE = "5d2a1f9e0c7b3a6d8e4f2b1c9a7d6e5f4c3b2a1908f7e6d5c4b3a29180f7e6d5"
+SECURITY_TOKEN = "IQoJb3JpZ2luX2VjEHoaCXVzLWVhc3QtMSJHMEUCIQDs3cr3tT0k3nVa1ue" + "Zx9" * 40
+AUTHORIZATION = (
+    "AWS4-HMAC-SHA256 Credential=ASIAEXAMPLEEXAMPLE/20261128/us-east-1/execute-api/aws4_request, "
+    f"SignedHeaders=host;x-amz-date;x-amz-security-token, Signature={SIGNATURE}"
+)
+UNMASKED = re.compile(
+    r"""(?i)(?:plaintext|secretstring|privatekey|appkey)["']?\s*[:=]\s*b?["']?(?!\*\*\*)[\w+/=-]{8,}"""
+)
+
+
+@pytest.fixture
+def debug_after_import(monkeypatch, caplog, function_log):
+    """What an operator might do to a running function: everything to DEBUG, botocore with a stream handler of its
+    own (as `boto3.set_stream_logger` adds), a root handler like Lambda's runtime, the API event logged with its
+    headers. Yields the text those handlers and Powertools' own handler wrote."""
+    # Powertools reads POWERTOOLS_LOGGER_LOG_EVENT when it decorates the handler (at import, in Lambda): decorate again
+    logged_event_handler = app.logger.inject_lambda_context(log_event=True)(app.lambda_handler)
+    monkeypatch.setattr(app, "lambda_handler", logged_event_handler)
+    caplog.set_level(logging.DEBUG)
+    names = [None, "keeper-iam-rotator", *CHATTY_LOGGERS]
+    levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.DEBUG)
+    handlers = {None: logging.StreamHandler(function_log), "botocore": logging.StreamHandler(function_log)}
+    for name, handler in handlers.items():
+        logging.getLogger(name).addHandler(handler)
+    yield function_log
+    for name, handler in handlers.items():
+        logging.getLogger(name).removeHandler(handler)
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def test_no_secret_when_every_level_is_raised_after_import(stack, debug_after_import, caplog, capfd, monkeypatch):
+    logged = debug_after_import
+    generated: list[str] = []  # every new password, including the one IAM held only until it was set back
+
+    def spy(*args, **kwargs):
+        password = generate_password(*args, **kwargs)
+        generated.append(password.reveal())
+        return password
+
+    monkeypatch.setattr(rotation, "generate_password", spy)
+    uids = {name: stack.add_pair(name) for name in ("alice", "bob", "carol")}
+    results = stack.rotate(uids["alice"])  # success
+    stack.keeper.vault.inject_fault("finalize_secret_update", kind="error", status=500, times=10)
+    results += stack.rotate(uids["bob"])  # failure: IAM got a new password, then its old one back
+    stack.keeper.vault.clear_faults()
+    event = load_event("api-post-rotations.json")
+    event.update(body=json.dumps({"records": [uids["carol"]]}), isBase64Encoded=False)
+    signed = {"Authorization": AUTHORIZATION, "X-Amz-Security-Token": SECURITY_TOKEN, "X-Amz-Date": "20261128T031500Z"}
+    event["headers"].update(signed)
+    event.setdefault("multiValueHeaders", {}).update({name: [value] for name, value in signed.items()})
+    response = stack.invoke(event)  # success through the API, SigV4 headers in the logged event
+    results += json.loads(response["body"])["results"]
+
+    config_b64 = stack.keeper.client_config()
+    config = json.loads(base64.b64decode(config_b64))
+    passwords = {INITIAL_PASSWORD, *generated}
+    secrets = passwords | {config_b64, config["privateKey"], config["appKey"], AUTHORIZATION, SIGNATURE}
+    secrets |= {SECURITY_TOKEN, json.dumps(config)}
+    captured = capfd.readouterr()
+    records = [repr(vars(record)) for record in caplog.records]
+    haystack = "\n".join([logged.getvalue(), captured.out, captured.err, caplog.text, *records, json.dumps(results)])
+
+    assert [r["status"] for r in results] == ["rotated", "failed", "rotated"]
+    assert len(passwords) == 4  # the initial one, alice's, bob's aborted one and carol's
+    assert stack.iam_password("alice") in passwords and stack.iam_password("carol") in passwords
+    leaked = [f"{secret[:3]}...({len(secret)} chars)" for secret in secrets if secret in haystack]
+    assert leaked == []
+    assert UNMASKED.findall(haystack) == []
+    assert (
+        "name=UpdateLoginProfile" in logged.getvalue() and "'Password': '***'" in logged.getvalue()
+    )  # botocore's DEBUG
+    assert "20261128T031500Z" in logged.getvalue() and '"Authorization":"***"' in logged.getvalue()  # the API event

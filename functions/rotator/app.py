@@ -16,8 +16,24 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from keeper_iam_rotator import queue_worker, service
 from keeper_iam_rotator.idempotency import AlreadyRunning, KeyReused, once
-from keeper_iam_rotator.observability import logger, metrics, quiet_chatty_loggers, report, traced
-from keeper_iam_rotator.requests_model import BadRequest, RotationRequest, parse_request
+from keeper_iam_rotator.observability import (
+    guard_logs,
+    logger,
+    metrics,
+    publish_metrics,
+    quiet_chatty_loggers,
+    report,
+    traced,
+)
+from keeper_iam_rotator.requests_model import (
+    NOT_AN_OBJECT,
+    BadRequest,
+    PayloadTooLarge,
+    RotationRequest,
+    check_api_envelope,
+    parse_body,
+    parse_request,
+)
 from keeper_iam_rotator.results import response
 from keeper_iam_rotator.settings import Settings
 
@@ -27,12 +43,7 @@ if TYPE_CHECKING:
 IN_PROGRESS = "this request is already being processed; retry later"
 KEY_REUSED = "this idempotency key was used with a different request"
 quiet_chatty_loggers()
-
-
-class RequestRefused(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+guard_logs()
 
 
 def execute(request: RotationRequest, trigger: str, context: LambdaContext, retry_key: str) -> dict[str, Any]:
@@ -70,25 +81,34 @@ def api() -> APIGatewayRestResolver:
     return router
 
 
+def _error_body(code: str, message: str) -> str:
+    return json.dumps({"error": {"code": code, "message": message}})
+
+
 def _error(status: int, code: str, message: str) -> Response:
     from aws_lambda_powertools.event_handler import Response, content_types  # noqa: PLC0415 - API events only
 
-    body = json.dumps({"error": {"code": code, "message": message}})
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=_error_body(code, message))
+
+
+def _refused(error: BadRequest) -> Response:
+    if isinstance(error, PayloadTooLarge):
+        return _error(413, "payload_too_large", str(error))
+    return _error(400, "bad_request", str(error))
 
 
 def post_rotations() -> dict[str, Any] | Response:
-    """POST /rotations: the body is a rotation request; 400 for anything else, 404 (the router's) elsewhere."""
+    """POST /rotations: the body is a rotation request; 400 (413 when huge) for anything else, 404 (the router's)
+    elsewhere."""
     event = api().current_event
     try:
-        body = json.loads(event.decoded_body or "")
+        body = parse_body(event.body or "", base64_encoded=bool(event.is_base64_encoded))
         header_key = event.headers.get("Idempotency-Key")  # Powertools' headers are case-insensitive
         if isinstance(body, dict) and header_key and "idempotencyKey" not in body:
             body["idempotencyKey"] = header_key
         request = parse_request(body)
-    except ValueError as error:  # JSONDecodeError and BadRequest
-        message = str(error) if isinstance(error, BadRequest) else "the body is not valid JSON"
-        return _error(400, "bad_request", message)
+    except BadRequest as error:
+        return _refused(error)
     try:
         return execute(request, "api", api().lambda_context, retry_key="")
     except AlreadyRunning:
@@ -97,15 +117,29 @@ def post_rotations() -> dict[str, Any] | Response:
         return _error(422, "idempotency_key_reused", KEY_REUSED)
 
 
+def api_request(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """An API Gateway event: a malformed envelope is a 400 before the router reads it; the caller's IAM identity
+    goes on every log line of the invocation (Logger state is cleared when the next one starts)."""
+    try:
+        check_api_envelope(event)
+    except BadRequest as error:
+        body = _error_body("bad_request", str(error))  # no router response: it cannot read this event
+        return {"statusCode": 400, "headers": {"Content-Type": "application/json"}, "body": body}
+    logger.append_keys(callerArn=(event["requestContext"].get("identity") or {}).get("userArn"))
+    return api().resolve(event, context)
+
+
 @logger.inject_lambda_context(clear_state=True)
-@metrics.log_metrics
+@publish_metrics
 @traced
-def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:  # noqa: PLR0911 - per trigger
+def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:  # noqa: PLR0911 - one return per trigger
     if queue_worker.is_sqs(event):  # records a scheduled run handed to the rotation queue: scheduled work
         return queue_worker.handle(event, context, lambda request: execute(request, "schedule", context, retry_key=""))
-    if "httpMethod" in event and "requestContext" in event:
-        return api().resolve(event, context)
+    if isinstance(event, dict) and "httpMethod" in event and "requestContext" in event:
+        return api_request(event, context)
     try:
+        if not isinstance(event, dict):
+            raise BadRequest(NOT_AN_OBJECT)
         if event.get("action") == "recover" and len(event) == 1:  # no idempotency: recovery is repeatable by design
             return execute(RotationRequest(record_uids=None, recover_only=True), "recover", context, retry_key="")
         if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":

@@ -94,3 +94,8 @@ def test_a_fleet_sized_answer_lists_failures_first_and_counts_what_it_omits():
         "notDue": 7,
     }
     assert "resultsOmitted" not in response(results[:3])
+
+
+def test_a_hostile_message_body_is_refused_not_raised():
+    with pytest.raises(BadMessage):
+        Handoff.parse("[" * 100_000 + "]" * 100_000)

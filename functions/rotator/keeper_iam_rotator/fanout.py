@@ -47,7 +47,7 @@ class Handoff:
     def parse(cls, body: str) -> Handoff:
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting too deep to be a hand-off
             raise BadMessage("the message body is not JSON") from None
         if not isinstance(data, dict) or not isinstance(data.get("recordUid"), str) or not data["recordUid"]:
             raise BadMessage('the message is not a hand-off: {"recordUid": ..., "accountId": ..., "vouched": ...}')

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .sensitive import Secret
+from .sensitive import Secret, remember_ksm_config
 
 if TYPE_CHECKING:
     from keeper_secrets_manager_core.dto.dtos import Record
@@ -134,6 +134,7 @@ class KeeperVault:
         from keeper_secrets_manager_core import SecretsManager  # noqa: PLC0415 - see the module docstring
         from keeper_secrets_manager_core.storage import InMemoryKeyValueStorage  # noqa: PLC0415
 
+        remember_ksm_config(config)
         try:
             self._sm = SecretsManager(config=InMemoryKeyValueStorage(config))
         except Exception as error:

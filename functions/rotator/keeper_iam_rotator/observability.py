@@ -2,24 +2,29 @@
 metrics).
 
 Logs and metrics carry uids, names, statuses and codes, never secrets. Loggers of the libraries that can print
-request bodies (botocore at DEBUG logs UpdateLoginProfile's Password) are held at INFO whatever LOG_LEVEL says.
+request bodies (botocore at DEBUG logs UpdateLoginProfile's Password) are held at INFO whatever LOG_LEVEL says, and
+every log record is redacted as it is created (`guard_logs`), so a level changed later cannot print a secret either.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import traceback
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from .results import RECOVERY_PENDING_CODES, RecordResult, Status
+from .sensitive import redact, redact_value
 from .settings import _flag
 
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "KeeperIamRotator")
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "keeper-iam-rotator")
+WITHHELD = "(log record withheld: it could not be checked for secrets)"
 CHATTY_LOGGERS = ("botocore", "boto3", "urllib3", "s3transfer", "ksm", "requests")
 
 logger = Logger(service=SERVICE)
@@ -74,3 +79,54 @@ def report(result: RecordResult, seconds: float) -> None:
             default_dimensions=SERVICE_DIMENSION,
         ) as m:
             m.add_dimension(name="code", value=str(result.code))
+
+
+def publish_metrics(handler: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """Powertools' `log_metrics`, except that an invocation that reported nothing (a bad request, an idempotent
+    replay, an idle recovery run) does not flush (Powertools would warn "No application metrics to publish"), and
+    every invocation ends with the per-invocation metric state (dimensions, metadata) cleared for the next one."""
+
+    @functools.wraps(handler)
+    def wrapper(event: Any, context: Any) -> Any:
+        try:
+            return handler(event, context)
+        finally:
+            if metrics.metric_set:
+                metrics.flush_metrics()
+            metrics.clear_metrics()  # flushing keeps the state when POWERTOOLS_METRICS_DISABLED is set
+
+    return wrapper
+
+
+def guard_logs() -> None:
+    """Redact secrets from every log record as it is created, whatever logger, level or handler emits it.
+
+    A record factory rather than a handler filter: botocore's records reach the root logger's handlers, Powertools
+    writes through its own handler, and `boto3.set_stream_logger` attaches yet another; the factory sees them all.
+    Once per process; a record that cannot be checked is replaced, never passed on.
+    """
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "redacts", False):
+        return
+
+    def redacting_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            _redact(record)
+        except Exception:
+            record.msg, record.args, record.exc_info = WITHHELD, (), None
+        return record
+
+    redacting_factory.redacts = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(redacting_factory)
+
+
+def _redact(record: logging.LogRecord) -> None:
+    if isinstance(record.msg, dict | list) and not record.args:  # Powertools logs structured messages as they are
+        record.msg = redact_value(record.msg)
+    else:
+        record.msg, record.args = redact(record.getMessage()), ()
+    if record.exc_info and record.exc_info[1] is not None:
+        trace = "".join(traceback.format_exception(*record.exc_info))
+        if (clean := redact(trace)) != trace:  # the exception's text carries a secret: log the masked text only
+            record.msg, record.exc_info = f"{record.msg}\n{clean}", None
