@@ -168,6 +168,8 @@ def test_recover_action_still_runs_a_recovery_run(world):
         ({"httpMethod": ["POST"]}, '"httpMethod"'),
         ({"requestContext": {"identity": "me"}}, "identity"),
         ({"headers": {"Idempotency-Key": 7}}, '"headers"'),
+        ({"headers": False}, '"headers"'),  # found by hypothesis: falsy, so once taken for "no headers"
+        ({"queryStringParameters": 0}, '"queryStringParameters"'),
         ({"body": {"records": []}}, '"body"'),
     ],
 )

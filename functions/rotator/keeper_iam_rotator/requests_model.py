@@ -93,7 +93,7 @@ def check_api_envelope(event: dict[str, Any]) -> None:
         if not isinstance(event.get(name), types):
             raise BadRequest(f'malformed API event: "{name}" is missing or of the wrong type')
     for name, value_type in ENVELOPE_MAPS.items():
-        value = event.get(name) or {}
+        value = {} if event.get(name) is None else event[name]  # a falsy non-map (False, 0, "") is malformed too
         if not isinstance(value, dict) or not all(
             isinstance(key, str) and isinstance(item, value_type) for key, item in value.items()
         ):
