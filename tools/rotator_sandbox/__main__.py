@@ -19,6 +19,18 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)  # unwinds through the Sandbox context manager: both servers stop
 
 
+def _seeding(command: argparse.ArgumentParser, records: int, keeper_latency: float | None = None) -> None:
+    """The options of the commands that seed a sandbox of their own."""
+    command.add_argument("--records", type=int, default=records, help=f"users/records to seed (default {records})")
+    if keeper_latency is not None:
+        command.add_argument(
+            "--keeper-latency",
+            type=float,
+            default=keeper_latency,
+            help=f"seconds the emulator waits per KSM request (default {keeper_latency})",
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m rotator_sandbox",
@@ -35,7 +47,6 @@ def main(argv: list[str] | None = None) -> int:
         "Keeper's committed password for any record, or a step did not do what it should.",
     )
     demo.add_argument("--users", type=int, default=3, help="IAM users / pamUser records to seed (default 3)")
-    demo.add_argument("--plain", action="store_true", help="plain text tables instead of rich")
     demo.add_argument("--verbose", action="store_true", help="also print the function's log lines")
     bench = commands.add_parser(
         "bench",
@@ -44,10 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         "(rotates every pamUser) in a subprocess once to bind the records, then measured runs, and prints "
         "throughput, handler CPU per record, remote calls per user and per invocation by operation, and peak RSS.",
     )
-    bench.add_argument("--records", type=int, default=200, help="users/records to seed (default 200)")
-    bench.add_argument(
-        "--keeper-latency", type=float, default=0.05, help="seconds the emulator waits per KSM request (default 0.05)"
-    )
+    _seeding(bench, records=200, keeper_latency=0.05)
     bench.add_argument(
         "--concurrency", type=int, default=None, help="ROTATION_CONCURRENCY for the handler (default: the function's)"
     )
@@ -61,7 +69,6 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument(
         "--profile", type=Path, default=None, help="also cProfile one run at concurrency 1 into this file"
     )
-    bench.add_argument("--plain", action="store_true", help="plain text tables instead of rich")
     converge = commands.add_parser(
         "converge",
         help="measure how long after a crash IAM and Keeper agree again",
@@ -69,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         "and prints the recovery run's time, an idle recovery run's calls, and the worst case with the template's "
         "defaults. Exits 1 if any record is left split.",
     )
-    converge.add_argument("--records", type=int, default=20, help="users/records to seed (default 20)")
-    converge.add_argument("--plain", action="store_true", help="plain text tables instead of rich")
+    _seeding(converge, records=20)
     fleet = commands.add_parser(
         "fleet",
         help="rotate a fleet: several accounts, the scheduled run's plan, the rotation queue worked by warm handlers",
@@ -79,14 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         "the queue with W warm handler processes as Lambda's SQS event source would, and prints wall time, "
         "records/s, calls per user and peak RSS. Exits 1 if any IAM password differs from Keeper's.",
     )
-    fleet.add_argument("--records", type=int, default=1000, help="users/records to seed (default 1000)")
+    _seeding(fleet, records=1000, keeper_latency=0.01)
     fleet.add_argument("--accounts", type=int, default=10, help="accounts, the hub included (default 10)")
     fleet.add_argument("--workers", type=int, default=4, help="concurrent queue workers (default 4)")
     fleet.add_argument("--inline", type=int, default=50, help="InlineRotationLimit (default 50)")
-    fleet.add_argument(
-        "--keeper-latency", type=float, default=0.01, help="seconds the emulator waits per KSM request (default 0.01)"
-    )
-    fleet.add_argument("--plain", action="store_true", help="plain text tables instead of rich")
     serve = commands.add_parser(
         "serve",
         help="run a seeded sandbox stack until Ctrl-C and print the exports that point the CLI at it",
@@ -97,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         "Everything listens on 127.0.0.1 and stops on Ctrl-C.",
     )
     serve.add_argument("--env-file", type=Path, metavar="PATH", help="also write the export lines to this file")
+    for command in (demo, bench, converge, fleet):
+        command.add_argument("--plain", action="store_true", help="plain text tables instead of rich")
     args = parser.parse_args(argv)
 
     if args.command == "demo" and args.users < 1:
