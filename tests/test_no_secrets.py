@@ -7,6 +7,7 @@ import base64
 import json
 import logging
 import re
+import sys
 
 import boto3
 import pytest
@@ -81,15 +82,17 @@ def test_no_secret_in_any_output(stack, debug_everything, capsys, monkeypatch):
 
 
 def test_the_leak_check_can_fail(stack, debug_everything, capsys):
-    """Guard against a vacuous check: a password printed outside logging is found by the same search (logged, the
-    guard masks it)."""
+    """Guard against a vacuous check: a remembered secret written outside logging is found by the same search
+    (logged, the guard masks it). The sentinel is no credential, so nothing real is ever written."""
+    from keeper_iam_rotator.sensitive import Secret
+
     uid = stack.add_pair("alice")
     stack.rotate(uid)
-    password = stack.iam_password("alice")
-    logging.getLogger("keeper_iam_rotator").warning("oops %s", password)
-    print(f"printed {password}")
-    assert password in capsys.readouterr().out
-    assert "oops ***" in debug_everything.text and password not in debug_everything.text
+    sentinel = Secret("leak-check-sentinel-8f3a").reveal()  # remembered, like every password the function holds
+    logging.getLogger("keeper_iam_rotator").warning("oops %s", sentinel)
+    sys.stdout.write(f"written {sentinel}\n")
+    assert sentinel in capsys.readouterr().out
+    assert "oops ***" in debug_everything.text and sentinel not in debug_everything.text
 
 
 # --- levels changed after import: the redacting guard, not the levels, keeps secrets out ----------------------------
