@@ -1,0 +1,92 @@
+"""The rotator's Keeper transport (keeper.py `_Transport`, urllib3) against the emulator: the same answers, errors and
+TLS checks as the SDK's stock `requests` transport, over one keep-alive connection."""
+
+import time
+
+import pytest
+
+from keeper_iam_rotator.keeper import KeeperFailure, KeeperVault
+from keeper_iam_rotator.sensitive import Secret
+
+from .conftest import ALICE_UID, BOB_UID
+
+ARN = "arn:aws:iam::123456789012:user/alice"
+
+
+@pytest.fixture
+def vault(emulator) -> KeeperVault:
+    return KeeperVault(emulator.client_config(), timeout=2.0)
+
+
+def rotate(vault: KeeperVault, password: str) -> None:
+    user = vault.fetch([ALICE_UID])[ALICE_UID]
+    vault.stage(user, Secret(password), "123456789012", ARN)
+    vault.commit(ALICE_UID)
+
+
+def test_calls_share_one_keep_alive_connection(emulator, vault):
+    for n in range(3):
+        rotate(vault, f"Rotated-{n}-password!")
+
+    assert emulator.vault.committed(ALICE_UID)["fields"][1]["value"] == ["Rotated-2-password!"]
+    assert emulator.vault.calls == {"get_secret": 3, "update_secret": 3, "finalize_secret_update": 3}
+    (pool_manager,) = vault._sm.post_function._pools.values()
+    assert pool_manager.connection_from_url(emulator.url).num_connections == 1  # nine calls, one TLS handshake
+
+
+def test_a_json_error_is_the_sdks_keeper_error(emulator, vault):
+    emulator.vault.inject_fault("get_secret", status=503)
+
+    with pytest.raises(KeeperFailure, match="service_unavailable"):
+        vault.fetch([ALICE_UID])
+    assert set(vault.fetch([ALICE_UID, BOB_UID])) == {ALICE_UID, BOB_UID}
+
+
+def test_a_text_error_is_an_http_error_with_its_status(emulator, vault):
+    emulator.vault.inject_fault("get_secret", status=502, body="<html>bad gateway</html>")
+
+    with pytest.raises(KeeperFailure, match=r"HTTPError: Status Code: 502, Reason: Bad Gateway"):
+        vault.fetch([ALICE_UID])
+
+
+def test_throttling_is_retried_by_the_sdk(emulator, vault):
+    emulator.vault.inject_fault("get_secret", kind="throttle", times=2, seconds=0.01)
+
+    assert set(vault.fetch([ALICE_UID])) == {ALICE_UID}
+    assert emulator.vault.calls["get_secret"] == 3
+
+
+def test_a_dropped_connection_is_a_connection_error_and_changes_nothing(emulator, vault):
+    user = vault.fetch([ALICE_UID])[ALICE_UID]
+    emulator.vault.inject_fault("update_secret", kind="drop")
+
+    with pytest.raises(KeeperFailure, match="ConnectionError"):
+        vault._call("stage update", vault._sm.save, user.record)
+    assert emulator.vault.revision(ALICE_UID) == 1
+    rotate(vault, "After-the-drop-password!")  # the pool replaces the dead connection
+    assert emulator.vault.revision(ALICE_UID) == 2
+
+
+def test_a_slow_answer_times_out_within_the_timeout(emulator, vault):
+    emulator.vault.inject_fault("get_secret", kind="delay", seconds=5)
+
+    started = time.monotonic()
+    with pytest.raises(KeeperFailure, match="ReadTimeout"):
+        vault.fetch([ALICE_UID])
+    assert time.monotonic() - started < 4
+
+
+def test_an_untrusted_certificate_is_refused(emulator, monkeypatch):
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")  # certifi's bundle does not know the emulator's CA
+    vault = KeeperVault(emulator.client_config(), timeout=2.0)
+
+    with pytest.raises(KeeperFailure, match="SSLError"):
+        vault.fetch([ALICE_UID])
+    assert emulator.vault.calls == {}
+
+
+def test_curl_ca_bundle_is_honoured_like_requests_does(emulator, monkeypatch):
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    monkeypatch.setenv("CURL_CA_BUNDLE", emulator.ca_file)
+
+    assert set(KeeperVault(emulator.client_config()).fetch([ALICE_UID])) == {ALICE_UID}
