@@ -45,6 +45,9 @@ class Variant:
     cold_cpu_ms: list[float] = field(default_factory=list)  # handler CPU per record, first call in a process
     warm_cpu_ms: list[float] = field(default_factory=list)  # the same, second call (clients and models loaded)
     calls: Counter[str] = field(default_factory=Counter)  # summed over the measured runs
+    warm_call_cpu: Counter[str] = field(default_factory=Counter)  # CPU seconds in each remote operation, warm calls
+    warm_calls: Counter[str] = field(default_factory=Counter)  # how many calls that CPU paid for
+    warm_rotated: int = 0
     rotated: int = 0
     runs: int = 0
     maxrss_kb: int = 0
@@ -97,6 +100,7 @@ def _scheduled_run(sb: Sandbox, variant: Variant, env: dict[str, str], tmp: Path
     started = time.monotonic()
     run_env = {
         "SANDBOX_INVOCATIONS": "2",
+        "SANDBOX_AGE_ROTATIONS": "1",  # the warm call must find every record due again, like a later schedule tick
         **env,
         "SANDBOX_STATS_FILE": str(stats_file),
         "SANDBOX_FUNCTION_DIR": str(variant.function_dir),
@@ -124,6 +128,10 @@ def _scheduled_run(sb: Sandbox, variant: Variant, env: dict[str, str], tmp: Path
         variant.warm_cpu_ms.append(stats["handler_cpu_s"][-1] * 1000 / rotated)
         variant.maxrss_kb = max(variant.maxrss_kb, stats["maxrss_kb"])
         variant.calls.update(_calls(stats, sb.keeper.vault.calls))
+        for call, (n, seconds) in stats["call_cpu_s"][-1].items():
+            variant.warm_calls[call] += n
+            variant.warm_call_cpu[call] += seconds
+        variant.warm_rotated += rotated
     return 0
 
 
@@ -173,6 +181,45 @@ def _print_figures(out: Printer, variants: list[Variant], records: int, concurre
         ["call", "paid per", *(v.label for v in variants)],
         call_rows,
     )
+    _print_call_cpu(out, variants)
+
+
+def _print_call_cpu(out: Printer, variants: list[Variant]) -> None:
+    """Where a warm invocation's CPU goes per rotated record: each remote operation (CPU ms per call, the calling
+    thread's, botocore / urllib3 / the KSM SDK's crypto included) and everything else."""
+    names = sorted(set().union(*(v.warm_calls for v in variants)))
+    rows = [
+        [
+            name.replace(":", " ", 1),
+            *(
+                f"{v.warm_call_cpu[name] * 1000 / v.warm_calls[name]:.2f} | {v.warm_calls[name] / v.warm_rotated:.2f}"
+                if v.warm_calls[name]
+                else ""
+                for v in variants
+            ),
+        ]
+        for name in names
+    ]
+    for scope in ("aws", "keeper"):
+        rows.append(
+            [
+                f"all {scope.upper()} calls, CPU ms per record",
+                *(f"{_scope_cpu(v, scope) * 1000 / v.warm_rotated:.2f}" for v in variants),
+            ]
+        )
+    rows.append(["outside remote calls, CPU ms per record", *(f"{_outside_calls_ms(v):.2f}" for v in variants)])
+    headers = ["operation", *(v.label for v in variants)]
+    out.table("Warm calls: CPU ms per call | calls per rotated record", headers, rows)
+
+
+def _outside_calls_ms(variant: Variant) -> float:
+    """The warm handler's CPU per record (mean over the runs: every run rotates the same records) minus its calls'."""
+    in_calls = (_scope_cpu(variant, "aws") + _scope_cpu(variant, "keeper")) * 1000 / variant.warm_rotated
+    return statistics.mean(variant.warm_cpu_ms) - in_calls
+
+
+def _scope_cpu(variant: Variant, scope: str) -> float:
+    return sum(seconds for name, seconds in variant.warm_call_cpu.items() if name.startswith(f"{scope}:"))
 
 
 def _kms(variant: Variant) -> int:

@@ -8,7 +8,8 @@
   `<endpoint prefix>:<Operation>=<ErrorCode>[/<HTTP status>][#<first call>][x<times>]` (default status 400, from the
   1st call, once). The call is answered by that error without reaching moto, the way AWS would answer it
   (moto does not enforce password policies and never produces IAM's transient errors).
-- Call counting: every AWS operation (botocore `after-call`) and every Keeper path (`SecretsManager._post_query`).
+- Call counting: every AWS operation (botocore `after-call`) and every Keeper path (`SecretsManager._post_query`),
+  with the CPU time the calling thread spent in each (what a remote call costs the handler, its retries included).
 
 AWS: botocore clients copy their session's event emitter when created, and Powertools' secret provider makes its own
 boto3 session, so the hook is registered on every client as it is created (botocore `Session.create_client`), which
@@ -21,11 +22,14 @@ import json
 import os
 import re
 import sys
+import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import boto3
+import botocore.client
 import botocore.session
 from keeper_secrets_manager_core.core import SecretsManager
 
@@ -35,6 +39,28 @@ calls: Counter[str] = Counter()  # "aws:iam:GetUser" / "keeper:get_secret" -> su
 table_calls: Counter[str] = Counter()  # "aws:dynamodb:PutItem@<table>" -> successful calls
 attempts: Counter[str] = Counter()  # the same, failed calls included
 requested: Counter[str] = Counter()  # AWS calls about to be made (what injected faults count)
+call_cpu: Counter[str] = Counter()  # "aws:iam:GetLoginProfile" / "keeper:update_secret" -> CPU seconds of the caller
+call_cpu_count: Counter[str] = Counter()  # the calls (failed ones included) that CPU was spent on
+call_cpu_lock = threading.Lock()  # the handler's threads add to them concurrently
+
+
+def _spent(call: str, started: float) -> None:
+    spent = time.thread_time() - started
+    with call_cpu_lock:
+        call_cpu[call] += spent
+        call_cpu_count[call] += 1
+
+
+def call_cpu_since(before: tuple[Counter[str], Counter[str]] | None) -> dict[str, tuple[int, float]]:
+    """Operation -> (calls, CPU seconds) since `before` (a `call_cpu_snapshot()`; None: since the start)."""
+    with call_cpu_lock:
+        count, cpu = (call_cpu_count - before[0], call_cpu - before[1]) if before else (call_cpu_count, call_cpu)
+        return {call: (n, cpu[call]) for call, n in count.items()}
+
+
+def call_cpu_snapshot() -> tuple[Counter[str], Counter[str]]:
+    with call_cpu_lock:
+        return call_cpu_count.copy(), call_cpu.copy()
 
 
 @dataclass(frozen=True)
@@ -180,14 +206,27 @@ def install(crash_after: str | None = None, aws_faults: str | None = None) -> No
     botocore.session.Session.create_client = create_client  # type: ignore[method-assign]
     boto3.setup_default_session()  # the handler's boto3.client(...) calls go through this session
 
+    original_api_call = botocore.client.BaseClient._make_api_call
+
+    def api_call(self: Any, operation_name: str, api_params: Any) -> Any:
+        started = time.thread_time()
+        try:
+            return original_api_call(self, operation_name, api_params)
+        finally:
+            _spent(f"aws:{self.meta.service_model.endpoint_prefix}:{operation_name}", started)
+
+    botocore.client.BaseClient._make_api_call = api_call  # type: ignore[method-assign]
     original_post_query = SecretsManager._post_query
 
     def post_query(self: Any, path: str, payload: Any) -> Any:
+        started = time.thread_time()
         try:
             answer = original_post_query(self, path, payload)
         except BaseException:
             _seen(f"keeper:{path}", ok=False)
             raise
+        finally:
+            _spent(f"keeper:{path}", started)
         _seen(f"keeper:{path}", ok=True)
         return answer
 
