@@ -2,7 +2,10 @@
 
 A first scheduled run binds every record (fills its distinguishedName, as any first rotation does); the measured
 runs after it are the steady state. Each measured run is one handler process making two scheduled invocations: the
-first pays for creating clients and loading models (a cold Lambda), the second does not (a warm one). With
+first pays for creating clients and loading models (a cold Lambda), the second does not (a warm one). Before each
+invocation the journal's last rotations move 400 days back (SANDBOX_AGE_ROTATIONS), so every record is due again
+and every measured invocation rotates all of them. The hooks time each remote call on its calling thread, which
+splits a warm record's CPU into AWS calls, Keeper calls and everything else. With
 `--baseline DIR` (another checkout's functions/rotator) the measured runs alternate between that code and this
 tree's, in the same sandbox, and the figures are printed side by side.
 Reports figures only; nothing here asserts on timing.
