@@ -90,3 +90,11 @@ def test_curl_ca_bundle_is_honoured_like_requests_does(emulator, monkeypatch):
     monkeypatch.setenv("CURL_CA_BUNDLE", emulator.ca_file)
 
     assert set(KeeperVault(emulator.client_config()).fetch([ALICE_UID])) == {ALICE_UID}
+
+
+def test_a_refused_connection_is_a_connection_error_not_a_timeout(emulator):
+    config = emulator.client_config()
+    emulator.close()  # nothing listens on the emulator's port any more
+
+    with pytest.raises(KeeperFailure, match=r"read records: ConnectionError: cannot connect to https://127\.0\.0\.1"):
+        KeeperVault(config, timeout=2.0).fetch([ALICE_UID])

@@ -124,6 +124,8 @@ def _as_requests_error(error: Exception, url: str) -> Exception:
     import requests  # noqa: PLC0415
     import urllib3  # noqa: PLC0415
 
+    if isinstance(error, urllib3.exceptions.NewConnectionError):  # a subclass of ConnectTimeoutError, as in requests
+        return requests.ConnectionError(f"cannot connect to {url}: {type(error).__name__}")
     if isinstance(error, urllib3.exceptions.ConnectTimeoutError):
         return requests.ConnectTimeout(f"connecting to {url} timed out")
     if isinstance(error, urllib3.exceptions.ReadTimeoutError):
