@@ -1,7 +1,12 @@
 """The rotator's Keeper transport (keeper.py `_Transport`, urllib3) against the emulator: the same answers, errors and
-TLS checks as the SDK's stock `requests` transport, over one keep-alive connection."""
+TLS checks and proxy settings as the SDK's stock `requests` transport, over one keep-alive connection."""
 
+import select
+import socket
+import socketserver
+import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -98,3 +103,69 @@ def test_a_refused_connection_is_a_connection_error_not_a_timeout(emulator):
 
     with pytest.raises(KeeperFailure, match=r"read records: ConnectionError: cannot connect to https://127\.0\.0\.1"):
         KeeperVault(config, timeout=2.0).fetch([ALICE_UID])
+
+
+class _ConnectProxy(socketserver.ThreadingTCPServer):
+    """An HTTPS proxy on loopback: answers CONNECT, then relays bytes both ways; remembers each CONNECT target."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.tunnels: list[str] = []
+        super().__init__(("127.0.0.1", 0), _Tunnel)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Tunnel(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        target = self.rfile.readline().split()[1].decode()  # CONNECT host:port HTTP/1.1
+        while self.rfile.readline() not in (b"\r\n", b""):
+            pass
+        self.server.tunnels.append(target)
+        host, port = target.rsplit(":", 1)
+        with socket.create_connection((host, int(port))) as upstream:
+            self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            self.wfile.flush()
+            sockets = [self.connection, upstream]
+            while True:
+                readable, _, _ = select.select(sockets, [], [], 5)
+                if not readable:
+                    return
+                for source in readable:
+                    data = source.recv(65536)
+                    if not data:
+                        return
+                    (upstream if source is self.connection else self.connection).sendall(data)
+
+
+@pytest.fixture
+def proxy(monkeypatch) -> Iterator[_ConnectProxy]:
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    server = _ConnectProxy()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_https_proxy_from_the_environment_carries_the_calls(emulator, proxy, monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+
+    rotate(KeeperVault(emulator.client_config()), "Through-the-proxy-pw1!")
+
+    assert emulator.vault.committed(ALICE_UID)["fields"][1]["value"] == ["Through-the-proxy-pw1!"]
+    assert proxy.tunnels == [emulator.url.removeprefix("https://")]  # one tunnel, kept alive for all three calls
+
+
+def test_no_proxy_exempts_the_keeper_host(emulator, proxy, monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+
+    rotate(KeeperVault(emulator.client_config()), "Around-the-proxy-pw1!")
+
+    assert emulator.vault.committed(ALICE_UID)["fields"][1]["value"] == ["Around-the-proxy-pw1!"]
+    assert proxy.tunnels == []
