@@ -1,5 +1,7 @@
-"""What keeps cold starts short: no X-Ray SDK unless tracing is asked for, and an artifact with its bytecode."""
+"""What keeps cold starts short: no X-Ray SDK unless tracing is asked for, nothing at import that only some
+invocations need, and an artifact with its bytecode."""
 
+import json
 import subprocess
 import sys
 
@@ -18,6 +20,27 @@ def test_the_xray_sdk_is_imported_only_when_calls_are_traced(trace_calls, loaded
         [sys.executable, "-c", LOADED_XRAY], cwd=FUNCTION_DIR, env=env, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == loaded
+
+
+# What the handler's import must not load: each is loaded by the first invocation that needs it. A recovery run that
+# finds the journal empty (every 15 minutes) needs none of them; only queue workers need the batch utility.
+LOADED_LATER = {
+    "keeper_secrets_manager_core": "the Keeper SDK (with requests and cryptography): the first vault",
+    "cryptography": "the first journal key",
+    "aws_lambda_powertools.utilities.idempotency": "the first request with an idempotency key",
+    "aws_lambda_powertools.utilities.parameters": "the first read of the KSM config",
+    "aws_lambda_powertools.utilities.batch": "the first rotation-queue event",
+    "asyncio": "nothing here (Powertools' batch utility imports it)",
+}
+
+
+def test_the_handler_import_leaves_what_only_some_invocations_need():
+    script = f"import json, sys, app; print(json.dumps([m for m in {sorted(LOADED_LATER)!r} if m in sys.modules]))"
+    env = {"POWERTOOLS_TRACE_DISABLED": "true", "AWS_DEFAULT_REGION": "us-east-1"}
+    done = subprocess.run(  # noqa: S603 - this interpreter, a fixed script
+        [sys.executable, "-c", script], cwd=FUNCTION_DIR, env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]", {m: LOADED_LATER[m] for m in json.loads(done.stdout)}
 
 
 @pytest.mark.skipif(not DEFAULT_ARTIFACT.is_dir(), reason="no `make build` output in .aws-sam")

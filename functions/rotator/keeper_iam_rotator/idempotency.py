@@ -10,18 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.utilities.idempotency import (
-    DynamoDBPersistenceLayer,
-    IdempotencyConfig,
-    idempotent_function,
-)
-from aws_lambda_powertools.utilities.idempotency.exceptions import (
-    IdempotencyAlreadyInProgressError,
-    IdempotencyValidationError,
-)
-from aws_lambda_powertools.utilities.typing import LambdaContext
+if TYPE_CHECKING:  # Powertools' idempotency loads on the first request that needs it: a recovery run never does
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 RESULT_TTL_SECONDS = 3600
 
@@ -37,6 +30,8 @@ class KeyReused(Exception):
 @lru_cache(maxsize=2)
 def _store(table: str, dynamodb: Any) -> DynamoDBPersistenceLayer:
     """On the function's own DynamoDB client: Powertools' default builds a second boto3 session (~0.2 s cold)."""
+    from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer  # noqa: PLC0415
+
     return DynamoDBPersistenceLayer(table_name=table, boto3_client=dynamodb)
 
 
@@ -46,6 +41,12 @@ def once(
     """Run `work` once per (key, request) within an hour; without a table or a key, just run it."""
     if not table or not key:
         return work()
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function  # noqa: PLC0415
+    from aws_lambda_powertools.utilities.idempotency.exceptions import (  # noqa: PLC0415
+        IdempotencyAlreadyInProgressError,
+        IdempotencyValidationError,
+    )
+
     config = IdempotencyConfig(
         event_key_jmespath="key", payload_validation_jmespath="request", expires_after_seconds=RESULT_TTL_SECONDS
     )

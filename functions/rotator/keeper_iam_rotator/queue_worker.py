@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import suppress
-from typing import Any
-
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-from aws_lambda_powertools.utilities.typing import LambdaContext
+from typing import TYPE_CHECKING, Any
 
 from .fanout import BadMessage, Handoff
 from .requests_model import RotationRequest
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+    from aws_lambda_powertools.utilities.typing import LambdaContext
 
 
 class QueuedRotationFailed(Exception):
@@ -37,6 +37,13 @@ def _from_sqs(record: Any) -> bool:
 def handle(
     event: dict[str, Any], context: LambdaContext, run: Callable[[RotationRequest], dict[str, Any]]
 ) -> dict[str, Any]:
+    # Powertools' batch utility imports asyncio and every event data class (~40 ms): only queue workers need it.
+    from aws_lambda_powertools.utilities.batch import (  # noqa: PLC0415
+        BatchProcessor,
+        EventType,
+        process_partial_response,
+    )
+
     handoffs: list[Handoff] = []
     for record in event["Records"]:
         with suppress(BadMessage):  # reported per message below

@@ -13,11 +13,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import boto3
-from aws_lambda_powertools.utilities.parameters import SecretsProvider
-from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 from botocore.config import Config
 
 from . import due, fanout
@@ -30,6 +28,9 @@ from .requests_model import RotationRequest
 from .results import Code, RecordResult, RotationStop, Status
 from .rotation import Rotation, rotate
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
 log = logging.getLogger(__name__)
 
@@ -294,12 +295,17 @@ def _all_failed(
 
 @lru_cache(maxsize=1)
 def secrets_provider() -> SecretsProvider:
-    """Powertools' Secrets Manager provider on our shared client (same timeouts and retries); it caches values."""
+    """Powertools' Secrets Manager provider on our shared client (same timeouts and retries); it caches values.
+    Imported here, not with the handler: a recovery run that finds nothing to do never reads the config."""
+    from aws_lambda_powertools.utilities.parameters import SecretsProvider  # noqa: PLC0415
+
     return SecretsProvider(boto3_client=client("secretsmanager"))
 
 
 def load_ksm_config(secret_id: str, max_age: int) -> str:
     """The KSM config (base64 or JSON) from Secrets Manager, cached for `max_age` seconds per process."""
+    from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError  # noqa: PLC0415
+
     try:
         value = secrets_provider().get(secret_id, max_age=max_age)
     except GetParameterError as error:
