@@ -97,6 +97,14 @@ def test_curl_ca_bundle_is_honoured_like_requests_does(emulator, monkeypatch):
     assert set(KeeperVault(emulator.client_config()).fetch([ALICE_UID])) == {ALICE_UID}
 
 
+def test_ksm_skip_verify_turns_certificate_checks_off_as_the_sdk_documents(emulator, monkeypatch):
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE")
+    monkeypatch.setenv("KSM_SKIP_VERIFY", "true")  # the SDK's switch; it warns, and so does urllib3
+
+    with pytest.warns(Warning):
+        assert set(KeeperVault(emulator.client_config()).fetch([ALICE_UID])) == {ALICE_UID}
+
+
 def test_a_refused_connection_is_a_connection_error_not_a_timeout(emulator):
     config = emulator.client_config()
     emulator.close()  # nothing listens on the emulator's port any more
