@@ -11,31 +11,35 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	# the dev tools (KSM emulator, sandbox) are not part of the package: put tools/ on this venv's path instead
-	$(BIN)/python -c 'import pathlib, sys, sysconfig; pathlib.Path(sysconfig.get_paths()["purelib"], "keeper-iam-rotator-dev-tools.pth").write_text(sys.argv[1] + "\n")' "$(CURDIR)/tools"
 	touch $@
+
+# The dev tools (KSM emulator, sandbox) are not part of the package: they run from tools/ in this checkout.
+DEV := PYTHONPATH=$(CURDIR)/tools $(BIN)/python
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/python tools/check_code_shape.py
+	$(BIN)/python tools/check_dependencies.py
 
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The product end to end on this machine: moto server + the KSM emulator on loopback, the handler in a subprocess.
 demo: $(STAMP)
-	$(BIN)/python -m rotator_sandbox demo $(DEMO_ARGS)
+	$(DEV) -m rotator_sandbox demo $(DEMO_ARGS)
 
 # moto server + the KSM emulator, seeded, until Ctrl-C; prints the exports that point the CLI at them.
 serve: $(STAMP)
-	$(BIN)/python -m rotator_sandbox serve $(SERVE_ARGS)
+	$(DEV) -m rotator_sandbox serve $(SERVE_ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python -m rotator_sandbox bench $(BENCH_ARGS)
+	$(DEV) -m rotator_sandbox bench $(BENCH_ARGS)
 
 # A fleet end to end: 10 accounts, the scheduled run's plan, the rotation queue worked by warm handler processes.
 bench-fleet: $(STAMP)
-	$(BIN)/python -m rotator_sandbox fleet --records 10000 --accounts 10 $(BENCH_ARGS)
+	$(DEV) -m rotator_sandbox fleet --records 10000 --accounts 10 $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .venv-package .aws-sam .pytest_cache .ruff_cache .hypothesis
@@ -65,13 +69,15 @@ build: validate
 	PATH="$(dir $(PYTHON)):$$PATH" SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam build
 	$(PYTHON) tools/check_artifact.py .aws-sam/build/RotatorFunction
 
-# The artifact's lock: every package pinned with its hashes, resolved for Lambda's python3.13 on manylinux aarch64.
+# The artifact's lock: requirements.in regenerated from pyproject.toml, then every package pinned with its hashes,
+# resolved for Lambda's python3.13 on manylinux aarch64.
 lock: $(STAMP)
+	$(BIN)/python tools/check_dependencies.py --write
 	cd functions/rotator && ../../$(BIN)/uv pip compile requirements.in --quiet --generate-hashes --only-binary :all: \
 		--python-version 3.13 --python-platform aarch64-manylinux_2_28 -o requirements.txt
 
 bench-import: $(STAMP)
-	$(BIN)/python tools/bench_import.py
+	$(DEV) tools/bench_import.py
 
 # Lambda-like cold start of the built artifact (fresh python3.13, the artifact as /var/task, no bytecode writing) to
 # the first result of a one-record rotation against the sandbox, next to a bare `import boto3` and a warm invocation.
@@ -84,4 +90,4 @@ bench-cold: build
 		PYTHON=$(PYTHON) ARTIFACTS_DIR=$(CURDIR)/.aws-sam/bench-cold \
 		PLATFORMS="--platform manylinux2014_$(HOST_ARCH) --platform manylinux_2_28_$(HOST_ARCH)"
 	$(PYTHON) tools/check_artifact.py .aws-sam/bench-cold
-	$(BIN)/python tools/bench_cold.py --python $(PYTHON) $(BENCH_COLD_ARGS) .aws-sam/bench-cold
+	$(DEV) tools/bench_cold.py --python $(PYTHON) $(BENCH_COLD_ARGS) .aws-sam/bench-cold

@@ -55,10 +55,15 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def _clear_caches() -> None:
-    from keeper_iam_rotator import idempotency, service
+    import sys
 
-    for cached in (service.client, service.vault_for, service.secrets_provider, idempotency._store):
+    from keeper_iam_rotator import aws, idempotency, keeper
+
+    if "app" in sys.modules:  # the handler's warm clients (imported by the first test that invokes it)
+        sys.modules["app"].CLIENTS.clear()
+    for cached in (keeper.vault_for, idempotency._store):
         cached.cache_clear()
+    aws.clear_ksm_config_cache()
 
 
 @dataclass

@@ -14,7 +14,7 @@ import boto3
 import pytest
 from moto.sts.models import sts_backends
 
-from keeper_iam_rotator import service
+import app
 from rotator_sandbox.accounts import (
     TARGET_ROLE,
     create_target_role,
@@ -122,6 +122,7 @@ def test_an_account_not_in_target_account_ids_is_refused_without_assuming_anythi
     counter = CallCounter()
     for result in (only(fleet.rotate(uid)), by_uid(scheduled(fleet)["results"])[uid]):
         assert code(result) == ("skipped", "account_not_allowed")
+        assert result["accountId"] == OUTSIDER
         assert OUTSIDER in result["error"]["message"]
     assert counter.calls["sts:AssumeRole"] == 0
     assert_member_unchanged(fleet, OUTSIDER, uid, "mallory")
@@ -135,11 +136,22 @@ def test_assume_role_denied_fails_every_record_of_that_account_and_changes_nothi
     results = by_uid(fleet.rotate(*ghosts, ok))
     for uid in ghosts:
         assert code(results[uid]) == ("failed", "assume_role_failed")
+        assert results[uid]["accountId"] == NO_ROLE  # the record's account, not the hub's
         assert f"arn:aws:iam::{NO_ROLE}:role/keeper-iam-rotator-target" in results[uid]["error"]["message"]
         assert fleet.keeper_password(uid) == INITIAL_PASSWORD
     assert counter.calls["sts:AssumeRole"] == 2  # one refused for NO_ROLE (remembered), one for MEMBER
     assert_member_rotated(fleet, MEMBER, ok, "frank")
     assert [item["userArn"]["S"] for item in fleet.journal_items()] == [f"arn:aws:iam::{MEMBER}:user/frank"]
+
+
+def test_duplicate_claims_on_a_member_accounts_user_report_that_account(fleet):
+    owner = member_pair(fleet, MEMBER, "henry")
+    twin = record(fleet, "henry", f"arn:aws:iam::{MEMBER}:user/henry")
+    results = by_uid(fleet.rotate(owner, twin))
+    assert code(results[twin]) == ("skipped", "duplicate_user")
+    assert results[twin]["accountId"] == MEMBER
+    assert (code(results[owner]), results[owner]["accountId"]) == (("rotated", ""), MEMBER)
+    assert_member_rotated(fleet, MEMBER, owner, "henry")
 
 
 def test_a_login_alone_means_the_hubs_account(fleet):
@@ -211,7 +223,7 @@ def test_last_rotation_outlives_a_failed_attempt_only_as_due(stack):
     stack.rotate(uid)
     faults = AwsFaults()
     faults.fail("iam", "UpdateLoginProfile", "PasswordPolicyViolation")
-    service.client.cache_clear()  # faults reach clients created after they were armed
+    app.CLIENTS.clear()  # faults reach clients created after they were armed
     assert code(only(stack.rotate(uid)))[1] == "iam_update_refused"
     assert code(by_uid(scheduled(stack)["results"])[uid]) == ("rotated", "")
     assert_rotated(stack, uid, "alice")
@@ -271,7 +283,7 @@ def test_a_batch_with_one_failing_record_reports_only_that_one(stack, queue, mon
     first = event["Records"][0]
     faults = AwsFaults()
     faults.fail("iam", "UpdateLoginProfile", "PasswordPolicyViolation")
-    service.client.cache_clear()  # faults reach clients created after they were armed
+    app.CLIENTS.clear()  # faults reach clients created after they were armed
     answer = stack.invoke(event)
     assert sorted(item["itemIdentifier"] for item in answer["batchItemFailures"]) == sorted(
         [first["messageId"], "not-a-handoff"]

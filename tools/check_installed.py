@@ -9,7 +9,7 @@ import importlib.util
 import pkgutil
 import sys
 
-DEV_ONLY = ("rotator_sandbox", "ksm_emulator", "moto")
+DEV_ONLY = ("rotator_sandbox", "ksm_emulator", "moto", "aws_xray_sdk")  # the X-Ray SDK: extra `tracing`
 
 
 def main() -> int:

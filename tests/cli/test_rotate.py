@@ -66,6 +66,21 @@ def test_every_pam_user_in_scope_with_a_table(stack, run):
     assert stack.keeper_password(login_record) == INITIAL_PASSWORD
 
 
+def test_a_local_run_never_hands_records_to_the_rotation_queue(stack, run, monkeypatch):
+    """The queue's results would be the deployed function's: a local run rotates everything itself, even with the
+    function's own ROTATION_QUEUE_URL and InlineRotationLimit in the environment."""
+    monkeypatch.setenv("ROTATION_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/rotation-queue")
+    monkeypatch.setenv("INLINE_ROTATION_LIMIT", "0")
+    sent = answer_aws("sqs", "SendMessageBatch", lambda params: {"Successful": [], "Failed": []})
+    uids = {name: stack.add_pair(name) for name in ("u1", "u2")}
+    result = run("rotate", "--json", *TARGET)
+    assert result.exit_code == 0, result.output
+    assert sorted(r["status"] for r in results_of(result)) == ["rotated", "rotated"]
+    assert sent == []
+    for name, uid in uids.items():
+        assert_rotated(stack, uid, name)
+
+
 def test_dry_run_plans_and_changes_nothing(stack, run):
     uid = stack.add_pair("alice")
     result = run("rotate", "--record", uid, "--dry-run", "--json", *TARGET)

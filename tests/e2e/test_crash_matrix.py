@@ -265,7 +265,7 @@ def test_lambda_retry_of_a_crashed_invocation_within_its_deadline(sb):
     retry = sb.invoke({"records": [user.uid]}, env)
 
     assert retry.exit_code == 1 and retry.result is None
-    assert "AlreadyRunning" in retry.stderr
+    assert "RequestInProgressError" in retry.stderr
     assert sb.iam_password(user.name) != sb.keeper_password(user.uid)  # only the journal knows IAM's password now
     assert sb.iam_password(user.name) in sb.journal_passwords()
     wait_for_lease(sb, user)
@@ -276,5 +276,5 @@ def test_lambda_retry_of_a_crashed_invocation_within_its_deadline(sb):
     record_outcome(
         "crash, then Lambda's retry (same request id) within the deadline",
         "replace",
-        f"retry -> function error AlreadyRunning (Lambda retries, then alarms); later run -> {statuses(later)}",
+        f"retry -> function error RequestInProgressError (Lambda retries, then alarms); later run -> {statuses(later)}",
     )

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from keeper_iam_rotator.keeper import KeeperFailure, KeeperVault
+from keeper_iam_rotator.errors import KeeperCallError
+from keeper_iam_rotator.keeper import KeeperVault
 from keeper_iam_rotator.sensitive import Secret
 
 from .conftest import ALICE_UID, BOB_UID
@@ -42,7 +43,7 @@ def test_calls_share_one_keep_alive_connection(emulator, vault):
 def test_a_json_error_is_the_sdks_keeper_error(emulator, vault):
     emulator.vault.inject_fault("get_secret", status=503)
 
-    with pytest.raises(KeeperFailure, match="service_unavailable"):
+    with pytest.raises(KeeperCallError, match="service_unavailable"):
         vault.fetch([ALICE_UID])
     assert set(vault.fetch([ALICE_UID, BOB_UID])) == {ALICE_UID, BOB_UID}
 
@@ -50,7 +51,7 @@ def test_a_json_error_is_the_sdks_keeper_error(emulator, vault):
 def test_a_text_error_is_an_http_error_with_its_status(emulator, vault):
     emulator.vault.inject_fault("get_secret", status=502, body="<html>bad gateway</html>")
 
-    with pytest.raises(KeeperFailure, match=r"HTTPError: Status Code: 502, Reason: Bad Gateway"):
+    with pytest.raises(KeeperCallError, match=r"HTTPError: Status Code: 502, Reason: Bad Gateway"):
         vault.fetch([ALICE_UID])
 
 
@@ -65,7 +66,7 @@ def test_a_dropped_connection_is_a_connection_error_and_changes_nothing(emulator
     user = vault.fetch([ALICE_UID])[ALICE_UID]
     emulator.vault.inject_fault("update_secret", kind="drop")
 
-    with pytest.raises(KeeperFailure, match="ConnectionError"):
+    with pytest.raises(KeeperCallError, match="ConnectionError"):
         vault._call("stage update", vault._sm.save, user.record)
     assert emulator.vault.revision(ALICE_UID) == 1
     rotate(vault, "After-the-drop-password!")  # the pool replaces the dead connection
@@ -76,7 +77,7 @@ def test_a_slow_answer_times_out_within_the_timeout(emulator, vault):
     emulator.vault.inject_fault("get_secret", kind="delay", seconds=5)
 
     started = time.monotonic()
-    with pytest.raises(KeeperFailure, match="ReadTimeout"):
+    with pytest.raises(KeeperCallError, match="ReadTimeout"):
         vault.fetch([ALICE_UID])
     assert time.monotonic() - started < 4
 
@@ -85,7 +86,7 @@ def test_an_untrusted_certificate_is_refused(emulator, monkeypatch):
     monkeypatch.delenv("REQUESTS_CA_BUNDLE")  # certifi's bundle does not know the emulator's CA
     vault = KeeperVault(emulator.client_config(), timeout=2.0)
 
-    with pytest.raises(KeeperFailure, match="SSLError"):
+    with pytest.raises(KeeperCallError, match="SSLError"):
         vault.fetch([ALICE_UID])
     assert emulator.vault.calls == {}
 
@@ -109,7 +110,7 @@ def test_a_refused_connection_is_a_connection_error_not_a_timeout(emulator):
     config = emulator.client_config()
     emulator.close()  # nothing listens on the emulator's port any more
 
-    with pytest.raises(KeeperFailure, match=r"read records: ConnectionError: cannot connect to https://127\.0\.0\.1"):
+    with pytest.raises(KeeperCallError, match=r"read records: ConnectionError: cannot connect to https://127\.0\.0\.1"):
         KeeperVault(config, timeout=2.0).fetch([ALICE_UID])
 
 

@@ -8,9 +8,10 @@ import pytest
 
 from keeper_iam_rotator.accounts import session_name
 from keeper_iam_rotator.due import DAY, EARLY_SECONDS, JITTER_SHARE, is_due, select
-from keeper_iam_rotator.fanout import BadMessage, Handoff, interleave
+from keeper_iam_rotator.errors import BadQueueMessageError
+from keeper_iam_rotator.fanout import Handoff, interleave
 from keeper_iam_rotator.keeper import PamUser
-from keeper_iam_rotator.results import MAX_LISTED_RESULTS, Code, RecordResult, Status, response
+from keeper_iam_rotator.results import MAX_LISTED_RESULTS, Code, Outcome, RecordResult, Status
 from keeper_iam_rotator.settings import ConfigurationError, Settings
 
 
@@ -58,7 +59,7 @@ def test_select_counts_what_it_leaves_and_keeps_unfinished_work():
 
 @pytest.mark.parametrize("body", ["", "nope", "[]", "{}", '{"recordUid": 7}', '{"recordUid": ""}'])
 def test_a_message_that_is_not_a_handoff_is_refused(body):
-    with pytest.raises(BadMessage):
+    with pytest.raises(BadQueueMessageError):
         Handoff.parse(body)
 
 
@@ -81,7 +82,7 @@ def test_target_account_ids_must_be_account_ids():
 def test_a_fleet_sized_answer_lists_failures_first_and_counts_what_it_omits():
     results = [RecordResult(f"q{i}", Status.QUEUED) for i in range(MAX_LISTED_RESULTS + 5)]
     results.append(RecordResult("f", Status.FAILED, code=Code.ASSUME_ROLE_FAILED, message="refused"))
-    answer = response(results, not_due=7)
+    answer = Outcome(results, not_due=7).document()
     assert len(answer["results"]) == MAX_LISTED_RESULTS
     assert answer["results"][0]["recordUid"] == "f"
     assert answer["resultsOmitted"] == 6
@@ -93,9 +94,9 @@ def test_a_fleet_sized_answer_lists_failures_first_and_counts_what_it_omits():
         "queued": MAX_LISTED_RESULTS + 5,
         "notDue": 7,
     }
-    assert "resultsOmitted" not in response(results[:3])
+    assert "resultsOmitted" not in Outcome(results[:3]).document()
 
 
 def test_a_hostile_message_body_is_refused_not_raised():
-    with pytest.raises(BadMessage):
+    with pytest.raises(BadQueueMessageError):
         Handoff.parse("[" * 100_000 + "]" * 100_000)

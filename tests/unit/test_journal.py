@@ -4,7 +4,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from keeper_iam_rotator.journal import Journal, JournalError, LeaseHeld
+from keeper_iam_rotator.errors import JournalUnavailableError, LeaseHeldError
+from keeper_iam_rotator.journal import Journal
 from keeper_iam_rotator.sensitive import Secret
 
 ARN = "arn:aws:iam::123456789012:user/alice"
@@ -37,20 +38,20 @@ def test_ciphertext_is_bound_to_its_user_and_record(journal):
     j, _ = journal
     entry = j.open(ARN, "rec", Secret("S3cret-Value!"), owner="run-1", lease_seconds=60)
     entry.record_uid = "another-record"
-    with pytest.raises(JournalError, match="do not decrypt for this user and record"):
+    with pytest.raises(JournalUnavailableError, match="do not decrypt for this user and record"):
         j.passwords(entry)
 
 
 def test_one_lease_per_user_until_it_expires(journal):
     j, clock = journal
     entry = j.open(ARN, "rec", Secret("a"), owner="run-1", lease_seconds=60)
-    with pytest.raises(LeaseHeld):
+    with pytest.raises(LeaseHeldError):
         j.open(ARN, "rec", Secret("b"), owner="run-2", lease_seconds=60)
-    with pytest.raises(LeaseHeld):
+    with pytest.raises(LeaseHeldError):
         j.take_over(j.find(ARN), owner="run-2", lease_seconds=60)
     clock["now"] += 61
     claimed = j.take_over(j.find(ARN), owner="run-2", lease_seconds=60)
-    with pytest.raises(LeaseHeld):  # the dead run, if it wakes up, may no longer write
+    with pytest.raises(LeaseHeldError):  # the dead run, if it wakes up, may no longer write
         j.replace_passwords(entry, [Secret("a"), Secret("d")])
     j.close(claimed)
     assert j.find(ARN) is None
@@ -107,6 +108,6 @@ def test_an_entry_in_the_earlier_format_is_unreadable_and_stays_open(journal):
         },
     )
     entry = j.find(ARN)
-    with pytest.raises(JournalError, match="no sealed passwords"):
+    with pytest.raises(JournalUnavailableError, match="no sealed passwords"):
         j.passwords(entry)
     assert j.find(ARN) is not None

@@ -14,7 +14,6 @@ policies = st.builds(
     require_lowercase=st.booleans(),
     require_numbers=st.booleans(),
     require_symbols=st.booleans(),
-    reuse_prevention=st.integers(min_value=0, max_value=24),
     custom=st.booleans(),
 )
 
@@ -52,12 +51,7 @@ def test_from_iam_reads_the_policy():
     policy = PasswordPolicy.from_iam(
         {"MinimumPasswordLength": 40, "RequireSymbols": True, "PasswordReusePrevention": 5}
     )
-    assert (policy.minimum_length, policy.require_symbols, policy.reuse_prevention, policy.custom) == (
-        40,
-        True,
-        5,
-        True,
-    )
+    assert (policy.minimum_length, policy.require_symbols, policy.custom) == (40, True, True)
 
 
 def test_secret_never_shows_its_value():

@@ -1,8 +1,9 @@
-"""Which AWS account a record's IAM user lives in, and the IAM gateway that may rotate it there.
+"""Which AWS account a record's IAM user lives in, and the IAM gateway that may rotate it there: the one place that
+decides between the function's own (hub) account, an allowed member account, and an account not allowed.
 
-The function's own account is rotated with the execution role. Another account must be listed in TargetAccountIds;
-its users are rotated with credentials from sts:AssumeRole on `arn:<partition>:iam::<account>:role/<TargetRoleName>`
-(the role `member-account.yaml` creates). The role is assumed once per account per invocation: the gateway keeps the
+The hub account is rotated with the execution role. Another account must be listed in TargetAccountIds; its users
+are rotated with credentials from sts:AssumeRole on `arn:<partition>:iam::<account>:role/<TargetRoleName>` (the role
+`member-account.yaml` creates). The role is assumed once per account per invocation: the gateway keeps the
 credentials, the account's password policy and (in large runs) its user directory. A refused AssumeRole is
 remembered too, so every record of that account fails the same way after one call, and nothing changes there.
 """
@@ -13,19 +14,19 @@ import re
 import threading
 from collections.abc import Callable, Collection
 from contextlib import suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
-
-from .iam import IamGateway, describe
-from .results import Code, RotationStop, fail, skip
+from .errors import AWS_ERRORS, RotationHaltedError, describe_aws_error, fail, skip
+from .iam import IamGateway
+from .results import Code
 from .settings import Settings
 
-SESSION_PREFIX = "keeper-iam-rotator-"
-SESSION_NAME_MAX = 64  # sts:AssumeRole RoleSessionName: 2-64 characters of [\w+=,.@-]
-_NOT_SESSION_CHARS = re.compile(r"[^\w+=,.@-]", re.ASCII)
+if TYPE_CHECKING:
+    from .context import ClientFactory
+
+SESSION_PREFIX: Final = "keeper-iam-rotator-"
+SESSION_NAME_MAX: Final = 64  # sts:AssumeRole RoleSessionName: 2-64 characters of [\w+=,.@-]
+_NOT_SESSION_CHARS: Final = re.compile(r"[^\w+=,.@-]", re.ASCII)
 
 
 def account_of(arn: str) -> str:
@@ -38,15 +39,7 @@ def session_name(record_uid: str) -> str:
     return (SESSION_PREFIX + _NOT_SESSION_CHARS.sub("_", record_uid))[:SESSION_NAME_MAX]
 
 
-def not_allowed(account_id: str, hub_account_id: str) -> RotationStop:
-    return skip(
-        Code.ACCOUNT_NOT_ALLOWED,
-        f"the record names a user of account {account_id}, which is not in TargetAccountIds (the function runs in "
-        f"{hub_account_id}); nothing was changed",
-    )
-
-
-def assumed_gateway(assumed: dict[str, Any], reads: Config, writes: Config, retry_delay: float) -> IamGateway:
+def assumed_gateway(assumed: dict[str, Any], clients: ClientFactory, retry_delay: float) -> IamGateway:
     """An IAM gateway acting with a member account's role (`assumed`: the AssumeRole answer). The clients come from
     the process's shared boto3 session, so the service models it has loaded are reused (a new session per account
     would reload them), and the account is known from the role's ARN (no GetCallerIdentity)."""
@@ -57,28 +50,17 @@ def assumed_gateway(assumed: dict[str, Any], reads: Config, writes: Config, retr
         "aws_session_token": credentials["SessionToken"],
     }
     return IamGateway(
-        boto3.client("iam", config=reads, **keys),
-        boto3.client("iam", config=writes, **keys),
+        clients("iam", credentials=keys),
+        clients("iam", writes=True, credentials=keys),
         sts=None,
         retry_delay=retry_delay,
         identity={"Account": account_of(arn), "Arn": arn},
     )
 
 
-def for_settings(hub: IamGateway, sts: Any, settings: Settings, reads: Config, writes: Config) -> Accounts:
-    """The function's own account and the member accounts it may rotate in (TargetAccountIds)."""
-    return Accounts(
-        hub,
-        sts,
-        settings.target_account_ids,
-        settings.target_role_name,
-        lambda assumed: assumed_gateway(assumed, reads, writes, settings.retry_delay),
-        settings.target_external_id,
-    )
-
-
 class Accounts:
-    """One per invocation: the hub's gateway, and one gateway per allowed member account, made on first use."""
+    """One per invocation: the hub's gateway, and one gateway per allowed member account, made on first use.
+    `bulk_directory`: each account's users are read in one ListUsers (large runs) instead of a GetUser each."""
 
     def __init__(
         self,
@@ -88,6 +70,7 @@ class Accounts:
         role_name: str,
         connect: Callable[[dict[str, Any]], IamGateway],  # the AssumeRole answer -> its account's gateway
         external_id: str = "",
+        bulk_directory: bool = False,
     ) -> None:
         self.hub = hub
         self._sts = sts
@@ -95,40 +78,59 @@ class Accounts:
         self._role_name = role_name
         self._connect = connect
         self._external_id = external_id
-        self.list_users = False  # set for large runs: each member account's users are then read in one ListUsers
-        self._known: dict[str, IamGateway | RotationStop] = {}
+        self._bulk_directory = bulk_directory
+        self._known: dict[str, IamGateway | RotationHaltedError] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+
+    @classmethod
+    def for_settings(
+        cls, hub: IamGateway, clients: ClientFactory, settings: Settings, bulk_directory: bool = False
+    ) -> Accounts:
+        """The function's own account and the member accounts it may rotate in (TargetAccountIds)."""
+        return cls(
+            hub,
+            clients("sts"),
+            settings.target_account_ids,
+            settings.target_role_name,
+            lambda assumed: assumed_gateway(assumed, clients, settings.retry_delay),
+            settings.target_external_id,
+            bulk_directory,
+        )
 
     def role_arn(self, account_id: str) -> str:
         return f"arn:{self.hub.partition}:iam::{account_id}:role/{self._role_name}"
 
     def gateway(self, account_id: str, record_uid: str) -> IamGateway:
-        """The gateway for the account; raises the record's stop when the account is not allowed or refused us."""
+        """The gateway for the account; raises the record's halt when the account is not allowed or refused us."""
         if account_id == self.hub.account_id:
             return self.hub
         if account_id not in self._allowed:
-            raise not_allowed(account_id, self.hub.account_id)
+            raise skip(
+                Code.ACCOUNT_NOT_ALLOWED,
+                f"the record names a user of account {account_id}, which is not in TargetAccountIds (the function "
+                f"runs in {self.hub.account_id}); nothing was changed",
+            )
         with self._guard:
             lock = self._locks.setdefault(account_id, threading.Lock())
         with lock:  # records of one account wait for its single AssumeRole; other accounts proceed
             if account_id not in self._known:
                 self._known[account_id] = self._assume(account_id, record_uid)
         known = self._known[account_id]
-        if isinstance(known, RotationStop):
-            raise RotationStop(known.status, known.code, known.message)
+        if isinstance(known, RotationHaltedError):
+            raise RotationHaltedError(known.status, known.code, known.message)
         return known
 
-    def _assume(self, account_id: str, record_uid: str) -> IamGateway | RotationStop:
+    def _assume(self, account_id: str, record_uid: str) -> IamGateway | RotationHaltedError:
         role_arn = self.role_arn(account_id)
         extra = {"ExternalId": self._external_id} if self._external_id else {}
         try:
             assumed = self._sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name(record_uid), **extra)
-        except (ClientError, BotoCoreError) as error:
-            message = f"sts:AssumeRole on {role_arn} failed ({describe(error)}); nothing was changed"
+        except AWS_ERRORS as error:
+            message = f"sts:AssumeRole on {role_arn} failed ({describe_aws_error(error)}); nothing was changed"
             return fail(Code.ASSUME_ROLE_FAILED, message)
         gateway = self._connect(assumed)
-        if self.list_users:
+        if self._bulk_directory:
             gateway.list_users()
         with suppress(Exception):  # read once here; a failure is left for each record to report on its own
             gateway.password_policy  # noqa: B018 - a cached property: reading it caches it

@@ -1,4 +1,5 @@
-"""Step 1 of a rotation: which IAM user a PAM User record names, and whether this run may rotate it.
+"""Step 1 of a rotation: which IAM user a PAM User record names, whether this run may rotate it, and which record
+owns a user that several records name.
 
 Keeper uses the pamUser record type for Active Directory, Linux/SSH and database accounts as well, so a `login` that
 happens to equal an IAM user name proves nothing. The rules:
@@ -15,22 +16,30 @@ Every ARN used afterwards (duplicate claims, the journal key) is the one IAM ret
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import Final
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from .accounts import not_allowed
-from .iam import IamGateway, IamUser, describe, error_code
-from .keeper import PamUser
-from .results import Code, RotationStop, fail, skip
+from .accounts import Accounts, account_of
+from .errors import (
+    AWS_ERRORS,
+    AwsErrorCode,
+    RotationHaltedError,
+    describe_aws_error,
+    fail,
+    is_aws_error,
+    skip,
+)
+from .iam import IamGateway, IamUser
+from .keeper import KeeperVault, PamUser, RecordType
+from .results import Code
 
 # arn:<partition>:iam::<account>:user<path><name>; IAM paths are "/" or "/.../", names [\w+=,.@-]{1,64}.
-IAM_USER_ARN = re.compile(
+IAM_USER_ARN: Final = re.compile(
     r"arn:(?P<partition>aws[a-z-]*):iam::(?P<account>\d{12}):user(?P<path>/(?:[\x21-\x7e]*/)?)(?P<name>[\w+=,.@-]{1,64})",
     re.ASCII,
 )
-HOW_TO_BIND = (
+HOW_TO_BIND: Final = (
     "it has a login but no distinguishedName, so nothing proves it is an AWS account (pamUser records also hold "
     "AD, Linux and database accounts); bind it by setting distinguishedName to the user's ARN, by rotating it once "
     "on request (API, invoke or CLI), or list its shared folder in ROTATION_FOLDER_UIDS"
@@ -55,13 +64,31 @@ class Vouched:
         )
 
 
-def resolve_target(
-    user: PamUser, iam: IamGateway, vouched: Vouched, gateway_for: Callable[[str], IamGateway] | None = None
-) -> IamUser:
-    """Step 1: the IAM user this record is bound to (or may be bound to now), checked against IAM itself: `iam` is
-    the function's own account, `gateway_for(account)` another allowed account's (none: no other account is)."""
-    if user.type != "pamUser":
-        raise skip(Code.NOT_PAM_USER, f"record type is {user.type or 'unknown'!r}, not 'pamUser'")
+@dataclass(frozen=True)
+class Claim:
+    """A record bound to the IAM user it will rotate (step 1 done), with the gateway of that user's account."""
+
+    user: PamUser
+    target: IamUser
+    iam: IamGateway
+
+    @property
+    def account_id(self) -> str:
+        return account_of(self.target.arn)
+
+
+def target_account(user: PamUser, hub_account_id: str) -> str:
+    """The account a record's result reports: the one its distinguishedName's IAM ARN names, else the hub (a login
+    alone always means the function's own account; a record that names no IAM user was looked at from there)."""
+    arn = IAM_USER_ARN.fullmatch(user.distinguished_name)
+    return arn["account"] if arn else hub_account_id
+
+
+def bind(user: PamUser, accounts: Accounts, vouched: Vouched) -> Claim:
+    """Step 1: the IAM user this record is bound to (or may be bound to now), checked against IAM itself in the
+    account `accounts` decides on."""
+    if user.type != RecordType.PAM_USER:
+        raise skip(Code.NOT_PAM_USER, f"record type is {user.type or 'unknown'!r}, not {RecordType.PAM_USER!r}")
     dn = user.distinguished_name
     arn = IAM_USER_ARN.fullmatch(dn)
     if dn and arn is None:
@@ -73,19 +100,16 @@ def resolve_target(
     if not user.editable:
         raise skip(Code.RECORD_NOT_EDITABLE, "the KSM application may read this record but not edit it")
     if arn is not None:
-        if arn["account"] != iam.account_id:  # a login alone always means the function's own account
-            if gateway_for is None:
-                raise not_allowed(arn["account"], iam.account_id)
-            iam = gateway_for(arn["account"])
-        return _bound(dn, arn, iam)
+        iam = accounts.gateway(arn["account"], user.uid)
+        return Claim(user, _bound(dn, arn, iam), iam)
     if not user.login:
         raise skip(Code.MISSING_LOGIN, "the record has neither a login (the IAM user name) nor a distinguishedName")
     if not vouched.covers(user):
         raise skip(Code.NOT_BOUND, HOW_TO_BIND)
-    real_arn = _lookup(iam, user.login)
+    real_arn = _lookup(accounts.hub, user.login)
     if real_arn is None:
         raise skip(Code.IAM_USER_NOT_FOUND, f"IAM has no user named {user.login!r}")
-    return IamUser(name=user.login, arn=real_arn)
+    return Claim(user, IamUser(name=user.login, arn=real_arn), accounts.hub)
 
 
 def _bound(dn: str, arn: re.Match[str], iam: IamGateway) -> IamUser:
@@ -100,45 +124,74 @@ def _bound(dn: str, arn: re.Match[str], iam: IamGateway) -> IamUser:
 def _lookup(iam: IamGateway, name: str) -> str | None:
     try:
         return iam.user_arn_of(name)
-    except (ClientError, BotoCoreError) as error:
-        raise iam_read_stop(error) from None
+    except AWS_ERRORS as error:
+        raise iam_read_halt(error) from None
 
 
 def names_user(other: PamUser, target: IamUser) -> bool:
     """Whether another record claims the same IAM user: by its ARN, or by its login when it holds no
     distinguishedName. A record of another system (any other distinguishedName) claims no IAM user."""
-    if other.type != "pamUser":
+    if other.type != RecordType.PAM_USER:
         return False
     if other.distinguished_name:
         return other.distinguished_name == target.arn
     return other.login == target.name
 
 
-def settle_duplicates(claims: list[tuple[PamUser, IamUser]], owner_of: Callable[[str], str | None]) -> dict[str, str]:
-    """One record per IAM user, decided before records run in parallel so the outcome never depends on thread timing:
-    the record the journal names as the user's owner wins, else the first in Keeper's (or the request's) order.
-    Returns each losing record's uid -> the winner's. `owner_of` is asked only about contested users."""
-    contenders: dict[str, list[str]] = {}
-    for user, target in claims:
-        contenders.setdefault(target.arn, []).append(user.uid)
+def rightful_owner(claimants: Sequence[str], journal_owner: str | None, owner_still_names: Callable[[], bool]) -> str:
+    """The duplicate rule, applied when a run settles its claims and again when the journal refuses a record: the
+    record the journal names as the user's last rotator keeps the user while it still names it; otherwise the first
+    claimant (in Keeper's or the request's order) takes it."""
+    if journal_owner is not None and (journal_owner in claimants or owner_still_names()):
+        return journal_owner
+    return claimants[0]
+
+
+def settle_duplicates(
+    claims: Sequence[Claim], journal_owner: Callable[[str], str | None], still_names: Callable[[str, IamUser], bool]
+) -> dict[str, str]:
+    """One record per IAM user, decided before records run in parallel so the outcome never depends on thread timing.
+    Returns each losing record's uid -> the owner's. The journal (`journal_owner(arn)`) and Keeper (`still_names`)
+    are asked only about contested users."""
+    contenders: dict[str, list[Claim]] = {}
+    for claim in claims:
+        contenders.setdefault(claim.target.arn, []).append(claim)
     losers: dict[str, str] = {}
-    for arn, uids in contenders.items():
-        if len(uids) > 1:
-            owner = owner_of(arn)
-            winner = owner if owner in uids else uids[0]
-            losers |= {uid: winner for uid in uids if uid != winner}
+    for contested in contenders.values():
+        if len(contested) > 1:
+            winner = _owner_of_contested(contested, journal_owner, still_names)
+            losers |= {claim.user.uid: winner for claim in contested if claim.user.uid != winner}
     return losers
 
 
-def duplicate_message(other_uid: str, target: IamUser) -> str:
-    return f"record {other_uid} also manages {target.arn}; keep one PAM User record per IAM user"
+def _owner_of_contested(
+    contested: Sequence[Claim], journal_owner: Callable[[str], str | None], still_names: Callable[[str, IamUser], bool]
+) -> str:
+    target = contested[0].target
+    owner = journal_owner(target.arn)
+    return rightful_owner(
+        [claim.user.uid for claim in contested], owner, lambda: owner is not None and still_names(owner, target)
+    )
 
 
-def iam_read_stop(error: ClientError | BotoCoreError) -> RotationStop:
+def duplicate_halt(owner_uid: str, target: IamUser) -> RotationHaltedError:
+    return skip(
+        Code.DUPLICATE_USER, f"record {owner_uid} also manages {target.arn}; keep one PAM User record per IAM user"
+    )
+
+
+def iam_read_halt(error: BaseException) -> RotationHaltedError:
     """An IAM read failed before anything changed: denied means out of the function's scope, else retry later."""
-    if error_code(error) in {"AccessDenied", "AccessDeniedException"}:
+    if is_aws_error(error, AwsErrorCode.ACCESS_DENIED, AwsErrorCode.ACCESS_DENIED_EXCEPTION):
         return skip(
             Code.IAM_ACCESS_DENIED,
-            f"{describe(error)} (the user is outside the function's RotatableUserPath or lacks the required tag)",
+            f"{describe_aws_error(error)} (the user is outside the function's RotatableUserPath or lacks the "
+            "required tag)",
         )
-    return fail(Code.IAM_ERROR, f"{describe(error)}; nothing was changed")
+    return fail(Code.IAM_ERROR, f"{describe_aws_error(error)}; nothing was changed")
+
+
+def still_names(vault: KeeperVault, record_uid: str, target: IamUser) -> bool:
+    """Whether the record (read from Keeper now) still names the user; KeeperCallError when Keeper cannot say."""
+    other = vault.fetch([record_uid]).get(record_uid)
+    return other is not None and names_user(other, target)

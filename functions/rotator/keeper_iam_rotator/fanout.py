@@ -14,24 +14,14 @@ import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from itertools import chain, zip_longest
-from typing import TYPE_CHECKING, Any
+from typing import Any, Final
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from .accounts import account_of
-from .binding import Vouched
-from .iam import describe
+from .binding import Claim, Vouched
+from .errors import AWS_ERRORS, BadQueueMessageError, describe_aws_error
 from .results import Code, RecordResult, Status
 
-if TYPE_CHECKING:
-    from .service import Claim
-
-SQS_BATCH = 10  # SendMessageBatch's maximum
+SQS_BATCH: Final = 10  # SendMessageBatch's maximum
 log = logging.getLogger(__name__)
-
-
-class BadMessage(ValueError):
-    """A queue message that is not a hand-off; it fails, and the queue moves it to the dead-letter queue."""
 
 
 @dataclass(frozen=True)
@@ -48,9 +38,11 @@ class Handoff:
         try:
             data = json.loads(body)
         except (ValueError, RecursionError):  # RecursionError: nesting too deep to be a hand-off
-            raise BadMessage("the message body is not JSON") from None
+            raise BadQueueMessageError("the message body is not JSON") from None
         if not isinstance(data, dict) or not isinstance(data.get("recordUid"), str) or not data["recordUid"]:
-            raise BadMessage('the message is not a hand-off: {"recordUid": ..., "accountId": ..., "vouched": ...}')
+            raise BadQueueMessageError(
+                'the message is not a hand-off: {"recordUid": ..., "accountId": ..., "vouched": ...}'
+            )
         return cls(data["recordUid"], str(data.get("accountId", "")), data.get("vouched") is True)
 
 
@@ -67,8 +59,8 @@ class RotationQueue:
             entries = [{"Id": str(n), "MessageBody": h.body()} for n, h in enumerate(batch)]
             try:
                 answer = self._sqs.send_message_batch(QueueUrl=self._url, Entries=entries)
-            except (ClientError, BotoCoreError) as error:
-                log.warning("SendMessageBatch failed", extra={"error": describe(error)})
+            except AWS_ERRORS as error:
+                log.warning("SendMessageBatch failed", extra={"error": describe_aws_error(error)})
                 unsent |= {h.record_uid for h in batch}
                 continue
             unsent |= {batch[int(failed["Id"])].record_uid for failed in answer.get("Failed", [])}
@@ -95,17 +87,13 @@ def hand_off(
     inline += [claim for claim in claims if claim.user.uid not in first][: max(limit - len(inline), 0)]
     kept = {claim.user.uid for claim in inline}
     queued = [claim for claim in claims if claim.user.uid not in kept]
-    unsent = queue.send(
-        interleave([Handoff(c.user.uid, account_of(c.target.arn), vouched.covers(c.user)) for c in queued])
-    )
+    unsent = queue.send(interleave([Handoff(c.user.uid, c.account_id, vouched.covers(c.user)) for c in queued]))
     results = {claim.user.uid: _queued(claim, claim.user.uid in unsent) for claim in queued}
     return [item if isinstance(item, RecordResult) else results.get(item.user.uid, item) for item in items]
 
 
 def _queued(claim: Claim, unsent: bool) -> RecordResult:
-    result = RecordResult(
-        claim.user.uid, Status.QUEUED, user_name=claim.target.name, account_id=account_of(claim.target.arn)
-    )
+    result = RecordResult(claim.user.uid, Status.QUEUED, user_name=claim.target.name, account_id=claim.account_id)
     if unsent:
         result.status, result.code = Status.FAILED, Code.QUEUE_UNAVAILABLE
         result.message = "the rotation queue did not take the record; nothing changed, the next scheduled run retries"

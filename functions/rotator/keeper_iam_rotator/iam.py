@@ -14,8 +14,17 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
+from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError
 
+from .errors import (
+    AWS_ERRORS,
+    AwsErrorCode,
+    IamOutcomeUnknownError,
+    IamRefusedError,
+    aws_error_code,
+    describe_aws_error,
+    is_aws_error,
+)
 from .passwords import PasswordPolicy
 from .sensitive import Secret
 
@@ -28,32 +37,6 @@ NOT_SENT = (EndpointConnectionError, ConnectTimeoutError)  # the request never r
 class IamUser:
     name: str
     arn: str
-
-
-class IamRefused(Exception):
-    """IAM answered and did not change the password."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class IamOutcomeUnknown(Exception):
-    """IAM may or may not have changed the password (timeout, dropped connection, server error)."""
-
-
-def error_code(error: Exception) -> str:
-    if not isinstance(error, ClientError):
-        return type(error).__name__
-    return str(error.response.get("Error", {}).get("Code", "Unknown"))
-
-
-def describe(error: Exception) -> str:
-    """AWS's error code and message (never request parameters), or the exception's type for transport errors."""
-    if not isinstance(error, ClientError):
-        return type(error).__name__
-    detail = error.response.get("Error", {})
-    return f"{detail.get('Code', 'Unknown')}: {detail.get('Message', '')}".strip()
 
 
 class IamGateway:
@@ -79,24 +62,25 @@ class IamGateway:
         self._identity = identity  # known already (an assumed role's account): no GetCallerIdentity
 
     @cached_property
-    def _caller(self) -> dict[str, Any]:
-        return self._identity or self._sts.get_caller_identity()
+    def identity(self) -> dict[str, Any]:
+        """Who this gateway acts as (`Account`, `Arn`): STS GetCallerIdentity once, unless known already."""
+        return self._identity or dict(self._sts.get_caller_identity())
 
     @property
     def account_id(self) -> str:
-        return str(self._caller["Account"])
+        return str(self.identity["Account"])
 
     @property
     def partition(self) -> str:
         """aws, aws-cn, aws-us-gov: member accounts' role ARNs are built in the caller's partition."""
-        return str(self._caller["Arn"]).split(":")[1]
+        return str(self.identity["Arn"]).split(":")[1]
 
     @cached_property
     def password_policy(self) -> PasswordPolicy:
         try:
             return PasswordPolicy.from_iam(self._iam.get_account_password_policy()["PasswordPolicy"])
         except ClientError as error:
-            if error_code(error) == "NoSuchEntity":
+            if is_aws_error(error, AwsErrorCode.NO_SUCH_ENTITY):
                 return PasswordPolicy()
             raise
 
@@ -106,8 +90,10 @@ class IamGateway:
         try:
             pages = self._iam.get_paginator("list_users").paginate(PaginationConfig={"PageSize": 1000})
             self._directory = {user["UserName"]: str(user["Arn"]) for page in pages for user in page["Users"]}
-        except (ClientError, BotoCoreError) as error:
-            log.warning("ListUsers failed; verifying each user with GetUser", extra={"error": describe(error)})
+        except AWS_ERRORS as error:
+            log.warning(
+                "ListUsers failed; verifying each user with GetUser", extra={"error": describe_aws_error(error)}
+            )
 
     def user_arn_of(self, user_name: str) -> str | None:
         """The user's real ARN (with its path), or None when no such user exists."""
@@ -116,7 +102,7 @@ class IamGateway:
         try:
             return str(self._iam.get_user(UserName=user_name)["User"]["Arn"])
         except ClientError as error:
-            if error_code(error) == "NoSuchEntity":
+            if is_aws_error(error, AwsErrorCode.NO_SUCH_ENTITY):
                 return None
             raise
 
@@ -125,7 +111,7 @@ class IamGateway:
         try:
             self._iam.get_login_profile(UserName=user_name)
         except ClientError as error:
-            if error_code(error) == "NoSuchEntity":
+            if is_aws_error(error, AwsErrorCode.NO_SUCH_ENTITY):
                 return False
             raise
         return True
@@ -133,7 +119,7 @@ class IamGateway:
     def set_password(self, user_name: str, password: Secret) -> None:
         """UpdateLoginProfile with PasswordResetRequired=False (a required reset would make it single-use).
 
-        Raises IamRefused when IAM certainly kept the old password, IamOutcomeUnknown when it may not have.
+        Raises IamRefusedError when IAM certainly kept the old password, IamOutcomeUnknownError when it may not have.
         """
         maybe_applied = False
         for attempt in range(self._attempts):
@@ -146,17 +132,17 @@ class IamGateway:
             except ClientError as error:
                 status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
                 maybe_applied = maybe_applied or status >= 500
-                if (error_code(error) not in RETRYABLE_CODES and status < 500) or last:
+                if (aws_error_code(error) not in RETRYABLE_CODES and status < 500) or last:
                     if maybe_applied:
-                        raise IamOutcomeUnknown(describe(error)) from None
-                    raise IamRefused(error_code(error), describe(error)) from None
+                        raise IamOutcomeUnknownError(describe_aws_error(error)) from None
+                    raise IamRefusedError(aws_error_code(error), describe_aws_error(error)) from None
             except NOT_SENT as error:
                 if last:
                     if maybe_applied:
-                        raise IamOutcomeUnknown(type(error).__name__) from None
-                    raise IamRefused("EndpointUnreachable", f"IAM unreachable: {type(error).__name__}") from None
+                        raise IamOutcomeUnknownError(type(error).__name__) from None
+                    raise IamRefusedError("EndpointUnreachable", f"IAM unreachable: {type(error).__name__}") from None
             except Exception as error:  # read timeout, reset connection: the request may have landed
                 maybe_applied = True
                 if last:
-                    raise IamOutcomeUnknown(type(error).__name__) from None
+                    raise IamOutcomeUnknownError(type(error).__name__) from None
             self._sleep(self._retry_delay * 2**attempt)

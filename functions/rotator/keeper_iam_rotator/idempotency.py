@@ -16,15 +16,9 @@ if TYPE_CHECKING:  # Powertools' idempotency loads on the first request that nee
     from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from .errors import IdempotencyKeyReusedError, RequestInProgressError
+
 RESULT_TTL_SECONDS = 3600
-
-
-class AlreadyRunning(Exception):
-    """The same request is being processed by another invocation right now."""
-
-
-class KeyReused(Exception):
-    """The idempotency key was used before with a different request body."""
 
 
 @lru_cache(maxsize=2)
@@ -36,9 +30,16 @@ def _store(table: str, dynamodb: Any) -> DynamoDBPersistenceLayer:
 
 
 def once(
-    key: str, request: dict[str, Any], table: str, dynamodb: Any, context: LambdaContext, work: Callable[[], Any]
-) -> Any:
-    """Run `work` once per (key, request) within an hour; without a table or a key, just run it."""
+    key: str | None,
+    request: dict[str, Any],
+    table: str,
+    dynamodb: Any,
+    context: LambdaContext,
+    work: Callable[[], dict[str, Any]],
+) -> dict[str, Any]:
+    """Run `work` once per (key, request) within an hour; without a table or a key, just run it. Raises
+    RequestInProgressError while the first attempt is still in flight (or died and its deadline has not passed),
+    and IdempotencyKeyReusedError for a key that came with another request."""
     if not table or not key:
         return work()
     from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function  # noqa: PLC0415
@@ -52,13 +53,16 @@ def once(
     )
     config.register_lambda_context(context)
 
-    @idempotent_function(data_keyword_argument="call", config=config, persistence_store=_store(table, dynamodb))
-    def rotate_once(call: dict[str, Any]) -> Any:
+    def rotate_once(call: dict[str, Any]) -> dict[str, Any]:
         return work()
 
+    once_per_key = idempotent_function(
+        rotate_once, data_keyword_argument="call", config=config, persistence_store=_store(table, dynamodb)
+    )
     try:
-        return rotate_once(call={"key": key, "request": request})
+        answer: dict[str, Any] = once_per_key(call={"key": key, "request": request})
+        return answer
     except IdempotencyAlreadyInProgressError:
-        raise AlreadyRunning(key) from None
+        raise RequestInProgressError(key) from None
     except IdempotencyValidationError:
-        raise KeyReused(key) from None
+        raise IdempotencyKeyReusedError(key) from None

@@ -12,21 +12,26 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from enum import StrEnum
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
+from .errors import KeeperCallError
 from .sensitive import Secret, remember_ksm_config
 
 if TYPE_CHECKING:
     from keeper_secrets_manager_core.dto.dtos import Record
     from keeper_secrets_manager_core.dto.payload import KSMHttpResponse
 
-ACCOUNT_FIELD_LABEL = "account_id_or_alias"  # the label Keeper's AWS post-rotation plugin wrote
-ROTATION_TRANSACTION = "rotation"
+ACCOUNT_FIELD_LABEL: Final = "account_id_or_alias"  # the label Keeper's AWS post-rotation plugin wrote
+ROTATION_TRANSACTION: Final = "rotation"
 
 
-class KeeperFailure(Exception):
-    """A Keeper call failed; the message is the SDK's error text (codes and server messages, never record data)."""
+class RecordType(StrEnum):
+    """The Keeper record types the rotator tells apart: only PAM User records are ever rotated."""
+
+    PAM_USER = "pamUser"
 
 
 class _Answer:
@@ -214,7 +219,7 @@ class KeeperVault:
         try:
             self._sm = SecretsManager(config=InMemoryKeyValueStorage(config))
         except Exception as error:
-            raise KeeperFailure(
+            raise KeeperCallError(
                 f"the KSM config is not a usable KSM client configuration ({type(error).__name__}); "
                 "store the base64 (or JSON) config of a bound KSM client device"
             ) from None
@@ -224,7 +229,7 @@ class KeeperVault:
         try:
             return fn(*args, **kwargs)
         except Exception as error:
-            raise KeeperFailure(f"{action}: {type(error).__name__}: {str(error)[:300]}") from None
+            raise KeeperCallError(f"{action}: {type(error).__name__}: {str(error)[:300]}") from None
 
     def fetch(self, uids: Sequence[str]) -> dict[str, PamUser]:
         """The requested records that the KSM application can see, by uid (absent uids are not shared or do not
@@ -269,10 +274,10 @@ class KeeperVault:
         try:
             self._sm.complete_transaction(user.uid, rollback=True)
         except Exception:
-            raise KeeperFailure(first) from None  # nothing was pending: the first error is the real one
+            raise KeeperCallError(first) from None  # nothing was pending: the first error is the real one
         refreshed = self.fetch([user.uid]).get(user.uid)
         if refreshed is None:
-            raise KeeperFailure("stage update: the record is no longer shared with the application")
+            raise KeeperCallError("stage update: the record is no longer shared with the application")
         user.record = refreshed.record
         record = _with_rotation(user, password, account_id, user_arn)
         self._call("stage update", self._sm.save, record, transaction_type=ROTATION_TRANSACTION)
@@ -282,3 +287,10 @@ class KeeperVault:
 
     def rollback(self, uid: str) -> None:
         self._call("roll back update", self._sm.complete_transaction, uid, rollback=True)
+
+
+@lru_cache(maxsize=2)
+def vault_for(ksm_config: str, timeout: float) -> KeeperVault:
+    """One Keeper connection per distinct config: a rotated KSM config gets a new client, an unchanged one keeps
+    its keep-alive session across warm invocations."""
+    return KeeperVault(ksm_config, timeout=timeout)

@@ -13,14 +13,14 @@ import logging
 import os
 import traceback
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from .results import RECOVERY_PENDING_CODES, RecordResult, Status
 from .sensitive import redact, redact_value
-from .settings import _flag
+from .settings import flag
 
 NAMESPACE = os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "KeeperIamRotator")
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "keeper-iam-rotator")
@@ -45,11 +45,11 @@ def traced(handler: Handler) -> Handler:
     """With TRACE_CALLS=true, Powertools' Tracer adds X-Ray subsegments for every AWS and Keeper call. Off by
     default: the X-Ray SDK costs ~0.3 s of every cold start and CPU on every call, and Lambda's `Tracing: Active`
     records the function's own segments without it."""
-    if not _flag(os.environ, "TRACE_CALLS", False):
+    if not flag(os.environ, "TRACE_CALLS", False):
         return handler
     from aws_lambda_powertools import Tracer  # noqa: PLC0415 - imports the X-Ray SDK: only when tracing is on
 
-    return Tracer(service=SERVICE).capture_lambda_handler(handler, capture_response=False)
+    return cast(Handler, Tracer(service=SERVICE).capture_lambda_handler(handler, capture_response=False))
 
 
 def quiet_chatty_loggers() -> None:
@@ -62,8 +62,8 @@ def quiet_chatty_loggers() -> None:
 
 def report(result: RecordResult, seconds: float) -> None:
     """One structured log line and the metrics for one record's outcome."""
-    level = logging.WARNING if result.status is Status.FAILED else logging.INFO
-    logger.log(level, "rotation result", extra={**result.to_dict(), "durationMs": round(seconds * 1000)})
+    log = logger.warning if result.status is Status.FAILED else logger.info
+    log("rotation result", extra={**result.to_dict(), "durationMs": round(seconds * 1000)})
     metrics.add_metric(name=STATUS_METRIC[result.status], unit=MetricUnit.Count, value=1)
     if result.status is Status.ROTATED:
         metrics.add_metric(name="RotationDuration", unit=MetricUnit.Milliseconds, value=seconds * 1000)

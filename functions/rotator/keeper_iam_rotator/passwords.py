@@ -31,7 +31,6 @@ class PasswordPolicy:
     require_lowercase: bool = False
     require_numbers: bool = False
     require_symbols: bool = False
-    reuse_prevention: int = 0
     custom: bool = False
 
     @classmethod
@@ -42,7 +41,6 @@ class PasswordPolicy:
             require_lowercase=bool(policy.get("RequireLowercaseCharacters")),
             require_numbers=bool(policy.get("RequireNumbers")),
             require_symbols=bool(policy.get("RequireSymbols")),
-            reuse_prevention=int(policy.get("PasswordReusePrevention") or 0),
             custom=True,
         )
 

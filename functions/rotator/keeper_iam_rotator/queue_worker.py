@@ -13,16 +13,14 @@ from collections.abc import Callable
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
-from .fanout import BadMessage, Handoff
-from .requests_model import RotationRequest
+from .errors import BadQueueMessageError, QueuedRotationFailedError
+from .fanout import Handoff
+from .request import RotationRequest, Trigger
+from .results import Status
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
-
-
-class QueuedRotationFailed(Exception):
-    """The record's rotation failed; SQS delivers the message again."""
 
 
 def is_sqs(event: Any) -> bool:
@@ -46,13 +44,13 @@ def handle(
 
     handoffs: list[Handoff] = []
     for record in event["Records"]:
-        with suppress(BadMessage):  # reported per message below
+        with suppress(BadQueueMessageError):  # reported per message below
             handoffs.append(Handoff.parse(str(record.get("body", ""))))
     results: dict[str, dict[str, Any]] = {}
     if handoffs:
         request = RotationRequest(
+            Trigger.QUEUE,
             record_uids=tuple(dict.fromkeys(h.record_uid for h in handoffs)),
-            queued=True,
             vouched_uids=frozenset(h.record_uid for h in handoffs if h.vouched),
         )
         results = {result["recordUid"]: result for result in run(request)["results"]}
@@ -60,10 +58,11 @@ def handle(
     def record_handler(record: SQSRecord) -> dict[str, Any]:
         uid = Handoff.parse(record.body or "").record_uid
         result = results.get(uid)
-        if result is None or result["status"] == "failed":
+        if result is None or result["status"] == Status.FAILED:
             code = (result or {}).get("error", {}).get("code", "no_result")
-            raise QueuedRotationFailed(f"record {uid}: {code}")
+            raise QueuedRotationFailedError(f"record {uid}: {code}")
         return result
 
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    answer = process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    return dict(answer)

@@ -1,13 +1,13 @@
-"""What a rotation reports: one result per requested record, with stable machine-readable codes.
+"""What a rotation reports: one result per record, with stable machine-readable codes, and the run's outcome.
 
 Results are returned to callers and logged, so nothing in here may ever hold a secret.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 
 class Status(StrEnum):
@@ -19,7 +19,7 @@ class Status(StrEnum):
 
 
 class Code(StrEnum):
-    """Why a record was skipped or failed. The README's "Failure codes" table documents each one."""
+    """Why a record was skipped or failed. The README's "Result codes" table documents each one."""
 
     # skipped: nothing was attempted and nothing changed
     RECORD_NOT_FOUND = "record_not_found"
@@ -54,7 +54,8 @@ class Code(StrEnum):
 
 
 # Codes after which IAM may hold a password Keeper's committed record does not: an operator must look.
-RECOVERY_PENDING_CODES = frozenset({Code.IAM_OUTCOME_UNKNOWN, Code.PASSWORD_IN_JOURNAL, Code.JOURNAL_UNREADABLE})
+RECOVERY_PENDING_CODES: Final = frozenset({Code.IAM_OUTCOME_UNKNOWN, Code.PASSWORD_IN_JOURNAL, Code.JOURNAL_UNREADABLE})
+WHOLE_RUN: Final = "*"  # the record uid of a result that stands for every record of a run that failed before any
 
 
 @dataclass
@@ -80,40 +81,28 @@ class RecordResult:
         return out
 
 
-MAX_LISTED_RESULTS = 1000  # a fleet's scheduled run must fit DynamoDB's 400 KB (idempotency) and Lambda's 6 MB
-LISTING_ORDER = (Status.FAILED, Status.SKIPPED, Status.ROTATED, Status.PLANNED, Status.QUEUED)
+MAX_LISTED_RESULTS: Final = 1000  # a fleet's scheduled run must fit DynamoDB's 400 KB (idempotency), Lambda's 6 MB
+LISTING_ORDER: Final = (Status.FAILED, Status.SKIPPED, Status.ROTATED, Status.PLANNED, Status.QUEUED)
 
 
-def response(results: list[RecordResult], not_due: int = 0) -> dict[str, Any]:
-    """The invocation's answer: every result (at most MAX_LISTED_RESULTS, failures first, `resultsOmitted` counting
-    the rest: each record has its log line anyway), and counts per status plus the records the scheduled run left
-    alone because they were not due."""
-    listed = results
-    if len(results) > MAX_LISTED_RESULTS:
-        listed = sorted(results, key=lambda result: LISTING_ORDER.index(result.status))[:MAX_LISTED_RESULTS]
-    counts = {str(status): 0 for status in Status}
-    for result in results:
-        counts[str(result.status)] += 1
-    answer: dict[str, Any] = {"results": [result.to_dict() for result in listed]}
-    answer["summary"] = counts | {"notDue": not_due}
-    if len(listed) < len(results):
-        answer["resultsOmitted"] = len(results) - len(listed)
-    return answer
+@dataclass(frozen=True)
+class Outcome:
+    """What one run did: a result per record, and the records in scope the scheduled run left alone (not due)."""
 
+    results: list[RecordResult] = field(default_factory=list)
+    not_due: int = 0
 
-class RotationStop(Exception):
-    """Ends one record's rotation with a result; raised by protocol steps, caught per record."""
-
-    def __init__(self, status: Status, code: Code, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-def skip(code: Code, message: str) -> RotationStop:
-    return RotationStop(Status.SKIPPED, code, message)
-
-
-def fail(code: Code, message: str) -> RotationStop:
-    return RotationStop(Status.FAILED, code, message)
+    def document(self) -> dict[str, Any]:
+        """The invocation's answer: every result (at most MAX_LISTED_RESULTS, failures first, `resultsOmitted`
+        counting the rest: each record has its log line anyway), and counts per status plus `notDue`."""
+        listed = self.results
+        if len(listed) > MAX_LISTED_RESULTS:
+            listed = sorted(listed, key=lambda result: LISTING_ORDER.index(result.status))[:MAX_LISTED_RESULTS]
+        counts = {str(status): 0 for status in Status}
+        for result in self.results:
+            counts[str(result.status)] += 1
+        answer: dict[str, Any] = {"results": [result.to_dict() for result in listed]}
+        answer["summary"] = counts | {"notDue": self.not_due}
+        if len(listed) < len(self.results):
+            answer["resultsOmitted"] = len(self.results) - len(listed)
+        return answer

@@ -1,5 +1,5 @@
 """The rotation protocol for one Keeper PAM User record, step by step (step 1, binding the record to an IAM user
-and settling duplicate claims, is in binding.py: it runs for every record before any record rotates).
+and settling duplicate claims, is in binding.py: the executor runs it for every record before any record rotates).
 
 The invariant that makes "never lose a password" true, kept by every step below:
 
@@ -17,14 +17,24 @@ import logging
 from dataclasses import dataclass
 from enum import Enum
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from .binding import duplicate_message, iam_read_stop, names_user
-from .iam import IamGateway, IamOutcomeUnknown, IamRefused, IamUser
-from .journal import Entry, Journal, JournalError, LeaseHeld, OwnedElsewhere
-from .keeper import KeeperFailure, KeeperVault, PamUser
+from .binding import Claim, duplicate_halt, iam_read_halt, rightful_owner, still_names
+from .errors import (
+    AWS_ERRORS,
+    IamOutcomeUnknownError,
+    IamRefusedError,
+    JournalUnavailableError,
+    KeeperCallError,
+    LeaseHeldError,
+    OwnedElsewhereError,
+    RotationHaltedError,
+    fail,
+    skip,
+)
+from .iam import IamGateway
+from .journal import Entry, Journal
+from .keeper import KeeperVault
 from .passwords import generate_password
-from .results import Code, RecordResult, RotationStop, Status, fail, skip
+from .results import Code, RecordResult, Status
 from .sensitive import Secret
 
 log = logging.getLogger(__name__)
@@ -37,11 +47,11 @@ class IamHolds(Enum):
     UNKNOWN = "unknown"  # Keeper's committed password or one of the journal's (a run died or timed out)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Rotation:
-    """The adapters and limits one invocation shares across its records."""
+    """The adapters and limits one invocation shares across its records (each record's IAM gateway comes with its
+    claim: the account of its user)."""
 
-    iam: IamGateway
     vault: KeeperVault
     journal: Journal
     owner: str
@@ -50,133 +60,133 @@ class Rotation:
     commit_attempts: int = 3
 
 
-def rotate(user: PamUser, target: IamUser, rot: Rotation, dry_run: bool = False) -> RecordResult:
-    """Steps 2-8 for one record that step 1 (binding.resolve_target) bound to `target`, and that won any duplicate
-    claim on that user; every outcome, including a refusal, comes back as a result."""
-    result = RecordResult(user.uid, Status.ROTATED, user_name=target.name, account_id=rot.iam.account_id)
+def rotate(claim: Claim, rot: Rotation, dry_run: bool = False) -> RecordResult:
+    """Steps 2-8 for one record that step 1 (binding.bind) bound to its IAM user, and that won any duplicate claim
+    on that user; every outcome, including a refusal, comes back as a result."""
+    result = RecordResult(claim.user.uid, Status.ROTATED, user_name=claim.target.name, account_id=claim.account_id)
     try:
-        require_console_access(target, rot.iam)  # 2
-        password = new_password(rot)  # 3
+        require_console_access(claim)  # 2
+        password = new_password(claim.iam, rot)  # 3
         if dry_run:
             result.status = Status.PLANNED
             return result
         try:
-            entry = open_journal(user, target, password, rot)  # 4
-        except LeaseHeld:
-            entry, passwords, holds = claim_unfinished(user, target, rot)
+            entry = open_journal(claim, password, rot)  # 4
+        except LeaseHeldError:
+            entry, passwords, holds = claim_unfinished(claim, rot)
             result.recovered = True
-            if user.password == passwords[-1]:  # Keeper commits only after IAM took it: the dead run got that far
+            if claim.user.password == passwords[-1]:  # Keeper commits only after IAM took it: the dead run got that far
                 close_journal(rot, entry, rotated=True)
                 return result
-        except JournalError as error:
+        except JournalUnavailableError as error:
             raise fail(Code.JOURNAL_UNAVAILABLE, f"{error}; nothing was changed") from None
         else:
             passwords, holds = [password], IamHolds.KEEPER
-        converge(user, target, entry, passwords, holds, rot)  # 5-8
-    except RotationStop as stop:
-        result.status, result.code, result.message = stop.status, stop.code, stop.message
+        converge(claim, entry, passwords, holds, rot)  # 5-8
+    except RotationHaltedError as halt:
+        result.status, result.code, result.message = halt.status, halt.code, halt.message
     return result
 
 
-def require_console_access(target: IamUser, iam: IamGateway) -> None:
+def require_console_access(claim: Claim) -> None:
     """Step 2: only users that already have a console password are rotated; CreateLoginProfile would grant
     console access, which a rotator must never do."""
     try:
-        if not iam.has_login_profile(target.name):
+        if not claim.iam.has_login_profile(claim.target.name):
             raise skip(Code.NO_LOGIN_PROFILE, "the user has no console password (or does not exist); not creating one")
-    except (ClientError, BotoCoreError) as error:
-        raise iam_read_stop(error) from None
+    except AWS_ERRORS as error:
+        raise iam_read_halt(error) from None
 
 
-def new_password(rot: Rotation) -> Secret:
-    """Step 3: a password the account's policy accepts (the policy is read once per invocation)."""
+def new_password(iam: IamGateway, rot: Rotation) -> Secret:
+    """Step 3: a password the account's policy accepts (the policy is read once per invocation and account)."""
     try:
-        return generate_password(rot.iam.password_policy, rot.password_length)
-    except (ClientError, BotoCoreError) as error:
-        raise iam_read_stop(error) from None
+        return generate_password(iam.password_policy, rot.password_length)
+    except AWS_ERRORS as error:
+        raise iam_read_halt(error) from None
 
 
-def open_journal(user: PamUser, target: IamUser, password: Secret, rot: Rotation) -> Entry:
+def open_journal(claim: Claim, password: Secret, rot: Rotation) -> Entry:
     """Step 4: journal the password and take the user's lease. The journal remembers which record last rotated the
-    user; if that record still names the user, this one is a duplicate (the same rule as within one run)."""
+    user; binding.rightful_owner decides (the same rule as within one run) whether this record may take it over."""
+    user, target = claim.user, claim.target
     try:
         return rot.journal.open(target.arn, user.uid, password, rot.owner, rot.lease_seconds)
-    except OwnedElsewhere as owned:
-        try:
-            other = rot.vault.fetch([owned.record_uid]).get(owned.record_uid)
-        except KeeperFailure as error:
-            raise fail(Code.KEEPER_UNAVAILABLE, f"{error}; nothing was changed") from None
-        if other is not None and names_user(other, target):
-            raise skip(Code.DUPLICATE_USER, duplicate_message(owned.record_uid, target)) from None
-        return rot.journal.open(target.arn, user.uid, password, rot.owner, rot.lease_seconds, adopt=True)
+    except OwnedElsewhereError as owned:
+        last_rotator = owned.record_uid
+    try:
+        owner = rightful_owner([user.uid], last_rotator, lambda: still_names(rot.vault, last_rotator, target))
+    except KeeperCallError as error:
+        raise fail(Code.KEEPER_UNAVAILABLE, f"{error}; nothing was changed") from None
+    if owner != user.uid:
+        raise duplicate_halt(owner, target)
+    return rot.journal.open(target.arn, user.uid, password, rot.owner, rot.lease_seconds, adopt=True)
 
 
-def claim_unfinished(user: PamUser, target: IamUser, rot: Rotation) -> tuple[Entry, list[Secret], IamHolds]:
+def claim_unfinished(claim: Claim, rot: Rotation) -> tuple[Entry, list[Secret], IamHolds]:
     """Step 4, when an entry is already open: take it over if its run died (lease expired) and return what it
     holds; a live lease means another invocation is rotating this user right now."""
     try:
-        entry = rot.journal.find(target.arn)
-        if entry is None or entry.record_uid != user.uid:
+        entry = rot.journal.find(claim.target.arn)
+        if entry is None or entry.record_uid != claim.user.uid:
             raise skip(Code.LOCKED, _locked_message(entry))
         entry = rot.journal.take_over(entry, rot.owner, rot.lease_seconds)
-    except LeaseHeld:
+    except LeaseHeldError:
         raise skip(Code.LOCKED, "another invocation is rotating this user now") from None
-    except JournalError as error:
+    except JournalUnavailableError as error:
         raise fail(Code.JOURNAL_UNAVAILABLE, f"{error}; nothing was changed") from None
     try:
         passwords = rot.journal.passwords(entry)
-    except JournalError as error:
+    except JournalUnavailableError as error:
         raise fail(Code.JOURNAL_UNREADABLE, f"{error}; the unfinished rotation stays in the journal") from None
     return entry, passwords, IamHolds.UNKNOWN
 
 
-def converge(
-    user: PamUser, target: IamUser, entry: Entry, passwords: list[Secret], holds: IamHolds, rot: Rotation
-) -> None:
+def converge(claim: Claim, entry: Entry, passwords: list[Secret], holds: IamHolds, rot: Rotation) -> None:
     """Steps 5-8 for the journal's last password. Safe to repeat: every step re-does or checks, never assumes."""
-    password = passwords[-1]
+    user, target, password = claim.user, claim.target, passwords[-1]
     # 5. Stage in Keeper (a transaction other readers do not see until step 7).
     try:
-        rot.vault.stage(user, password, rot.iam.account_id, target.arn)
-    except KeeperFailure as error:
+        rot.vault.stage(user, password, claim.account_id, target.arn)
+    except KeeperCallError as error:
         if holds is IamHolds.KEEPER:
             close_journal(rot, entry)
             raise fail(Code.KEEPER_STAGE_FAILED, f"{error}; nothing was changed") from None
         raise fail(Code.PASSWORD_IN_JOURNAL, f"{error}; the journal keeps the password, the next run retries") from None
     # 6. Apply in IAM (again, in a recovery: the dead run may or may not have got that far).
     try:
-        rot.iam.set_password(target.name, password)
-    except IamOutcomeUnknown as error:
+        claim.iam.set_password(target.name, password)
+    except IamOutcomeUnknownError as error:
         raise fail(
             Code.IAM_OUTCOME_UNKNOWN, f"IAM did not confirm the change ({error}); the journal keeps the password"
         ) from None
-    except IamRefused as error:
+    except IamRefusedError as error:
         if holds is IamHolds.KEEPER:
             _rollback_keeper(rot, user.uid)
             close_journal(rot, entry)
             raise fail(Code.IAM_UPDATE_REFUSED, f"{error}; Keeper's staged update was rolled back") from None
-        retry_with_fresh_password(user, target, entry, passwords, rot, error)
+        retry_with_fresh_password(claim, entry, passwords, rot, error)
         return
     # 7. Commit in Keeper, or put IAM back.
     if not commit(rot, user.uid, password):
-        restore_iam(user, target, entry, password, rot)
+        restore_iam(claim, entry, password, rot)
     # 8. Close the journal: IAM and Keeper agree.
     close_journal(rot, entry, rotated=True)
 
 
 def retry_with_fresh_password(
-    user: PamUser, target: IamUser, entry: Entry, passwords: list[Secret], rot: Rotation, refusal: IamRefused
+    claim: Claim, entry: Entry, passwords: list[Secret], rot: Rotation, refusal: IamRefusedError
 ) -> None:
     """Recovery only: IAM refused the journal's password, so it may already hold it (PasswordReusePrevention) or
     the policy changed. A third password, journaled next to the others before use, settles it."""
     if len(passwords) > 2:
         raise fail(Code.PASSWORD_IN_JOURNAL, f"IAM refused the recovered passwords ({refusal}); the journal keeps them")
-    fresh = [*passwords, new_password(rot)]
+    fresh = [*passwords, new_password(claim.iam, rot)]
     try:
         rot.journal.replace_passwords(entry, fresh)
-    except (JournalError, LeaseHeld) as error:
+    except (JournalUnavailableError, LeaseHeldError) as error:
         raise fail(Code.PASSWORD_IN_JOURNAL, f"could not journal a fresh password: {error}") from None
-    converge(user, target, entry, fresh, IamHolds.UNKNOWN, rot)
+    converge(claim, entry, fresh, IamHolds.UNKNOWN, rot)
 
 
 def commit(rot: Rotation, uid: str, password: Secret) -> bool:
@@ -186,33 +196,33 @@ def commit(rot: Rotation, uid: str, password: Secret) -> bool:
         try:
             rot.vault.commit(uid)
             return True
-        except KeeperFailure as error:
+        except KeeperCallError as error:
             log.warning("Keeper commit failed", extra={"record_uid": uid, "error": str(error)})
     try:
         return rot.vault.committed_password(uid) == password
-    except KeeperFailure:
+    except KeeperCallError:
         return False
 
 
-def restore_iam(user: PamUser, target: IamUser, entry: Entry, password: Secret, rot: Rotation) -> None:
+def restore_iam(claim: Claim, entry: Entry, password: Secret, rot: Rotation) -> None:
     """Keeper would not commit: set IAM back to the password Keeper still holds, then roll Keeper back. Always
     ends the record with a failure; only a restore that worked lets the journal close."""
     try:
-        previous = rot.vault.committed_password(user.uid)
-    except KeeperFailure as error:
+        previous = rot.vault.committed_password(claim.user.uid)
+    except KeeperCallError as error:
         raise fail(
             Code.PASSWORD_IN_JOURNAL, f"Keeper unreachable after IAM changed ({error}); journal keeps it"
         ) from None
     if previous is None or previous == password:
         raise fail(Code.PASSWORD_IN_JOURNAL, "Keeper would not commit and holds no earlier password to restore")
     try:
-        rot.iam.set_password(target.name, previous)
-    except (IamRefused, IamOutcomeUnknown) as error:
+        claim.iam.set_password(claim.target.name, previous)
+    except (IamRefusedError, IamOutcomeUnknownError) as error:
         raise fail(
             Code.PASSWORD_IN_JOURNAL,
             f"Keeper would not commit and IAM refused the old password ({error}); the journal keeps the new one",
         ) from None
-    _rollback_keeper(rot, user.uid)
+    _rollback_keeper(rot, claim.user.uid)
     close_journal(rot, entry)
     raise fail(Code.KEEPER_COMMIT_FAILED_IAM_RESTORED, "Keeper would not commit; IAM was set back to Keeper's password")
 
@@ -222,7 +232,7 @@ def close_journal(rot: Rotation, entry: Entry, rotated: bool = False) -> None:
     `rotated` records the time of a successful rotation (see due.py)."""
     try:
         rot.journal.close(entry, rotated)
-    except (JournalError, LeaseHeld) as error:
+    except (JournalUnavailableError, LeaseHeldError) as error:
         log.warning("could not close the journal entry", extra={"user_arn": entry.user_arn, "error": str(error)})
 
 
@@ -230,7 +240,7 @@ def _rollback_keeper(rot: Rotation, uid: str) -> None:
     """Drop the staged update; if Keeper is down it stays staged, unseen, and the next stage replaces it."""
     try:
         rot.vault.rollback(uid)
-    except KeeperFailure as error:
+    except KeeperCallError as error:
         log.warning("Keeper rollback failed", extra={"record_uid": uid, "error": str(error)})
 
 

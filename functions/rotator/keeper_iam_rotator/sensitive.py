@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import re
 import threading
@@ -54,10 +53,6 @@ class Secret:
     def reveal(self) -> str:
         remember(self._value)  # in use again: keep it among the recent values
         return self._value
-
-    def fingerprint(self) -> str:
-        """A short, non-reversible tag that lets people compare two secrets without seeing either."""
-        return hashlib.sha256(self._value.encode()).hexdigest()[:8]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Secret) and other._value == self._value

@@ -1,4 +1,5 @@
-"""Configuration from environment variables. Only KSM_CONFIG_SECRET_ID is required; the template sets the rest."""
+"""Configuration from environment variables. The Lambda requires KSM_CONFIG_SECRET_ID; the template sets the rest.
+The CLI builds the same Settings from the same variables and its own options (it reads the config elsewhere)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from .errors import ConfigurationError
+
 ACCOUNT_ID = re.compile(r"\d{12}")
 
 
-class ConfigurationError(ValueError):
-    """A setting is missing or malformed; the message names the variable and never its secret content."""
-
-
-def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+def flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raw = env.get(name, "").strip().lower()
     if not raw:
         return default
@@ -48,7 +47,7 @@ def _account_ids(env: Mapping[str, str]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Settings:
-    ksm_config_secret_id: str
+    ksm_config_secret_id: str = ""  # the Lambda's config source (see require_ksm_config_secret)
     folder_uids: tuple[str, ...] = ()
     dry_run: bool = False
     password_length: int = 32
@@ -71,15 +70,10 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        secret_id = env.get("KSM_CONFIG_SECRET_ID", "").strip()
-        if not secret_id:
-            raise ConfigurationError(
-                "KSM_CONFIG_SECRET_ID is not set: name the Secrets Manager secret holding the KSM config"
-            )
         return cls(
-            ksm_config_secret_id=secret_id,
+            ksm_config_secret_id=env.get("KSM_CONFIG_SECRET_ID", "").strip(),
             folder_uids=tuple(uid.strip() for uid in env.get("ROTATION_FOLDER_UIDS", "").split(",") if uid.strip()),
-            dry_run=_flag(env, "DRY_RUN", False),
+            dry_run=flag(env, "DRY_RUN", False),
             password_length=int(_number(env, "PASSWORD_LENGTH", 32, 8, 128)),
             journal_table=env.get("JOURNAL_TABLE_NAME", "").strip() or cls.journal_table,
             journal_key_id=env.get("JOURNAL_KEY_ID", "").strip() or cls.journal_key_id,
@@ -97,3 +91,11 @@ class Settings:
             inline_rotation_limit=int(_number(env, "INLINE_ROTATION_LIMIT", 50, 0, 10000)),
             rotation_queue_url=env.get("ROTATION_QUEUE_URL", "").strip(),
         )
+
+    def require_ksm_config_secret(self) -> str:
+        """The secret the Lambda reads its KSM config from; it has no other source."""
+        if not self.ksm_config_secret_id:
+            raise ConfigurationError(
+                "KSM_CONFIG_SECRET_ID is not set: name the Secrets Manager secret holding the KSM config"
+            )
+        return self.ksm_config_secret_id

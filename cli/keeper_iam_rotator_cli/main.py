@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from . import aws
 from .checks import Preflight
 from .errors import guarded, quiet_logging
 from .init import initialise, read_token
@@ -81,7 +82,7 @@ def rotate(
     if folders and uids:
         raise click.UsageError("--folder selects records when no --record is given; do not combine them")
     check_uids(folders)
-    target = resolve_target(config_secret, config_file, journal_table, journal_key, stack)
+    target = resolve_target(aws.clients(), config_secret, config_file, journal_table, journal_key, stack)
     results = run_local(target, uids, folders, dry_run)
     sys.exit(show_results(results, as_json, "Dry run: planned rotations" if dry_run else "Rotation results"))
 
@@ -128,7 +129,9 @@ def check(
     if user_path is not None and not (user_path.startswith("/") and user_path.endswith("/")):
         raise click.BadParameter("a user path starts and ends with '/', like /rotatable/", param_hint="--user-path")
     tags = parse_pairs(required_tags, "--required-tag")
-    target = resolve_target(config_secret, config_file, journal_table, journal_key, stack, idempotency_table)
+    target = resolve_target(
+        aws.clients(), config_secret, config_file, journal_table, journal_key, stack, idempotency_table
+    )
     preflight = Preflight(target, uids, folders, user_path, tags, role_arn or target.outputs.get("RotatorRoleArn"))
     sys.exit(show_checks(preflight.run(), as_json))
 
@@ -168,7 +171,9 @@ def init(
     """
     tag_map = parse_pairs(tags, "--tag")
     secret_token = read_token(token, token_file)
-    stored = initialise(secret_token, secret_name, kms_key_id, tag_map, hostname, server_public_key, description)
+    stored = initialise(
+        aws.clients(), secret_token, secret_name, kms_key_id, tag_map, hostname, server_public_key, description
+    )
     stored.show()
 
 

@@ -19,18 +19,17 @@ from typing import Any
 
 import click
 import requests
-from botocore.exceptions import BotoCoreError, ClientError
 from keeper_secrets_manager_core import SecretsManager
 from keeper_secrets_manager_core.keeper_globals import keeper_servers
 from keeper_secrets_manager_core.storage import InMemoryKeyValueStorage
 
-from keeper_iam_rotator import service
-from keeper_iam_rotator.iam import error_code
+from keeper_iam_rotator.aws import AwsClients
+from keeper_iam_rotator.errors import AWS_ERRORS, AwsErrorCode, is_aws_error
 
+from .aws import aws_error
 from .errors import EXIT_FAILED, CliError
-from .resolve import REQUIRED_CONFIG_KEYS, aws_error
+from .resolve import REQUIRED_CONFIG_KEYS
 
-AWS_ERRORS = (ClientError, BotoCoreError)
 STACK_NAME = "keeper-iam-rotator"  # samconfig.toml's stack_name, which sam deploy uses
 TOKEN_ENV = ("KSM_TOKEN", "KSM_CONFIG")  # the SDK would prefer these over the token we pass
 TOKEN_KEY_BYTES = 32
@@ -171,15 +170,14 @@ def _existing_arn(client: Any, name: str) -> str | None:
     """The secret's ARN if it exists; CliError when Secrets Manager cannot be used (before the token is spent)."""
     try:
         return str(client.describe_secret(SecretId=name)["ARN"])
-    except ClientError as error:
-        if error_code(error) == "ResourceNotFoundException":
+    except AWS_ERRORS as error:
+        if is_aws_error(error, AwsErrorCode.RESOURCE_NOT_FOUND):
             return None
-        raise CliError(aws_error(f"Secrets Manager DescribeSecret {name}", error), EXIT_FAILED) from None
-    except BotoCoreError as error:
         raise CliError(aws_error(f"Secrets Manager DescribeSecret {name}", error), EXIT_FAILED) from None
 
 
 def initialise(
+    clients: AwsClients,
     token: str,
     secret_name: str,
     kms_key_id: str | None,
@@ -189,7 +187,7 @@ def initialise(
     description: str,
 ) -> Stored:
     host = token_host(token, hostname)
-    client = service.client("secretsmanager")
+    client = clients("secretsmanager")
     existing = _existing_arn(client, secret_name)
     config, title, records = redeem(token, hostname, server_public_key, host)
     try:

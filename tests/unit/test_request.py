@@ -1,12 +1,15 @@
 import pytest
 
-from keeper_iam_rotator.requests_model import BadRequest, RotationRequest, parse_request
+from keeper_iam_rotator.errors import BadRequestError
+from keeper_iam_rotator.request import RotationRequest, Trigger, parse_request
 
 UID = "AbCdEfGhIjKlMnOpQrStUv"
 
 
 def test_parses_records_and_dry_run():
-    assert parse_request({"records": [UID, UID], "dryRun": True}) == RotationRequest((UID,), True)
+    assert parse_request({"records": [UID, UID], "dryRun": True}, Trigger.API) == RotationRequest(
+        Trigger.API, (UID,), dry_run=True
+    )
 
 
 @pytest.mark.parametrize(
@@ -25,5 +28,5 @@ def test_parses_records_and_dry_run():
     ],
 )
 def test_bad_input_is_refused_with_a_clear_message(body, fragment):
-    with pytest.raises(BadRequest, match=fragment):
-        parse_request(body)
+    with pytest.raises(BadRequestError, match=fragment):
+        parse_request(body, Trigger.INVOKE)

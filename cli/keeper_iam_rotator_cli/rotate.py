@@ -12,8 +12,10 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from keeper_iam_rotator import service
-from keeper_iam_rotator.keeper import KeeperFailure, KeeperVault
-from keeper_iam_rotator.requests_model import RECORD_UID, RotationRequest
+from keeper_iam_rotator.context import Invocation
+from keeper_iam_rotator.errors import KeeperCallError
+from keeper_iam_rotator.keeper import KeeperVault
+from keeper_iam_rotator.request import RECORD_UID, RotationRequest, Trigger
 from keeper_iam_rotator.results import RecordResult
 
 from .errors import EXIT_FAILED, CliError
@@ -38,7 +40,7 @@ def unseen_folders(vault: KeeperVault, folders: tuple[str, ...]) -> list[str]:
         return []
     try:
         visible = vault.visible_folder_uids()
-    except KeeperFailure as error:
+    except KeeperCallError as error:
         raise CliError(f"cannot list the KSM application's folders: {error}", EXIT_FAILED) from None
     return [uid for uid in folders if uid not in visible]
 
@@ -76,13 +78,15 @@ def run_local(target: Target, uids: tuple[str, ...], folders: tuple[str, ...], d
     missing = unseen_folders(KeeperVault(config, settings.keeper_timeout), folders)
     if missing:
         raise CliError(f"{unseen_folders_message(missing)}: nothing was rotated")
-    request = RotationRequest(record_uids=uids or None, dry_run=dry_run)
+    # named records run as a direct invoke would; without, the records in scope that are due, as the schedule would
+    request = RotationRequest(Trigger.INVOKE if uids else Trigger.SCHEDULE, uids, dry_run=dry_run)
     with _progress(len(uids) if uids else None) as observe:
-        invocation = service.Invocation(
+        invocation = Invocation(
             settings=settings,
+            clients=target.clients,
             owner=run_id(),
             lease_seconds=LEASE_SECONDS + settings.lease_margin,
             load_ksm_config=lambda: config,
             observe=observe,
         )
-        return [result.to_dict() for result in service.run(request, invocation)]
+        return [result.to_dict() for result in service.run(request, invocation).results]

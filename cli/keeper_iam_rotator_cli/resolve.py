@@ -8,55 +8,24 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
-import boto3
-from botocore.exceptions import BotoCoreError, ClientError
 from keeper_secrets_manager_core.storage import InMemoryKeyValueStorage
 
-from keeper_iam_rotator.iam import describe
-from keeper_iam_rotator.settings import ConfigurationError, Settings
+from keeper_iam_rotator.aws import AwsClients
+from keeper_iam_rotator.errors import AWS_ERRORS, ConfigurationError
+from keeper_iam_rotator.settings import Settings
 
+from .aws import aws_error, stack_outputs
 from .errors import EXIT_USAGE, CliError
 
-STACK_OUTPUTS = (
-    "FunctionName",
-    "FunctionArn",
-    "ApiUrl",
-    "JournalTableName",
-    "JournalKeyArn",
-    "IdempotencyTableName",
-    "RotatorRoleArn",
-    "ConfigSecretArn",
-    "AlarmTopicArn",
-)
-REQUIRED_CONFIG_KEYS = ("clientId", "privateKey", "appKey")
-
-
-def aws_error(action: str, error: Exception) -> str:
-    """A one-line description of an AWS failure: the error code and AWS's message, never request parameters."""
-    if isinstance(error, ClientError):
-        return f"{action} failed: {describe(error)}"
-    return f"{action} failed: {type(error).__name__}"
-
-
-def stack_outputs(stack: str) -> dict[str, str]:
-    """The SAM stack's outputs (CloudFormation DescribeStacks)."""
-    try:
-        stacks = boto3.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
-    except (ClientError, BotoCoreError) as error:
-        raise CliError(aws_error(f"CloudFormation DescribeStacks {stack}", error)) from None
-    outputs = {o["OutputKey"]: o["OutputValue"] for o in (stacks[0].get("Outputs") or [])} if stacks else {}
-    if not outputs:
-        raise CliError(f"stack {stack} has no outputs; is it the keeper-iam-rotator SAM stack?")
-    return outputs
+REQUIRED_CONFIG_KEYS: Final = ("clientId", "privateKey", "appKey")
 
 
 @dataclass
@@ -76,12 +45,12 @@ class ConfigSource:
             return f"file {self.file}"
         return "environment variable KSM_CONFIG"
 
-    def read(self) -> str:
+    def read(self, clients: AwsClients) -> str:
         """The config text (base64 or JSON). CliError (exit 2) names the source, never the content."""
         if self.secret_id:
             try:
-                answer = boto3.client("secretsmanager").get_secret_value(SecretId=self.secret_id)
-            except (ClientError, BotoCoreError) as error:
+                answer = clients("secretsmanager").get_secret_value(SecretId=self.secret_id)
+            except AWS_ERRORS as error:
                 raise CliError(aws_error(f"Secrets Manager GetSecretValue {self.secret_id}", error)) from None
             self.arn = answer.get("ARN")
             text = answer.get("SecretString") or (answer.get("SecretBinary") or b"").decode("utf-8", "replace")
@@ -120,13 +89,15 @@ def validate_config(text: str, label: str) -> dict[str, Any]:
     missing = [key for key in REQUIRED_CONFIG_KEYS if not parsed.get(key)]
     if missing:
         raise CliError(f"the KSM config in {label} lacks {', '.join(missing)} (is it a bound KSM application config?)")
-    return parsed
+    return dict(parsed)
 
 
 @dataclass
 class Target:
-    """Everything a local command needs to reach: the config source and the journal, plus the stack's outputs."""
+    """Everything a local command needs to reach: the config source and the journal, plus the stack's outputs, and
+    the command's AWS clients."""
 
+    clients: AwsClients
     config: ConfigSource
     journal_table: str
     journal_key: str
@@ -134,30 +105,32 @@ class Target:
     idempotency_table: str | None = None  # only the Lambda uses it; `check` verifies it when known
 
     def settings(self, folder_uids: tuple[str, ...] = (), dry_run: bool = False) -> Settings:
-        """The rotator's Settings: the environment's tuning (PASSWORD_LENGTH, RETRY_DELAY, ...) with our values."""
-        env = dict(os.environ)
-        env["KSM_CONFIG_SECRET_ID"] = self.config.secret_id or self.config.label
+        """The rotator's Settings: the environment's tuning (PASSWORD_LENGTH, RETRY_DELAY, ...) with our values. A
+        local run never hands records to the rotation queue (its results would be the deployed function's)."""
         try:
-            base = Settings.from_env(env)
+            base = Settings.from_env()
         except ConfigurationError as error:
             raise CliError(str(error)) from None
         return dataclasses.replace(
             base,
+            ksm_config_secret_id=self.config.secret_id or "",
             folder_uids=folder_uids or base.folder_uids,
             dry_run=dry_run or base.dry_run,
             journal_table=self.journal_table,
             journal_key_id=self.journal_key,
             idempotency_table=self.idempotency_table or "",
+            rotation_queue_url="",
         )
 
     @cached_property
     def config_text(self) -> str:
-        text = self.config.read()
+        text = self.config.read(self.clients)
         validate_config(text, self.config.label)
         return text
 
 
 def resolve_target(
+    clients: AwsClients,
     config_secret: str | None,
     config_file: Path | None,
     journal_table: str | None,
@@ -167,7 +140,7 @@ def resolve_target(
 ) -> Target:
     if config_secret and config_file:
         raise CliError("give either --config-secret or --config-file, not both", EXIT_USAGE)
-    outputs = stack_outputs(stack) if stack else {}
+    outputs = stack_outputs(clients("cloudformation"), stack) if stack else {}
     if config_secret:
         source = ConfigSource(secret_id=config_secret)
     elif config_file:
@@ -184,6 +157,7 @@ def resolve_target(
             "(or set KSM_CONFIG / KSM_CONFIG_SECRET_ID)"
         )
     return Target(
+        clients=clients,
         config=source,
         journal_table=_required(
             "journal table", journal_table, "--journal-table NAME", outputs, "JournalTableName", "JOURNAL_TABLE_NAME"
@@ -217,7 +191,3 @@ def parse_pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
             raise CliError(f"{option} takes KEY=VALUE, not {value!r}")
         pairs[key.strip()] = val.strip()
     return pairs
-
-
-def dumps(document: Any) -> str:
-    return json.dumps(document, indent=2, sort_keys=False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import click
@@ -18,12 +18,13 @@ from rich.table import Table
 from rich.text import Text
 
 from .errors import EXIT_FAILED, EXIT_OK
+from .verdicts import Check, Verdict
 
 MIN_TEXT_WIDTH = 40  # narrower, a message column wraps a few words (or an ARN's pieces) per line
 NOTE_INDENT = 4
 SUCCESS_STATUSES = frozenset({"rotated", "planned"})
 STATUS_STYLE = {"rotated": "green", "planned": "cyan", "skipped": "yellow", "failed": "bold red"}
-CHECK_STYLE = {"PASS": "green", "WARN": "yellow", "SKIP": "dim", "FAIL": "bold red"}
+CHECK_STYLE = {Verdict.PASS: "green", Verdict.WARN: "yellow", Verdict.SKIP: "dim", Verdict.FAIL: "bold red"}
 
 
 def console(stderr: bool = False) -> Console:
@@ -38,7 +39,7 @@ def print_table(
     headers: list[str],
     text_header: str,
     rows: list[tuple[list[str], str]],
-    styles: dict[int, Callable[[str], str | None]],
+    styles: Mapping[int, Callable[[str], str | None]],
     note_cells: int = 0,
 ) -> None:
     """A table of short cells plus one free-text column, as a bordered table when the terminal leaves the text at
@@ -109,20 +110,19 @@ def show_results(results: Sequence[dict[str, Any]], as_json: bool, title: str = 
     return results_exit_code(results)
 
 
-def show_checks(checks: Sequence[dict[str, str]], as_json: bool) -> int:
+def show_checks(checks: Sequence[Check], as_json: bool) -> int:
     """Print one line per check and the verdict; exit 0 iff nothing FAILed."""
-    failed = [c for c in checks if c["result"] == "FAIL"]
+    failed = [c for c in checks if c.result is Verdict.FAIL]
     verdict = "NOT READY" if failed else "READY"
-    counts = {name: sum(1 for c in checks if c["result"] == name) for name in CHECK_STYLE}
+    counts = {name: sum(1 for c in checks if c.result is name) for name in Verdict}
     summary = ", ".join(f"{n} {name.lower()}" for name, n in counts.items() if n)
     if as_json:
-        click.echo(json.dumps({"verdict": verdict, "checks": list(checks)}, indent=2))
+        click.echo(json.dumps({"verdict": verdict, "checks": [c.to_dict() for c in checks]}, indent=2))
     else:
         out = console()
-        rows = [([c["check"], c["result"]], c["detail"]) for c in checks]
-        print_table(
-            out, "Preflight checks (nothing is changed)", ["check", "result"], "detail", rows, {1: CHECK_STYLE.get}
-        )
+        rows = [([c.check, str(c.result)], c.detail) for c in checks]
+        styles = {1: lambda cell: CHECK_STYLE.get(Verdict(cell))}
+        print_table(out, "Preflight checks (nothing is changed)", ["check", "result"], "detail", rows, styles)
         style = "bold red" if failed else "bold green"
         out.print(f"[{style}]{verdict}[/]: {summary}")
     return EXIT_FAILED if failed else EXIT_OK

@@ -12,12 +12,12 @@ import requests
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
 
-from keeper_iam_rotator.requests_model import BadRequest, parse_request
+from keeper_iam_rotator.errors import AWS_ERRORS, BadRequestError
+from keeper_iam_rotator.request import Trigger, parse_request
 
+from .aws import aws_error, region, stack_outputs
 from .errors import EXIT_FAILED, CliError
-from .resolve import aws_error, stack_outputs
 
 # A rotation may take the function's whole timeout; a retried invoke could rotate twice.
 INVOKE_CONFIG = Config(read_timeout=900, connect_timeout=10, retries={"total_max_attempts": 1})
@@ -45,7 +45,7 @@ def choose_endpoint(stack: str | None, function_name: str | None, api_url: str |
                 "--api-url must be an http(s) URL like https://ID.execute-api.REGION.amazonaws.com/Prod/rotations"
             )
         return Endpoint("api", api_url)
-    outputs = stack_outputs(str(stack))
+    outputs = stack_outputs(boto3.client("cloudformation", region_name=region()), str(stack))
     key = "ApiUrl" if via == "api" else "FunctionName"
     if not outputs.get(key):
         raise CliError(f"stack {stack} has no {key} output")
@@ -61,8 +61,8 @@ def call_deployed(
     if idempotency_key is not None:
         body["idempotencyKey"] = idempotency_key
     try:
-        parse_request(body)  # the function's own validation: refuse here what it would refuse there
-    except BadRequest as error:
+        parse_request(body, Trigger.INVOKE)  # the function's own validation: refuse here what it would refuse there
+    except BadRequestError as error:
         raise CliError(str(error)) from None
     document = _invoke_lambda(endpoint.target, body) if endpoint.kind == "lambda" else _post_api(endpoint.target, body)
     return _results(document)
@@ -70,12 +70,12 @@ def call_deployed(
 
 def _invoke_lambda(function: str, body: dict[str, Any]) -> Any:
     try:
-        client = boto3.client("lambda", config=INVOKE_CONFIG)
+        client = boto3.client("lambda", config=INVOKE_CONFIG, region_name=region())
         answer = client.invoke(
             FunctionName=function, InvocationType="RequestResponse", Payload=json.dumps(body).encode()
         )
         payload = answer["Payload"].read()
-    except (ClientError, BotoCoreError) as error:
+    except AWS_ERRORS as error:
         raise CliError(aws_error(f"Lambda Invoke {function}", error), EXIT_FAILED) from None
     try:
         document = json.loads(payload or b"null")
@@ -93,12 +93,12 @@ def _post_api(url: str, body: dict[str, Any]) -> Any:
     if credentials is None:
         raise CliError("no AWS credentials to sign the API request with")
     match = API_HOST.search(url)
-    region = match.group(1) if match else session.region_name
-    if not region:
+    api_region = match.group(1) if match else region()
+    if not api_region:
         raise CliError("cannot tell the API's region: set AWS_REGION")
     data = json.dumps(body)
     request = AWSRequest(method="POST", url=url, data=data, headers={"Content-Type": "application/json"})
-    SigV4Auth(credentials.get_frozen_credentials(), "execute-api", region).add_auth(request)
+    SigV4Auth(credentials.get_frozen_credentials(), "execute-api", api_region).add_auth(request)
     try:
         response = requests.post(url, data=data, headers=dict(request.headers), timeout=API_TIMEOUT)
     except requests.RequestException as error:

@@ -71,13 +71,13 @@ class _NoTraceback(logging.Formatter):
             record.exc_info = saved
 
 
-class _Stderr(logging.StreamHandler):
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]  # its stream is a property
     """Writes to whatever sys.stderr is now (click's test runner swaps it per invocation)."""
 
     def __init__(self) -> None:
         super().__init__()
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 

@@ -1,0 +1,93 @@
+"""What a run is given (an Invocation: by the Lambda handler or the CLI) and what it shares once it has reached the
+hub account and Keeper (a RunContext)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .accounts import Accounts, account_of
+from .binding import target_account
+from .iam import IamGateway
+from .journal import Entry, Journal
+from .keeper import KeeperVault, PamUser
+from .request import RotationRequest
+from .results import RecordResult
+from .rotation import Rotation
+from .settings import Settings
+
+
+class ClientFactory(Protocol):
+    """Makes (or reuses) a boto3 client. `writes`: the one for UpdateLoginProfile, which must not retry on its own;
+    `credentials`: another account's role (aws_access_key_id, aws_secret_access_key, aws_session_token)."""
+
+    def __call__(self, service: str, *, writes: bool = False, credentials: Mapping[str, str] | None = None) -> Any: ...
+
+
+def _ignore(result: RecordResult, seconds: float) -> None:
+    """The default observer: a run reports through its results only."""
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """Who runs the rotator and with what: settings, AWS clients, the journal lease owner and duration, where the
+    KSM config comes from, and who is told about each record as it finishes."""
+
+    settings: Settings
+    clients: ClientFactory
+    owner: str  # journal lease owner: the Lambda request id, or a CLI run id
+    lease_seconds: float
+    load_ksm_config: Callable[[], str]
+    observe: Callable[[RecordResult, float], None] = _ignore
+
+    def journal(self) -> Journal:
+        return Journal(
+            self.clients("dynamodb"), self.clients("kms"), self.settings.journal_table, self.settings.journal_key_id
+        )
+
+    def hub(self) -> IamGateway:
+        """The function's own account, as its execution role (or the CLI's caller) sees it."""
+        iam = self.clients
+        return IamGateway(iam("iam"), iam("iam", writes=True), iam("sts"), retry_delay=self.settings.retry_delay)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """One run's shared state once the hub account and Keeper are reachable: its request, adapters, and dry run."""
+
+    invocation: Invocation
+    request: RotationRequest
+    hub: IamGateway
+    vault: KeeperVault
+    journal: Journal
+
+    @property
+    def settings(self) -> Settings:
+        return self.invocation.settings
+
+    @property
+    def dry_run(self) -> bool:
+        return self.request.dry_run or self.settings.dry_run
+
+    def account_for(self, subject: PamUser | Entry | None) -> str:
+        """The account a record's results report: the one its IAM user lives in (binding.target_account, or the
+        journal entry's user), the hub's when the record names none."""
+        if isinstance(subject, Entry):
+            return account_of(subject.user_arn)
+        return self.hub.account_id if subject is None else target_account(subject, self.hub.account_id)
+
+    def accounts(self, bulk_directory: bool) -> Accounts:
+        """The hub and the member accounts records may name (one AssumeRole each, on first use)."""
+        return Accounts.for_settings(self.hub, self.invocation.clients, self.settings, bulk_directory)
+
+    def rotation(self) -> Rotation:
+        inv, settings = self.invocation, self.settings
+        return Rotation(
+            self.vault,
+            self.journal,
+            inv.owner,
+            inv.lease_seconds,
+            settings.password_length,
+            settings.commit_attempts,
+        )

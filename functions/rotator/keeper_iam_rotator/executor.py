@@ -1,0 +1,133 @@
+"""Carrying out a plan: bind every record (step 1), settle duplicate claims, hand what exceeds InlineRotationLimit
+to the rotation queue, rotate the rest (steps 2-8, rotation.py), and report each record as it finishes.
+
+Records are independent and run in parallel (ROTATION_CONCURRENCY); everything that must not depend on thread
+timing (duplicates, the hand-off) is decided between the parallel steps, on one thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from contextlib import suppress
+from typing import TypeVar
+
+from . import fanout
+from .accounts import Accounts
+from .binding import Claim, bind, duplicate_halt, settle_duplicates, still_names
+from .context import RunContext
+from .errors import JournalUnavailableError, KeeperCallError, RotationHaltedError
+from .iam import IamUser
+from .keeper import PamUser
+from .planner import Plan, Work
+from .results import Code, Outcome, RecordResult, Status
+from .rotation import rotate
+
+log = logging.getLogger(__name__)
+LIST_USERS_ABOVE = 10  # records per run above which one ListUsers per account beats a GetUser per record
+Step = Claim | RecordResult
+R = TypeVar("R")
+
+
+def execute(plan: Plan) -> Outcome:
+    """Bind, settle, hand off, rotate, observe: one result per item of the plan, in the plan's order."""
+    context = plan.context
+    accounts = _accounts(plan)
+    with ThreadPoolExecutor(max_workers=context.settings.concurrency) as pool:
+        steps = list(pool.map(lambda item: _bind(item, context, accounts, plan), plan.work))
+        steps = _settle_duplicates(steps, context)
+        if plan.hand_off:
+            steps = _hand_off(steps, plan)
+        results = _rotate_all(pool, steps, context)
+    return Outcome(results, plan.not_due)
+
+
+def _accounts(plan: Plan) -> Accounts:
+    """The hub with its password policy read once before records run in parallel (a failure is left for each
+    record to report), and its user directory read at once for a large run."""
+    large = sum(isinstance(item, PamUser) for item in plan.work) > LIST_USERS_ABOVE
+    hub = plan.context.hub
+    with suppress(Exception):
+        hub.password_policy  # noqa: B018 - a cached property: reading it caches it
+    if large:
+        hub.list_users()
+    return plan.context.accounts(bulk_directory=large)
+
+
+def _bind(item: Work, context: RunContext, accounts: Accounts, plan: Plan) -> Step:
+    """Step 1 for one record; a record with a result already keeps it."""
+    if isinstance(item, RecordResult):
+        return item
+    return _guarded(item.uid, context.account_for(item), lambda: bind(item, accounts, plan.vouched))
+
+
+def _settle_duplicates(steps: list[Step], context: RunContext) -> list[Step]:
+    """One record per IAM user (binding.settle_duplicates): each loser becomes a `duplicate_user` result."""
+    claims = [step for step in steps if isinstance(step, Claim)]
+    losers = settle_duplicates(
+        claims, lambda arn: _journal_owner(context, arn), lambda uid, target: _names(context, uid, target)
+    )
+    return [
+        _halted(step.user.uid, step.account_id, duplicate_halt(losers[step.user.uid], step.target), step.target.name)
+        if isinstance(step, Claim) and step.user.uid in losers
+        else step
+        for step in steps
+    ]
+
+
+def _journal_owner(context: RunContext, user_arn: str) -> str | None:
+    try:
+        return context.journal.owner_of(user_arn)
+    except JournalUnavailableError as error:  # fall back to the claim order; the journal's own check guards step 4
+        log.warning("could not read the journal's owner of a contested user", extra={"error": str(error)})
+        return None
+
+
+def _names(context: RunContext, record_uid: str, target: IamUser) -> bool:
+    try:
+        return still_names(context.vault, record_uid, target)
+    except KeeperCallError:  # undecided here: step 4 asks Keeper again and fails the record if it still cannot
+        return False
+
+
+def _hand_off(steps: list[Step], plan: Plan) -> list[Step]:
+    """Beyond InlineRotationLimit, bound records go to the rotation queue (fanout.py); unfinished ones stay here."""
+    settings = plan.context.settings
+    queue = fanout.RotationQueue(plan.context.invocation.clients("sqs"), settings.rotation_queue_url)
+    return fanout.hand_off(steps, queue, settings.inline_rotation_limit, plan.first, plan.vouched)
+
+
+def _rotate_all(pool: ThreadPoolExecutor, steps: list[Step], context: RunContext) -> list[RecordResult]:
+    """Steps 2-8 for every claim, in parallel; each record is reported (observed) on this thread as it finishes."""
+    rotation, dry_run = context.rotation(), context.dry_run
+
+    def one(step: Step) -> tuple[RecordResult, float]:
+        started = time.monotonic()
+        if isinstance(step, RecordResult):
+            return step, 0.0
+        result = _guarded(step.user.uid, step.account_id, lambda: rotate(step, rotation, dry_run))
+        return result, time.monotonic() - started
+
+    futures: list[Future[tuple[RecordResult, float]]] = [pool.submit(one, step) for step in steps]
+    for done in as_completed(futures):
+        context.invocation.observe(*done.result())
+    return [future.result()[0] for future in futures]
+
+
+def _guarded(uid: str, account_id: str, step: Callable[[], R]) -> R | RecordResult:
+    """Run one record's step: its halt becomes the record's result, and one record's bug must not stop the others
+    (the journal keeps whatever it had reached)."""
+    try:
+        return step()
+    except RotationHaltedError as halt:
+        return _halted(uid, account_id, halt)
+    except Exception as error:
+        log.exception("unexpected error rotating a record", extra={"record_uid": uid})
+        message = f"unexpected {type(error).__name__}; see the function log"
+        return RecordResult(uid, Status.FAILED, account_id=account_id, code=Code.INTERNAL_ERROR, message=message)
+
+
+def _halted(uid: str, account_id: str, halt: RotationHaltedError, user_name: str | None = None) -> RecordResult:
+    return RecordResult(uid, halt.status, user_name, account_id, halt.code, halt.message)
