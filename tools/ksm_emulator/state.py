@@ -8,14 +8,16 @@ apart from a staged ("transactionType") update, which only finalize makes visibl
 import copy
 import json
 import threading
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 from ksm_emulator import crypto
+from ksm_emulator.throttle import BurstLimit, Limiter, RateLimit
 
 KSM_PATHS = ("get_secret", "update_secret", "finalize_secret_update", "rollback_secret_update")
 FAULT_KINDS = ("error", "throttle", "drop", "drop_after", "delay")
@@ -99,19 +101,32 @@ def load_seed(seed: Seed) -> dict[str, Any]:
 class Vault:
     """Thread-safe state of one KSM application as the service would hold it."""
 
-    def __init__(self, seed: Seed = None, pending_policy: str = "replace") -> None:
+    def __init__(
+        self,
+        seed: Seed = None,
+        pending_policy: str = "replace",
+        *,
+        throttle: BurstLimit | None = None,
+        rate_limit: RateLimit | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._lock = threading.RLock()
         self.app_key = crypto.new_key()
         self.owner_public_key = crypto.public_point(crypto.new_ec_key())
         self._clients: dict[str, Client] = {}
         self._seed = load_seed(seed)
         self._initial_policy = pending_policy
+        self._initial_limits = (throttle, rate_limit)
+        self._limiter = Limiter(clock=clock)
         self.reset()
 
     # --- setup and inspection -------------------------------------------------------------------
 
     def reset(self, seed: Seed = None) -> None:
-        """Back to ``seed``, or to the construction seed when None; clients and keys survive."""
+        """Back to ``seed``, or to the construction seed when None; clients and keys survive.
+
+        The throttle settings go back to the construction's (like the pending policy), with fresh counters.
+        """
         data = self._seed if seed is None else load_seed(seed)
         with self._lock:
             self.app_title = data.get("app", {}).get("title", DEFAULT_APP_TITLE)
@@ -121,17 +136,24 @@ class Vault:
             self._calls: Counter[str] = Counter()
             self._latency = 0.0
             self.pending_policy = self._initial_policy
+            self._limiter.set_burst(self._initial_limits[0])
+            self._limiter.set_rate(self._initial_limits[1])
+            self._limiter.reset_counts()
             for folder in data.get("folders", []):
                 self.add_folder(uid=folder.get("uid"), name=folder.get("name", ""))
             for record in data.get("records", []):
-                self.add_record(
-                    uid=record.get("uid"),
-                    type=record.get("type", "pamUser"),
-                    title=record.get("title", ""),
-                    fields=record.get("fields", []),
-                    custom=record.get("custom", []),
-                    folder=record.get("folder"),
-                )
+                self._seed_record(record)
+
+    def _seed_record(self, record: Mapping[str, Any]) -> None:
+        """One seed entry."""
+        self.add_record(
+            uid=record.get("uid"),
+            type=record.get("type", "pamUser"),
+            title=record.get("title", ""),
+            fields=record.get("fields", []),
+            custom=record.get("custom", []),
+            folder=record.get("folder"),
+        )
 
     @property
     def pending_policy(self) -> str:
@@ -272,8 +294,42 @@ class Vault:
             return Counter(self._calls)
 
     def reset_calls(self) -> None:
+        """Zero the per-path calls and the per-device request and throttle counts (not the limits' state)."""
         with self._lock:
             self._calls.clear()
+            self._limiter.reset_counts()
+
+    # --- throttling ----------------------------------------------------------------------------------
+
+    def set_throttle(self, burst: int | None, quiet: float = 10.0) -> None:
+        """The SDK's model: beyond ``burst`` requests to one endpoint per device without a ``quiet``-second pause,
+        answer 403 throttled (Keeper: 100 and 10). ``burst=None`` turns it off."""
+        limit = None if burst is None else BurstLimit(int(burst), float(quiet))
+        with self._lock:
+            self._limiter.set_burst(limit)
+
+    def set_rate_limit(self, requests: int | None, seconds: float = 60.0) -> None:
+        """At most ``requests`` per ``seconds`` per device, all endpoints together (Keeper's page: 10 per 60).
+        ``requests=None`` turns it off."""
+        limit = None if requests is None else RateLimit(int(requests), float(seconds))
+        with self._lock:
+            self._limiter.set_rate(limit)
+
+    def admit(self, client_id: str, route: str) -> float | None:
+        """Count one authenticated request; None to serve it, else the ``retry_after`` of a throttled answer."""
+        with self._lock:
+            return self._limiter.admit(client_id, route)
+
+    def throttle_state(self) -> dict[str, Any]:
+        """JSON-safe: both models' settings, requests and throttled answers by device and endpoint, and the total."""
+        with self._lock:
+            return {**self._limiter.settings(), **self._limiter.counts()}
+
+    @property
+    def throttled_total(self) -> int:
+        """How many throttled answers the limits gave since the last reset (injected throttle faults not included)."""
+        with self._lock:
+            return sum(self._limiter.throttled.values())
 
     # --- clients ---------------------------------------------------------------------------------
 
