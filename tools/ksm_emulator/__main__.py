@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
         "--seed",
         "--state",
         type=Path,
-        help="JSON seed file with the initial state: app, folders, records",
+        help="JSON seed file with the initial state: app, folders, records (each may carry links or pam_rotation)",
     )
     parser.add_argument(
         "--pending-policy",

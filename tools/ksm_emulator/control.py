@@ -44,6 +44,8 @@ def handle_control(method: str, path: str, body: bytes, target: Controlled) -> R
         ("POST", "clients"): lambda _: {"config": target.client_config()},
         ("POST", "tokens"): lambda _: {"token": target.one_time_token()},
         ("POST", "records"): lambda args: {"uid": vault.add_record(**args)},
+        ("POST", "links"): lambda args: vault.set_links(**args),
+        ("POST", "pam-rotation"): lambda args: {"resource_uid": vault.set_pam_rotation(**args)},
     }
     name = path.removeprefix(CONTROL_PREFIX)
     handler = routes.get((method, name))

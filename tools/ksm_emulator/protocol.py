@@ -18,6 +18,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ksm_emulator import crypto
+from ksm_emulator.links import encode as encode_link
 from ksm_emulator.state import KSM_PATHS, Fault, KsmError, Record, Vault
 
 KSM_PREFIX = "/api/rest/sm/v1/"
@@ -189,15 +190,16 @@ class KsmProtocol:
     def _get_secret(self, request: _Request) -> dict[str, Any]:
         view = self.vault.read(request.payload.get("requestedRecords"), request.payload.get("requestedFolders"))
         app_key = self.vault.app_key
+        with_links = request.payload.get("requestLinks") is True  # the SDK sends it only when asked, as true
         app_data = json.dumps({"title": view.app_title, "type": APP_TYPE}).encode()
         reply: dict[str, Any] = {
             "appData": crypto.urlsafe_b64(crypto.encrypt(app_data, app_key)),
-            "records": [_record_json(record, app_key) for record in view.direct],
+            "records": [_record_json(record, app_key, with_links) for record in view.direct],
             "folders": [
                 {
                     "folderUid": folder.uid,
                     "folderKey": crypto.b64(crypto.encrypt(folder.key, app_key)),
-                    "records": [_record_json(record, folder.key) for record in records],
+                    "records": [_record_json(record, folder.key, with_links) for record in records],
                 }
                 for folder, records in view.folders
             ],
@@ -225,9 +227,10 @@ class KsmProtocol:
         self.vault.rollback(request.payload["recordUid"])
 
 
-def _record_json(record: Record, wrapping_key: bytes) -> dict[str, Any]:
-    """One record as the service sends it; the record key is wrapped by the app or folder key."""
-    return {
+def _record_json(record: Record, wrapping_key: bytes, with_links: bool) -> dict[str, Any]:
+    """One record as the service sends it; the record key is wrapped by the app or folder key. ``links`` only when
+    the client asked for them."""
+    document: dict[str, Any] = {
         "recordUid": record.uid,
         "recordKey": crypto.b64(crypto.encrypt(record.key, wrapping_key)),
         "data": crypto.b64(crypto.encrypt(json.dumps(record.committed).encode(), record.key)),
@@ -235,3 +238,6 @@ def _record_json(record: Record, wrapping_key: bytes) -> dict[str, Any]:
         "isEditable": True,
         "files": [],
     }
+    if with_links:
+        document["links"] = [encode_link(link, record.key) for link in record.links]
+    return document

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ksm_emulator import crypto
+from ksm_emulator.links import DEFAULT_PAM_CONFIG_UID, is_rotation_link, normalize_link, pam_rotation_links
 from ksm_emulator.throttle import BurstLimit, Limiter, RateLimit
 
 KSM_PATHS = ("get_secret", "update_secret", "finalize_secret_update", "rollback_secret_update")
@@ -68,6 +69,7 @@ class Record:
     committed: dict[str, Any]
     staged: dict[str, Any] | None = None
     revision: int = 1
+    links: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -145,15 +147,18 @@ class Vault:
                 self._seed_record(record)
 
     def _seed_record(self, record: Mapping[str, Any]) -> None:
-        """One seed entry."""
-        self.add_record(
+        """One seed entry: the record, its raw ``links`` and/or a ``pam_rotation`` (set_pam_rotation's arguments)."""
+        uid = self.add_record(
             uid=record.get("uid"),
             type=record.get("type", "pamUser"),
             title=record.get("title", ""),
             fields=record.get("fields", []),
             custom=record.get("custom", []),
             folder=record.get("folder"),
+            links=record.get("links"),
         )
+        if record.get("pam_rotation") is not None:
+            self.set_pam_rotation(uid, **record["pam_rotation"])
 
     @property
     def pending_policy(self) -> str:
@@ -185,8 +190,10 @@ class Vault:
         fields: list[dict[str, Any]] | None = None,
         custom: list[dict[str, Any]] | None = None,
         folder: str | None = None,
+        links: list[Mapping[str, Any]] | None = None,
     ) -> str:
-        """Add a record shared directly to the app (``folder=None``) or in a shared folder."""
+        """Add a record shared directly to the app (``folder=None``) or in a shared folder, with ``links`` (see
+        ``ksm_emulator.links``) that ``get_secret`` returns only when the client requests links."""
         uid = uid or crypto.new_uid()
         data = {
             "title": title,
@@ -194,11 +201,34 @@ class Vault:
             "fields": copy.deepcopy(fields or []),
             "custom": copy.deepcopy(custom or []),
         }
+        stored_links = [normalize_link(link) for link in links or []]
         with self._lock:
             if folder is not None and folder not in self._folders:
                 self.add_folder(uid=folder)
-            self._records[uid] = Record(uid, folder, crypto.new_key(), data)
+            self._records[uid] = Record(uid, folder, crypto.new_key(), data, links=stored_links)
         return uid
+
+    def set_links(self, uid: str, links: list[Mapping[str, Any]]) -> None:
+        """Replace a record's links (``{"recordUid", "path", "data"}``; ``data`` as JSON, encoded when served)."""
+        stored = [normalize_link(link) for link in links]
+        with self._lock:
+            self._get(uid).links = stored
+
+    def links(self, uid: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._get(uid).links)
+
+    def set_pam_rotation(self, uid: str, **settings: Any) -> str:
+        """Mark a record as one KeeperPAM rotates (``enabled=True``) or knows but does not (``enabled=False``):
+        its ``meta`` self-link and its credential link to the PAM configuration, replacing earlier ones. Keyword
+        arguments are ``ksm_emulator.links.pam_rotation_links``'s; returns the credential link's ``recordUid``."""
+        resource_uid = settings.setdefault("resource_uid", DEFAULT_PAM_CONFIG_UID)
+        with self._lock:
+            record = self._get(uid)
+            new_links = pam_rotation_links(uid, record.key, **settings)
+            kept = [link for link in record.links if not is_rotation_link(link, uid, resource_uid)]
+            record.links = kept + new_links
+        return str(resource_uid)
 
     def committed(self, uid: str) -> dict[str, Any] | None:
         with self._lock:
@@ -228,6 +258,7 @@ class Vault:
                         "revision": r.revision,
                         "committed": copy.deepcopy(r.committed),
                         "staged": copy.deepcopy(r.staged),
+                        "links": copy.deepcopy(r.links),
                     }
                     for r in self._records.values()
                 ],
