@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from ksm_emulator.options import add_limit_options
 from ksm_emulator.server import EmulatorServer, require_loopback
 from ksm_emulator.state import PENDING_POLICIES
 
@@ -22,7 +23,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="IPv4 loopback address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default)")
     parser.add_argument(
-        "--seed", "--state", type=Path, help="JSON seed file with the initial state: app, folders, records"
+        "--seed",
+        "--state",
+        type=Path,
+        help="JSON seed file with the initial state: app, folders, records (each may carry links or pam_rotation)",
     )
     parser.add_argument(
         "--pending-policy",
@@ -30,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
         default="replace",
         help="what a second staged update of a record does (default replace)",
     )
+    add_limit_options(parser)
     parser.add_argument(
         "--write-config",
         type=Path,
@@ -65,7 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
 
-    with EmulatorServer(seed=args.seed, pending_policy=args.pending_policy, host=args.host, port=args.port) as server:
+    with EmulatorServer(
+        seed=args.seed,
+        pending_policy=args.pending_policy,
+        host=args.host,
+        port=args.port,
+        throttle=args.throttle,
+        rate_limit=args.rate_limit,
+    ) as server:
         written = []
         if args.write_config:
             _write_private(args.write_config, server.client_config())

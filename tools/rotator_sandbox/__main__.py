@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 from types import FrameType
 
+from ksm_emulator.options import add_limit_options
 from rotator_sandbox.bench import run_bench
 from rotator_sandbox.converge import run_converge
 from rotator_sandbox.demo import run_demo
 from rotator_sandbox.fleet import run_fleet
 from rotator_sandbox.serve import run_serve
+from rotator_sandbox.stack import DEFAULT_THROTTLE, KeeperLimits
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -29,6 +31,22 @@ def _seeding(command: argparse.ArgumentParser, records: int, keeper_latency: flo
             default=keeper_latency,
             help=f"seconds the emulator waits per KSM request (default {keeper_latency})",
         )
+
+
+def _keeper_limits(command: argparse.ArgumentParser) -> None:
+    """How the sandbox's KSM emulator throttles: the emulator's own options, plus a way out of the default."""
+    exclusive = add_limit_options(command, throttle_default=DEFAULT_THROTTLE)
+    exclusive.add_argument(
+        "--no-throttle", action="store_true", help="no Keeper throttling at all (neither --throttle nor --rate-limit)"
+    )
+
+
+def _limits(args: argparse.Namespace, parser: argparse.ArgumentParser) -> KeeperLimits:
+    if args.no_throttle:
+        if args.rate_limit is not None:
+            parser.error("--no-throttle and --rate-limit contradict each other")
+        return KeeperLimits(throttle=None, rate_limit=None)
+    return KeeperLimits(throttle=args.throttle, rate_limit=args.rate_limit)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--env-file", type=Path, metavar="PATH", help="also write the export lines to this file")
     for command in (demo, bench, converge, fleet):
         command.add_argument("--plain", action="store_true", help="plain text tables instead of rich")
+    for command in (demo, bench, converge, fleet, serve):
+        _keeper_limits(command)
     args = parser.parse_args(argv)
+    limits = _limits(args, parser)
 
     if args.command == "demo" and args.users < 1:
         parser.error("--users must be at least 1")
@@ -112,9 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     try:
         if args.command == "demo":
-            return run_demo(users=args.users, plain=args.plain, verbose=args.verbose)
+            return run_demo(users=args.users, plain=args.plain, verbose=args.verbose, limits=limits)
         if args.command == "converge":
-            return run_converge(records=args.records, plain=args.plain)
+            return run_converge(records=args.records, plain=args.plain, limits=limits)
         if args.command == "fleet":
             return run_fleet(
                 records=args.records,
@@ -123,9 +144,10 @@ def main(argv: list[str] | None = None) -> int:
                 keeper_latency=args.keeper_latency,
                 inline_limit=args.inline,
                 plain=args.plain,
+                limits=limits,
             )
         if args.command == "serve":
-            return run_serve(env_file=args.env_file)
+            return run_serve(env_file=args.env_file, limits=limits)
         return run_bench(
             records=args.records,
             keeper_latency=args.keeper_latency,
@@ -134,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             baseline=args.baseline,
             rounds=args.rounds,
             profile=args.profile,
+            limits=limits,
         )
     except KeyboardInterrupt:
         print("interrupted; servers stopped", file=sys.stderr)

@@ -27,7 +27,7 @@ from typing import Any
 
 from rotator_sandbox.demo import Printer
 from rotator_sandbox.paths import FUNCTION_DIR
-from rotator_sandbox.stack import JOURNAL_TABLE, Sandbox, load_event
+from rotator_sandbox.stack import DEFAULT_LIMITS, JOURNAL_TABLE, KeeperLimits, Sandbox, load_event
 
 # What a rotated user costs, by call; everything else is paid once per invocation whatever the number of users.
 PER_USER_CALLS = (
@@ -52,6 +52,7 @@ class Variant:
     warm_calls: Counter[str] = field(default_factory=Counter)  # how many calls that CPU paid for
     warm_rotated: int = 0
     rotated: int = 0
+    throttled: int = 0  # Keeper's throttled answers during the measured runs
     runs: int = 0
     maxrss_kb: int = 0
 
@@ -64,16 +65,21 @@ def run_bench(
     baseline: Path | None = None,
     rounds: int = 1,
     profile: Path | None = None,
+    limits: KeeperLimits = DEFAULT_LIMITS,
 ) -> int:
     out = Printer(plain)
     variants = [Variant("baseline", baseline)] if baseline else []
     variants.append(Variant("this tree", FUNCTION_DIR))
     out.line(f"Seeding {records} IAM users + pamUser records (moto server + KSM emulator on 127.0.0.1) ...")
-    with Sandbox(users=0, user_prefix="bench-user") as sb, tempfile.TemporaryDirectory(prefix="sandbox-bench-") as tmp:
+    with (
+        Sandbox(users=0, user_prefix="bench-user", limits=limits) as sb,
+        tempfile.TemporaryDirectory(prefix="sandbox-bench-") as tmp,
+    ):
         seed_started = time.monotonic()
         for i in range(records):
             sb.add_user(f"bench-user-{i + 1:04d}")
         out.line(f"  seeded in {time.monotonic() - seed_started:.1f}s; Keeper latency {keeper_latency * 1000:.0f} ms")
+        out.line(f"  Keeper {limits}")
         sb.keeper.vault.set_latency(keeper_latency)
         env = {"ROTATION_CONCURRENCY": str(concurrency)} if concurrency is not None else {}
         out.line("Binding run (first rotation of every record) ...")
@@ -130,6 +136,7 @@ def _scheduled_run(sb: Sandbox, variant: Variant, env: dict[str, str], tmp: Path
         variant.cold_cpu_ms.append(stats["handler_cpu_s"][0] * 1000 / rotated)
         variant.warm_cpu_ms.append(stats["handler_cpu_s"][-1] * 1000 / rotated)
         variant.maxrss_kb = max(variant.maxrss_kb, stats["maxrss_kb"])
+        variant.throttled += sb.keeper.vault.throttled_total
         variant.calls.update(_calls(stats, sb.keeper.vault.calls))
         for call, (n, seconds) in stats["call_cpu_s"][-1].items():
             variant.warm_calls[call] += n
@@ -166,6 +173,7 @@ def _print_figures(out: Printer, variants: list[Variant], records: int, concurre
         per_user = [sum(v.calls[c] for c in PER_USER_CALLS if c.startswith(scope)) / v.rotated for v in variants]
         rows.append([f"{scope.upper()} calls per rotated user", *(f"{n:.2f}" for n in per_user)])
     rows.append(["KMS calls per invocation", *(f"{_kms(v) / v.runs:.2f}" for v in variants)])
+    rows.append(["Keeper throttled answers", *(str(v.throttled) for v in variants)])
     sandbox_rss = f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
     rows.append(["peak RSS sandbox (moto + emulator)", sandbox_rss, *[""] * (len(variants) - 1)])
     out.table(f"Scheduled runs over {records} bound records", headers, rows)

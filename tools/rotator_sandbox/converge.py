@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from rotator_sandbox.demo import Printer
-from rotator_sandbox.stack import Sandbox, load_event
+from rotator_sandbox.stack import DEFAULT_LIMITS, KeeperLimits, Sandbox, load_event
 
 LAMBDA_TIMEOUT_S = 900  # template.yaml Globals.Function.Timeout: the longest a dead run's lease can last
 LEASE_MARGIN_S = 60  # JOURNAL_LEASE_MARGIN_SECONDS default
@@ -23,9 +23,9 @@ RECOVERY_PERIOD_S = 15 * 60  # RecoveryScheduleExpression default: rate(15 minut
 RECOVER = {"action": "recover"}
 
 
-def run_converge(records: int = 20, plain: bool = False) -> int:
+def run_converge(records: int = 20, plain: bool = False, limits: KeeperLimits = DEFAULT_LIMITS) -> int:
     out = Printer(plain)
-    with Sandbox(users=records, user_prefix="converge-user") as sb, tempfile.TemporaryDirectory() as tmp:
+    with Sandbox(users=records, user_prefix="converge-user", limits=limits) as sb, tempfile.TemporaryDirectory() as tmp:
         short_lease = {"SANDBOX_REMAINING_MS": "200", "JOURNAL_LEASE_MARGIN_SECONDS": "0"}
         crash = {**short_lease, "SANDBOX_CRASH_AFTER": f"aws:iam:UpdateLoginProfile#{records // 2}"}
         crashed = sb.invoke(load_event("scheduled.json"), crash)

@@ -10,7 +10,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from rotator_sandbox.stack import Invocation, Sandbox, fingerprint, load_event
+from rotator_sandbox.stack import DEFAULT_LIMITS, Invocation, KeeperLimits, Sandbox, fingerprint, load_event
 
 # The uid baked into events/direct-invoke.json, dry-run.json and the API event's body.
 EVENT_RECORD_UID = "pQ4bVx2tR8mK1nL7sW3yZa"
@@ -59,20 +59,24 @@ class Printer:
         print()
 
 
-def run_demo(users: int = 3, plain: bool = False, verbose: bool = False) -> int:
+def run_demo(users: int = 3, plain: bool = False, verbose: bool = False, limits: KeeperLimits = DEFAULT_LIMITS) -> int:
     out = Printer(plain)
     started = time.monotonic()
     out.line("Starting moto server and the KSM emulator on 127.0.0.1 ...")
-    with Sandbox(users=0, user_prefix="demo-user") as sb:
+    with Sandbox(users=0, user_prefix="demo-user", limits=limits) as sb:
         sb.add_user("demo-user-001", uid=EVENT_RECORD_UID)
         for i in range(2, users + 1):
             sb.add_user(f"demo-user-{i:03d}")
         out.line(f"  AWS (moto): {sb.aws_url}   Keeper (KSM emulator): {sb.keeper.url}")
+        out.line(f"  Keeper {limits}")
         out.line(f"  seeded {len(sb.users)} IAM users with console passwords and their pamUser records\n")
         problems: list[str] = []
         for number, step in enumerate(STEPS, 1):
             problems += run_step(sb, out, f"{number}. {step.title}  (events/{step.event_file})", step, verbose)
         seconds = time.monotonic() - started
+        throttled = sb.keeper.vault.throttled_total
+    if throttled:
+        out.line(f"Keeper answered {throttled} request(s) throttled")
     if problems:
         out.line(f"FAILED ({len(problems)} problem(s), {seconds:.1f}s):", style="bold red")
         for problem in problems:

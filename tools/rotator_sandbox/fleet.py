@@ -24,7 +24,16 @@ import boto3
 from rotator_sandbox.accounts import TARGET_ROLE, create_target_role, iam_password, member_session, roles_must_exist
 from rotator_sandbox.demo import Printer
 from rotator_sandbox.queue import LocalQueue
-from rotator_sandbox.stack import ACCOUNT, REGION, Sandbox, add_bound_record, initial_password, load_event
+from rotator_sandbox.stack import (
+    ACCOUNT,
+    DEFAULT_LIMITS,
+    REGION,
+    KeeperLimits,
+    Sandbox,
+    add_bound_record,
+    initial_password,
+    load_event,
+)
 
 MEMBER_BASE = 200_000_000_000
 HUB_ROLE = f"arn:aws:iam::{ACCOUNT}:role/keeper-iam-rotator-RotatorFunctionRole"
@@ -166,10 +175,15 @@ def run_fleet(
     keeper_latency: float = 0.01,
     inline_limit: int = 50,
     plain: bool = False,
+    limits: KeeperLimits = DEFAULT_LIMITS,
 ) -> int:
     out = Printer(plain)
-    out.line(f"Seeding {records} IAM users over {accounts} accounts + their pamUser records ...")
-    with roles_must_exist(), Sandbox(users=0) as sb, tempfile.TemporaryDirectory(prefix="sandbox-fleet-") as tmp:
+    out.line(f"Seeding {records} IAM users over {accounts} accounts + their pamUser records; Keeper {limits} ...")
+    with (
+        roles_must_exist(),
+        Sandbox(users=0, limits=limits) as sb,
+        tempfile.TemporaryDirectory(prefix="sandbox-fleet-") as tmp,
+    ):
         fleet = Fleet(sb, accounts)
         seed_started = time.monotonic()
         fleet.seed(records)
@@ -207,6 +221,7 @@ def run_fleet(
             ["rotated (IAM changed)", str(rotated)],
             ["IAM = Keeper (or journaled)", "all" if not split else f"NO for {len(split)}"],
             ["Keeper calls per user", f"{keeper_calls / per:.2f}"],
+            ["Keeper throttled answers", str(sb.keeper.vault.throttled_total)],
             ["AWS calls per user (planner + workers)", f"{sum(aws_calls.values()) / per:.2f}"],
             ["peak RSS (planner or a worker)", f"{max(s['maxrss_kb'] for s in every) / 1024:.0f} MiB"],
         ]

@@ -25,10 +25,12 @@ from urllib.parse import unquote, urlsplit
 from rotator_sandbox.stack import (
     ACCOUNT,
     CONFIG_SECRET,
+    DEFAULT_LIMITS,
     IDEMPOTENCY_TABLE,
     JOURNAL_KEY,
     JOURNAL_TABLE,
     REGION,
+    KeeperLimits,
     Sandbox,
     load_event,
 )
@@ -201,7 +203,10 @@ def exports(sb: Sandbox, door_url: str, config_file: Path) -> list[str]:
 
 
 def notes(sb: Sandbox) -> list[str]:
-    lines = [f"# AWS (moto) {sb.aws_url}, Keeper (KSM emulator) {sb.keeper.url}, stack {STACK_NAME}"]
+    lines = [
+        f"# AWS (moto) {sb.aws_url}, Keeper (KSM emulator) {sb.keeper.url}, stack {STACK_NAME}",
+        f"# Keeper {sb.limits}; throttled answers: GET https://$KSM_EMULATOR_HOST/_emulator/throttle",
+    ]
     for user in sb.users:
         console = "console password" if sb.iam_password(user.name) is not None else "NO console password"
         lines.append(f"#   IAM user {user.name:<6} {console:<19} pamUser record {user.uid}")
@@ -214,9 +219,9 @@ def notes(sb: Sandbox) -> list[str]:
     return lines
 
 
-def run_serve(env_file: Path | None = None) -> int:
+def run_serve(env_file: Path | None = None, limits: KeeperLimits = DEFAULT_LIMITS) -> int:
     with (
-        Sandbox(users=0) as sb,
+        Sandbox(users=0, limits=limits) as sb,
         front_door(sb) as door,
         tempfile.TemporaryDirectory(prefix="rotator-sandbox-") as tmp,
     ):

@@ -26,6 +26,7 @@ from moto.server import ThreadedMotoServer
 
 from keeper_iam_rotator.journal import Entry, Journal
 from ksm_emulator import EmulatorServer
+from ksm_emulator.throttle import BurstLimit, RateLimit
 from rotator_sandbox.paths import EVENTS_DIR, FUNCTION_DIR, ROOT, TOOLS_DIR
 
 ACCOUNT = "123456789012"
@@ -34,6 +35,29 @@ JOURNAL_TABLE = "keeper-iam-rotator-journal"
 JOURNAL_KEY = "alias/keeper-iam-rotator-journal"
 IDEMPOTENCY_TABLE = "keeper-iam-rotator-idempotency"
 CONFIG_SECRET = "keeper-iam-rotator/ksm-config"  # noqa: S105 - a secret's name
+
+# Keeper throttles (the SDK's model: more than 100 requests per device and endpoint without a 10 s pause), and the
+# sandbox should too: DEFAULT_THROTTLE = BurstLimit(100, 10). It stays off until the rotator paces its Keeper calls.
+# Measured with it on: one scheduled run over 120 records took 262 s instead of 4 s (118 throttled update_secret
+# answers, 18 records keeper_stage_failed); over 150 records the binding run of `bench` had not finished after 10 min,
+# nor `fleet --records 300 --accounts 3` after 15. Once past the burst, the handler's concurrent threads (one client
+# device) keep restarting each other's quiet timer, and the SDK's jittered retries come up to 25% early.
+# `--throttle burst=100,quiet=10` turns it on for one run; `make demo` passes with it on.
+DEFAULT_THROTTLE: BurstLimit | None = None
+
+
+@dataclass(frozen=True)
+class KeeperLimits:
+    """How the sandbox's KSM emulator throttles (see ksm_emulator.throttle)."""
+
+    throttle: BurstLimit | None = DEFAULT_THROTTLE
+    rate_limit: RateLimit | None = None
+
+    def __str__(self) -> str:
+        return f"throttle {self.throttle or 'off'}, rate limit {self.rate_limit or 'off'}"
+
+
+DEFAULT_LIMITS = KeeperLimits()
 
 
 def create_function_resources(aws: Callable[[str], Any], ksm_config: str) -> None:
@@ -106,8 +130,15 @@ class Sandbox:
     """`with Sandbox(users=3) as sb:` starts both servers, creates the function's resources and seeds `users` pairs
     (IAM user + login profile, pamUser record); both servers stop on exit, Ctrl-C included."""
 
-    def __init__(self, users: int = 0, pending_policy: str = "replace", user_prefix: str = "sandbox-user") -> None:
+    def __init__(
+        self,
+        users: int = 0,
+        pending_policy: str = "replace",
+        user_prefix: str = "sandbox-user",
+        limits: KeeperLimits = DEFAULT_LIMITS,
+    ) -> None:
         self.user_count = users
+        self.limits = limits
         self.pending_policy = pending_policy
         self.user_prefix = user_prefix
         self.users: list[SeededUser] = []
@@ -145,7 +176,12 @@ class Sandbox:
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._moto.start()
         self.aws_url = f"http://127.0.0.1:{self._moto._server.server_port}"
-        self.keeper = EmulatorServer(seed=None, pending_policy=self.pending_policy)
+        self.keeper = EmulatorServer(
+            seed=None,
+            pending_policy=self.pending_policy,
+            throttle=self.limits.throttle,
+            rate_limit=self.limits.rate_limit,
+        )
         self.reset()
 
     def stop(self) -> None:
@@ -389,4 +425,13 @@ def _loopback_opener() -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-__all__ = ["Invocation", "Sandbox", "SeededUser", "field_value", "fingerprint", "load_event"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "Invocation",
+    "KeeperLimits",
+    "Sandbox",
+    "SeededUser",
+    "field_value",
+    "fingerprint",
+    "load_event",
+]
