@@ -22,6 +22,7 @@ from moto.iam.models import iam_backends
 from rotator_sandbox.stack import load_event
 
 from conftest import ACCOUNT, age_rotation
+from faults import _Http
 from test_rotation import assert_rotated, assert_unchanged, only
 
 OUT_OF_BAND = "Out-of-band-Passw0rd!"
@@ -124,17 +125,12 @@ def change_own_password(stack, name: str, old: str, new: str) -> None:
         user = iam_backends[ACCOUNT]["global"].get_user(name)
         assert sent["OldPassword"] == user.password, "ChangePassword needs the current password"
         user.password = sent["NewPassword"]
-        return _Http(200), {"ResponseMetadata": {"HTTPStatusCode": 200}}
+        return _Http(200, {}), {"ResponseMetadata": {"HTTPStatusCode": 200}}
 
     client.meta.events.register("before-parameter-build.iam.ChangePassword", lambda params, **_: sent.update(params))
     client.meta.events.register("before-call.iam.ChangePassword", answer)
     client.change_password(OldPassword=old, NewPassword=new)
     assert stack.iam_password(name) == new
-
-
-class _Http:
-    def __init__(self, status_code: int) -> None:
-        self.status_code, self.headers, self.content, self.text = status_code, {}, b"", ""
 
 
 # --- what an event can never do ------------------------------------------------------------------------------------
