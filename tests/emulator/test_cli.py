@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 from keeper_secrets_manager_core import SecretsManager
 from keeper_secrets_manager_core.storage import InMemoryKeyValueStorage
 
@@ -87,5 +88,32 @@ def test_cli_help(capsys):
 
     assert exited.value.code == 0
     out = capsys.readouterr().out
-    for option in ("--host", "--port", "--seed", "--pending-policy", "--write-config", "--write-ca"):
+    for option in ("--host", "--port", "--seed", "--pending-policy", "--throttle", "--rate-limit", "--write-config"):
         assert option in out
+
+
+@pytest.mark.parametrize(
+    "args", [["--throttle", "100/10"], ["--rate-limit", "burst=1,quiet=1"], ["--rate-limit", "0/6"]]
+)
+def test_cli_refuses_bad_limits(args, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+
+    assert exited.value.code == 2
+    assert f"argument {args[0]}" in capsys.readouterr().err
+
+
+def test_cli_limits_reach_the_server(tmp_path):
+    ca_file = tmp_path / "ca.pem"
+    process = _run("--throttle", "burst=100,quiet=10", "--rate-limit", "10/6", "--write-ca", str(ca_file))
+    try:
+        url = process.stdout.readline().split()[2]
+        state = requests.get(f"{url}/_emulator/throttle", verify=str(ca_file), timeout=TIMEOUT).json()
+        assert state["throttle"] == {"burst": 100, "quiet": 10.0}
+        assert state["rate_limit"] == {"requests": 10, "seconds": 6.0}
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=TIMEOUT) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=TIMEOUT)

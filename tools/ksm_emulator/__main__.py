@@ -5,11 +5,13 @@ import os
 import shutil
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 from ksm_emulator.server import EmulatorServer, require_loopback
 from ksm_emulator.state import PENDING_POLICIES
+from ksm_emulator.throttle import BurstLimit, RateLimit
 
 WAKE_INTERVAL = 0.2
 
@@ -22,7 +24,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="IPv4 loopback address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default)")
     parser.add_argument(
-        "--seed", "--state", type=Path, help="JSON seed file with the initial state: app, folders, records"
+        "--seed",
+        "--state",
+        type=Path,
+        help="JSON seed file with the initial state: app, folders, records (each may carry links or pam_rotation)",
     )
     parser.add_argument(
         "--pending-policy",
@@ -30,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         default="replace",
         help="what a second staged update of a record does (default replace)",
     )
+    add_limit_options(parser)
     parser.add_argument(
         "--write-config",
         type=Path,
@@ -40,6 +46,39 @@ def _parser() -> argparse.ArgumentParser:
         "--write-ca", type=Path, metavar="FILE", help="copy the server certificate here, for REQUESTS_CA_BUNDLE"
     )
     return parser
+
+
+def add_limit_options(parser: argparse.ArgumentParser, throttle_default: BurstLimit | None = None) -> None:
+    """``--throttle`` and ``--rate-limit``, shared with the sandbox's commands (which pass them on)."""
+    default = f" (default {throttle_default})" if throttle_default else " (default off)"
+    parser.add_argument(
+        "--throttle",
+        type=_parsed(BurstLimit),
+        default=throttle_default,
+        metavar="burst=N,quiet=Q",
+        help="the SDK's throttling model: more than N requests per client device to one endpoint without a Q-second "
+        "pause answer 403 throttled; every request, a throttled one too, restarts the Q-second timer; "
+        f"Keeper's values are burst=100,quiet=10{default}",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=_parsed(RateLimit),
+        metavar="N/S",
+        help="at most N requests per S seconds per client device, all endpoints together (Keeper's documented "
+        "default is 10/60; 10/6 compresses time tenfold); refused requests take no slot (default off)",
+    )
+
+
+def _parsed(kind: type[BurstLimit] | type[RateLimit]) -> Callable[[str], BurstLimit | RateLimit]:
+    """An argparse ``type`` whose error message says what the value should look like."""
+
+    def parse(spec: str) -> BurstLimit | RateLimit:
+        try:
+            return kind.parse(spec)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from err
+
+    return parse
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -65,7 +104,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
 
-    with EmulatorServer(seed=args.seed, pending_policy=args.pending_policy, host=args.host, port=args.port) as server:
+    with EmulatorServer(
+        seed=args.seed,
+        pending_policy=args.pending_policy,
+        host=args.host,
+        port=args.port,
+        throttle=args.throttle,
+        rate_limit=args.rate_limit,
+    ) as server:
         written = []
         if args.write_config:
             _write_private(args.write_config, server.client_config())

@@ -18,6 +18,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ksm_emulator import crypto
+from ksm_emulator.links import encode as encode_link
 from ksm_emulator.state import KSM_PATHS, Fault, KsmError, Record, Vault
 
 KSM_PREFIX = "/api/rest/sm/v1/"
@@ -40,11 +41,13 @@ class Response:
     drop: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Request:
+    client_id: str
     transmission_key: bytes
     payload: dict[str, Any]
-    bound_client_key: bytes | None  # set when this call redeemed a one-time token
+    binding_key: bytes | None  # the client's public key when this call redeems a one-time token
+    bound_client_key: bytes | None = None  # set once the token is redeemed
 
 
 class _AccessDenied(Exception):
@@ -72,12 +75,17 @@ def _access_denied(route: str, message: str) -> Response:
     )
 
 
+def throttled_response(retry_after: float) -> Response:
+    """What the SDK retries by itself: 403 ``{"error": "throttled", "retry_after": seconds}``."""
+    return json_response(
+        HTTPStatus.FORBIDDEN,
+        {"error": "throttled", "message": "Too many requests, slow down.", "retry_after": retry_after},
+    )
+
+
 def _fault_response(fault: Fault) -> Response:
     if fault.kind == "throttle":
-        return json_response(
-            HTTPStatus.FORBIDDEN,
-            {"error": "throttled", "message": "Too many requests, slow down.", "retry_after": fault.seconds},
-        )
+        return throttled_response(fault.seconds)
     if fault.body is None:
         phrase = HTTPStatus(fault.status).phrase
         return error_response(fault.status, phrase.lower().replace(" ", "_"), phrase)
@@ -126,6 +134,11 @@ class KsmProtocol:
     def _answer(self, route: str, headers: Mapping[str, str], body: bytes) -> Response:
         try:
             request = self._open(headers, body)
+            # Throttled before any effect: a redeemed token must not be spent on a request the client will retry.
+            if (retry_after := self.vault.admit(request.client_id, route)) is not None:
+                logger.info("%s throttled, retry after %.3fs", route, retry_after)
+                return throttled_response(retry_after)
+            self._bind(request)
         except _AccessDenied as denied:
             return _access_denied(route, str(denied))
         try:
@@ -140,7 +153,7 @@ class KsmProtocol:
         return Response(HTTPStatus.OK, encrypted, "application/octet-stream")
 
     def _open(self, headers: Mapping[str, str], body: bytes) -> _Request:
-        """Unwrap, decrypt and authenticate; redeem a one-time token when the payload carries a key."""
+        """Unwrap, decrypt and authenticate (a one-time token's signature by the key the payload carries)."""
         lowered = {k.lower(): v for k, v in headers.items()}
         try:
             wrapped = base64.b64decode(lowered["transmissionkey"], validate=True)
@@ -162,24 +175,31 @@ class KsmProtocol:
         public_key = binding_key or client.public_key
         if public_key is None or not crypto.signature_valid(public_key, wrapped + body, signature):
             raise _AccessDenied("Signature is invalid")
-        if binding_key is not None:
-            if not self.vault.bind(client_id, binding_key):
-                raise _AccessDenied("The one-time token has already been used")
-            logger.info("client bound by one-time token")
-        return _Request(transmission_key, payload, client.client_key if binding_key else None)
+        return _Request(client_id, transmission_key, payload, binding_key)
+
+    def _bind(self, request: _Request) -> None:
+        """Redeem the one-time token the request carries a key for, if any."""
+        if request.binding_key is None:
+            return
+        if not self.vault.bind(request.client_id, request.binding_key):
+            raise _AccessDenied("The one-time token has already been used")
+        client = self.vault.client(request.client_id)
+        request.bound_client_key = client.client_key if client else None
+        logger.info("client bound by one-time token")
 
     def _get_secret(self, request: _Request) -> dict[str, Any]:
         view = self.vault.read(request.payload.get("requestedRecords"), request.payload.get("requestedFolders"))
         app_key = self.vault.app_key
+        with_links = request.payload.get("requestLinks") is True  # the SDK sends it only when asked, as true
         app_data = json.dumps({"title": view.app_title, "type": APP_TYPE}).encode()
         reply: dict[str, Any] = {
             "appData": crypto.urlsafe_b64(crypto.encrypt(app_data, app_key)),
-            "records": [_record_json(record, app_key) for record in view.direct],
+            "records": [_record_json(record, app_key, with_links) for record in view.direct],
             "folders": [
                 {
                     "folderUid": folder.uid,
                     "folderKey": crypto.b64(crypto.encrypt(folder.key, app_key)),
-                    "records": [_record_json(record, folder.key) for record in records],
+                    "records": [_record_json(record, folder.key, with_links) for record in records],
                 }
                 for folder, records in view.folders
             ],
@@ -207,9 +227,10 @@ class KsmProtocol:
         self.vault.rollback(request.payload["recordUid"])
 
 
-def _record_json(record: Record, wrapping_key: bytes) -> dict[str, Any]:
-    """One record as the service sends it; the record key is wrapped by the app or folder key."""
-    return {
+def _record_json(record: Record, wrapping_key: bytes, with_links: bool) -> dict[str, Any]:
+    """One record as the service sends it; the record key is wrapped by the app or folder key. ``links`` only when
+    the client asked for them."""
+    document: dict[str, Any] = {
         "recordUid": record.uid,
         "recordKey": crypto.b64(crypto.encrypt(record.key, wrapping_key)),
         "data": crypto.b64(crypto.encrypt(json.dumps(record.committed).encode(), record.key)),
@@ -217,3 +238,6 @@ def _record_json(record: Record, wrapping_key: bytes) -> dict[str, Any]:
         "isEditable": True,
         "files": [],
     }
+    if with_links:
+        document["links"] = [encode_link(link, record.key) for link in record.links]
+    return document

@@ -16,6 +16,7 @@ from ksm_emulator import crypto, tls
 from ksm_emulator.control import CONTROL_PREFIX, handle_control
 from ksm_emulator.protocol import KSM_PREFIX, KsmProtocol, Response, error_response
 from ksm_emulator.state import Seed, Vault
+from ksm_emulator.throttle import BurstLimit, RateLimit
 
 SERVER_PUBLIC_KEY_ID = "10"
 CONNECTION_TIMEOUT = 30.0
@@ -74,7 +75,11 @@ class _HttpServer(ThreadingHTTPServer):
 
 
 class EmulatorServer:
-    """A KSM service for one application on ``https://127.0.0.1:PORT``, served from a daemon thread."""
+    """A KSM service for one application on ``https://127.0.0.1:PORT``, served from a daemon thread.
+
+    ``throttle`` and ``rate_limit`` switch on Keeper's throttling models (off by default, so no test meets them by
+    accident); ``vault.set_throttle`` / ``vault.set_rate_limit`` change them at run time.
+    """
 
     def __init__(
         self,
@@ -82,9 +87,12 @@ class EmulatorServer:
         pending_policy: str = "replace",
         host: str = "127.0.0.1",
         port: int = 0,
+        *,
+        throttle: BurstLimit | None = None,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         require_loopback(host)
-        self.vault = Vault(seed, pending_policy)
+        self.vault = Vault(seed, pending_policy, throttle=throttle, rate_limit=rate_limit)
         server_key = crypto.new_ec_key()
         self.server_public_key = crypto.urlsafe_b64(crypto.public_point(server_key))
         self._protocol = KsmProtocol(self.vault, server_key)

@@ -8,14 +8,17 @@ apart from a staged ("transactionType") update, which only finalize makes visibl
 import copy
 import json
 import threading
+import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 from ksm_emulator import crypto
+from ksm_emulator.links import DEFAULT_PAM_CONFIG_UID, is_rotation_link, normalize_link, pam_rotation_links
+from ksm_emulator.throttle import BurstLimit, Limiter, RateLimit
 
 KSM_PATHS = ("get_secret", "update_secret", "finalize_secret_update", "rollback_secret_update")
 FAULT_KINDS = ("error", "throttle", "drop", "drop_after", "delay")
@@ -66,6 +69,7 @@ class Record:
     committed: dict[str, Any]
     staged: dict[str, Any] | None = None
     revision: int = 1
+    links: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -99,19 +103,32 @@ def load_seed(seed: Seed) -> dict[str, Any]:
 class Vault:
     """Thread-safe state of one KSM application as the service would hold it."""
 
-    def __init__(self, seed: Seed = None, pending_policy: str = "replace") -> None:
+    def __init__(
+        self,
+        seed: Seed = None,
+        pending_policy: str = "replace",
+        *,
+        throttle: BurstLimit | None = None,
+        rate_limit: RateLimit | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._lock = threading.RLock()
         self.app_key = crypto.new_key()
         self.owner_public_key = crypto.public_point(crypto.new_ec_key())
         self._clients: dict[str, Client] = {}
         self._seed = load_seed(seed)
         self._initial_policy = pending_policy
+        self._initial_limits = (throttle, rate_limit)
+        self._limiter = Limiter(clock=clock)
         self.reset()
 
     # --- setup and inspection -------------------------------------------------------------------
 
     def reset(self, seed: Seed = None) -> None:
-        """Back to ``seed``, or to the construction seed when None; clients and keys survive."""
+        """Back to ``seed``, or to the construction seed when None; clients and keys survive.
+
+        The throttle settings go back to the construction's (like the pending policy), with fresh counters.
+        """
         data = self._seed if seed is None else load_seed(seed)
         with self._lock:
             self.app_title = data.get("app", {}).get("title", DEFAULT_APP_TITLE)
@@ -121,17 +138,27 @@ class Vault:
             self._calls: Counter[str] = Counter()
             self._latency = 0.0
             self.pending_policy = self._initial_policy
+            self._limiter.set_burst(self._initial_limits[0])
+            self._limiter.set_rate(self._initial_limits[1])
+            self._limiter.reset_counts()
             for folder in data.get("folders", []):
                 self.add_folder(uid=folder.get("uid"), name=folder.get("name", ""))
             for record in data.get("records", []):
-                self.add_record(
-                    uid=record.get("uid"),
-                    type=record.get("type", "pamUser"),
-                    title=record.get("title", ""),
-                    fields=record.get("fields", []),
-                    custom=record.get("custom", []),
-                    folder=record.get("folder"),
-                )
+                self._seed_record(record)
+
+    def _seed_record(self, record: Mapping[str, Any]) -> None:
+        """One seed entry: the record, its raw ``links`` and/or a ``pam_rotation`` (set_pam_rotation's arguments)."""
+        uid = self.add_record(
+            uid=record.get("uid"),
+            type=record.get("type", "pamUser"),
+            title=record.get("title", ""),
+            fields=record.get("fields", []),
+            custom=record.get("custom", []),
+            folder=record.get("folder"),
+            links=record.get("links"),
+        )
+        if record.get("pam_rotation") is not None:
+            self.set_pam_rotation(uid, **record["pam_rotation"])
 
     @property
     def pending_policy(self) -> str:
@@ -163,8 +190,10 @@ class Vault:
         fields: list[dict[str, Any]] | None = None,
         custom: list[dict[str, Any]] | None = None,
         folder: str | None = None,
+        links: list[Mapping[str, Any]] | None = None,
     ) -> str:
-        """Add a record shared directly to the app (``folder=None``) or in a shared folder."""
+        """Add a record shared directly to the app (``folder=None``) or in a shared folder, with ``links`` (see
+        ``ksm_emulator.links``) that ``get_secret`` returns only when the client requests links."""
         uid = uid or crypto.new_uid()
         data = {
             "title": title,
@@ -172,11 +201,34 @@ class Vault:
             "fields": copy.deepcopy(fields or []),
             "custom": copy.deepcopy(custom or []),
         }
+        stored_links = [normalize_link(link) for link in links or []]
         with self._lock:
             if folder is not None and folder not in self._folders:
                 self.add_folder(uid=folder)
-            self._records[uid] = Record(uid, folder, crypto.new_key(), data)
+            self._records[uid] = Record(uid, folder, crypto.new_key(), data, links=stored_links)
         return uid
+
+    def set_links(self, uid: str, links: list[Mapping[str, Any]]) -> None:
+        """Replace a record's links (``{"recordUid", "path", "data"}``; ``data`` as JSON, encoded when served)."""
+        stored = [normalize_link(link) for link in links]
+        with self._lock:
+            self._get(uid).links = stored
+
+    def links(self, uid: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return copy.deepcopy(self._get(uid).links)
+
+    def set_pam_rotation(self, uid: str, **settings: Any) -> str:
+        """Mark a record as one KeeperPAM rotates (``enabled=True``) or knows but does not (``enabled=False``):
+        its ``meta`` self-link and its credential link to the PAM configuration, replacing earlier ones. Keyword
+        arguments are ``ksm_emulator.links.pam_rotation_links``'s; returns the credential link's ``recordUid``."""
+        resource_uid = settings.setdefault("resource_uid", DEFAULT_PAM_CONFIG_UID)
+        with self._lock:
+            record = self._get(uid)
+            new_links = pam_rotation_links(uid, record.key, **settings)
+            kept = [link for link in record.links if not is_rotation_link(link, uid, resource_uid)]
+            record.links = kept + new_links
+        return str(resource_uid)
 
     def committed(self, uid: str) -> dict[str, Any] | None:
         with self._lock:
@@ -206,6 +258,7 @@ class Vault:
                         "revision": r.revision,
                         "committed": copy.deepcopy(r.committed),
                         "staged": copy.deepcopy(r.staged),
+                        "links": copy.deepcopy(r.links),
                     }
                     for r in self._records.values()
                 ],
@@ -272,8 +325,42 @@ class Vault:
             return Counter(self._calls)
 
     def reset_calls(self) -> None:
+        """Zero the per-path calls and the per-device request and throttle counts (not the limits' state)."""
         with self._lock:
             self._calls.clear()
+            self._limiter.reset_counts()
+
+    # --- throttling ----------------------------------------------------------------------------------
+
+    def set_throttle(self, burst: int | None, quiet: float = 10.0) -> None:
+        """The SDK's model: beyond ``burst`` requests to one endpoint per device without a ``quiet``-second pause,
+        answer 403 throttled (Keeper: 100 and 10). ``burst=None`` turns it off."""
+        limit = None if burst is None else BurstLimit(int(burst), float(quiet))
+        with self._lock:
+            self._limiter.set_burst(limit)
+
+    def set_rate_limit(self, requests: int | None, seconds: float = 60.0) -> None:
+        """At most ``requests`` per ``seconds`` per device, all endpoints together (Keeper's page: 10 per 60).
+        ``requests=None`` turns it off."""
+        limit = None if requests is None else RateLimit(int(requests), float(seconds))
+        with self._lock:
+            self._limiter.set_rate(limit)
+
+    def admit(self, client_id: str, route: str) -> float | None:
+        """Count one authenticated request; None to serve it, else the ``retry_after`` of a throttled answer."""
+        with self._lock:
+            return self._limiter.admit(client_id, route)
+
+    def throttle_state(self) -> dict[str, Any]:
+        """JSON-safe: both models' settings, requests and throttled answers by device and endpoint, and the total."""
+        with self._lock:
+            return {**self._limiter.settings(), **self._limiter.counts()}
+
+    @property
+    def throttled_total(self) -> int:
+        """How many throttled answers the limits gave since the last reset (injected throttle faults not included)."""
+        with self._lock:
+            return sum(self._limiter.throttled.values())
 
     # --- clients ---------------------------------------------------------------------------------
 
