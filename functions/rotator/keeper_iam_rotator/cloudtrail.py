@@ -25,6 +25,7 @@ EVENT_SOURCE: Final = "iam.amazonaws.com"
 ACCOUNT_ID: Final = re.compile(r"\d{12}")
 USER_NAME: Final = re.compile(r"[\w+=,.@-]{1,64}", re.ASCII)
 EVENT_ID: Final = re.compile(r"[\w-]{1,128}", re.ASCII)
+MAX_ARN: Final = 2048
 
 
 class PasswordCall(StrEnum):
@@ -85,7 +86,7 @@ def password_change(event: dict[str, Any]) -> PasswordChange:
         call=call,
         account_id=_account(event, detail),
         user_name=_user_name(call, detail, identity),
-        caller=str(identity.get("arn") or ""),
+        caller=_text(identity.get("arn")),
         issuer=_issuer(identity),
         at=_time(detail.get("eventTime")),
     )
@@ -124,8 +125,12 @@ def _user_name(call: PasswordCall, detail: dict[str, Any], identity: dict[str, A
 def _issuer(identity: dict[str, Any]) -> str:
     session = identity.get("sessionContext")
     issuer = session.get("sessionIssuer") if isinstance(session, dict) else None
-    arn = issuer.get("arn") if isinstance(issuer, dict) else None
-    return arn if isinstance(arn, str) else ""
+    return _text(issuer.get("arn") if isinstance(issuer, dict) else None)
+
+
+def _text(value: Any) -> str:
+    """An ARN the event reports, quoted in results: a string of ARN length at most, else nothing."""
+    return value[:MAX_ARN] if isinstance(value, str) else ""
 
 
 def _time(value: Any) -> float:
