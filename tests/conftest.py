@@ -7,8 +7,9 @@ for an IAM user, and the password Keeper has committed for the record.
 from __future__ import annotations
 
 import io
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +130,12 @@ class Stack:
     def keeper_password(self, uid: str) -> str | None:
         return field_value(self.keeper_record(uid), "password")
 
+    def edit_record(self, uid: str, edit: Callable[[dict[str, Any]], None]) -> None:
+        """Change a record as a Keeper user would: a committed edit, a new revision."""
+        data = self.keeper_record(uid)
+        edit(data)
+        self.keeper.vault.update(uid, data, self.keeper.vault.revision(uid), transactional=False)
+
     def set_password_policy(self, **policy: Any) -> None:
         self.iam.update_account_password_policy(**policy)
 
@@ -143,6 +150,18 @@ class Stack:
 
     def journal_items(self) -> list[dict[str, Any]]:
         return boto3.client("dynamodb").scan(TableName=JOURNAL_TABLE)["Items"]
+
+
+def age_rotation(stack: Stack, uid: str, days: float) -> None:
+    """Move the record's last successful rotation `days` into the past (what time would do)."""
+    for item in stack.journal_items():
+        if item["recordUid"]["S"] == uid:
+            boto3.client("dynamodb").update_item(
+                TableName=JOURNAL_TABLE,
+                Key={"userArn": item["userArn"]},
+                UpdateExpression="SET rotatedAt = :t",
+                ExpressionAttributeValues={":t": {"N": str(time.time() - days * 86400)}},
+            )
 
 
 def custom_value(record: dict[str, Any], label: str) -> str | None:

@@ -7,7 +7,6 @@ stored password against Keeper's committed record.
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import boto3
@@ -24,10 +23,10 @@ from rotator_sandbox.accounts import (
     trust_policy,
 )
 from rotator_sandbox.queue import LocalQueue
-from rotator_sandbox.stack import JOURNAL_TABLE, add_bound_record, field_value, load_event
+from rotator_sandbox.stack import add_bound_record, field_value, load_event
 from test_binding import CallCounter, by_uid, code
 
-from conftest import ACCOUNT, INITIAL_PASSWORD
+from conftest import ACCOUNT, INITIAL_PASSWORD, age_rotation
 from faults import AwsFaults
 from test_rotation import assert_rotated, only
 
@@ -162,18 +161,6 @@ def test_a_login_alone_means_the_hubs_account(fleet):
 
 
 # --- rotation when due -------------------------------------------------------------------------------------------
-
-
-def age_rotation(stack, uid: str, days: float) -> None:
-    """Move the record's last successful rotation `days` into the past (what time would do)."""
-    for item in stack.journal_items():
-        if item["recordUid"]["S"] == uid:
-            boto3.client("dynamodb").update_item(
-                TableName=JOURNAL_TABLE,
-                Key={"userArn": item["userArn"]},
-                UpdateExpression="SET rotatedAt = :t",
-                ExpressionAttributeValues={":t": {"N": str(time.time() - days * DAY)}},
-            )
 
 
 def test_a_recently_rotated_record_waits_for_the_schedule_but_not_for_a_request(stack):

@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 import app  # noqa: F401 - imported before capsys replaces stdout, so Powertools binds to pytest's stream
+from test_drift import change_event, rotated_earlier, set_out_of_band
 
 from conftest import _clear_caches
 from faults import AwsFaults
@@ -39,7 +40,7 @@ def emitted_metrics(stdout: str) -> Emitted:
 
 
 def run_every_outcome(stack: Any) -> None:
-    """A rotation that succeeds, one IAM refuses, one that ends in the journal, a skip and a dry run."""
+    """A rotation that succeeds, one IAM refuses, one that ends in the journal, a skip, a dry run and drift."""
     assert stack.rotate(stack.add_pair("ok"))[0]["status"] == "rotated"
 
     refused = stack.add_pair("refused")
@@ -55,6 +56,10 @@ def run_every_outcome(stack: Any) -> None:
     stack.add_user("console-less", password=None)
     assert stack.rotate(stack.add_record("console-less"))[0]["error"]["code"] == "no_login_profile"
     assert stack.rotate(stack.add_pair("planned"), dry_run=True)[0]["status"] == "planned"
+
+    rotated_earlier(stack, "drifted")  # a password changed outside the rotator: DriftDetected (DriftAlarm)
+    set_out_of_band(stack, "drifted")
+    assert stack.invoke(change_event(user="drifted"))["results"][0]["drift"] is True
 
 
 def arm_faults(stack: Any, *faults: tuple[str, str, str, int]) -> None:

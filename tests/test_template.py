@@ -71,6 +71,7 @@ def test_the_dead_letter_queue_accepts_both_schedules_and_its_alarm_reaches_the_
     assert policy["Properties"]["Queues"] == ["<ScheduleDeadLetterQueue>"]
     assert statement["Principal"] == {"Service": "events.amazonaws.com"}
     assert sorted(statement["Condition"]["ArnEquals"]["aws:SourceArn"]) == [
+        "<RotatorFunctionPasswordChanges.Arn>",  # the CloudTrail password changes (test_drift_template.py)
         "<RotatorFunctionRecovery.Arn>",
         "<RotatorFunctionSchedule.Arn>",
     ]

@@ -23,6 +23,7 @@ from keeper_iam_rotator.results import Code
 from keeper_iam_rotator.rotation import require_console_access
 
 from .aws import aws_error
+from .drift_view import DriftView
 from .errors import CliError
 from .permissions import PermissionCheck, Resources, principal_of
 from .resolve import Target
@@ -109,11 +110,11 @@ class Preflight:
             if missing_folders:
                 self.add("keeper-records", Verdict.FAIL, unseen_folders_message(missing_folders))
                 return []
-            if self.uids:
-                found = vault.fetch(self.uids)
+            if self.uids:  # with their links: KeeperPAM's own rotation shows there (keeperpam.py)
+                found = vault.fetch(self.uids, links=True)
                 seen = list(found.values())
             else:
-                seen = vault.fetch_all(settings.folder_uids)
+                seen = vault.fetch_all(settings.folder_uids, links=True)
         except (KeeperCallError, CliError) as error:
             self.add("keeper-records", Verdict.FAIL, f"the KSM application cannot read records: {error}")
             return []
@@ -145,7 +146,7 @@ class Preflight:
                 claim = bind(user, self.accounts, Vouched(explicit=True))
                 require_console_access(claim)
             except RotationHaltedError as halt:
-                not_ours = halt.code in {Code.NOT_IAM_RECORD, Code.NOT_PAM_USER}
+                not_ours = halt.code in {Code.NOT_IAM_RECORD, Code.NOT_PAM_USER, Code.MANAGED_BY_KEEPERPAM}
                 self.add(name, Verdict.SKIP if not_ours else Verdict.FAIL, f"{halt.code}: {halt.message}")
                 continue
             target = claim.target
@@ -153,12 +154,14 @@ class Preflight:
             problems = self._scope_problems(target)
             if problems:
                 self.add(name, Verdict.FAIL, f"IAM user {target.name}: {'; '.join(problems)}")
-            elif user.distinguished_name or Vouched(folder_uids=folders).covers(user):
-                how = (
-                    "bound" if user.distinguished_name else "unbound, in a folder declared AWS-only (binds on rotation)"
+            elif user.distinguished_name:
+                verdict, drift = self.drift.describe(claim)
+                self.add(
+                    name, verdict, f"bound → IAM user {target.arn}, console password set; {self._due(user)}; {drift}"
                 )
-                detail = f"{how} → IAM user {target.arn}, console password set; {self._due(user)}"
-                self.add(name, Verdict.PASS, detail)
+            elif Vouched(folder_uids=folders).covers(user):
+                how = "unbound, in a folder declared AWS-only (binds on rotation)"
+                self.add(name, Verdict.PASS, f"{how} → IAM user {target.arn}, console password set; {self._due(user)}")
             else:
                 self.add(
                     name,
@@ -189,6 +192,7 @@ class Preflight:
             self.last_rotated = due.last_rotations(journal.entries())
         except JournalUnavailableError:
             self.last_rotated = {}  # the journal check below reports why
+        self.drift = DriftView(self.last_rotated)
 
     def _due(self, user: PamUser) -> str:
         """Whether the scheduled run would rotate the record now (it always rotates on request)."""

@@ -41,7 +41,15 @@ def permission_groups(res: Resources) -> list[tuple[list[str], list[str]]]:
     users = res.user_arns or [f"arn:aws:iam::{res.account}:user/*"]
     groups = [
         (["iam:GetUser", "iam:GetLoginProfile", "iam:UpdateLoginProfile"], users),
-        (["iam:GetAccountPasswordPolicy", "iam:ListUsers"], ["*"]),
+        (
+            [
+                "iam:GetAccountPasswordPolicy",
+                "iam:ListUsers",
+                "iam:GenerateCredentialReport",
+                "iam:GetCredentialReport",
+            ],
+            ["*"],
+        ),
     ]
     if res.table_arn:
         groups.append((["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:Scan"], [res.table_arn]))

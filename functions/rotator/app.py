@@ -3,7 +3,9 @@
 Triggers: API Gateway `POST /rotations` (IAM-authenticated; api.py), the EventBridge schedule (rotate the pamUser
 records in scope that are due, queueing what exceeds InlineRotationLimit), the rotation queue (SQS events: the
 records a scheduled run queued; queue_worker.py), the recovery schedule (`{"action": "recover"}`: finish rotations
-dead runs left in the journal), and a direct invoke / `sam local invoke` with `{"records": [...], "dryRun": false}`.
+dead runs left in the journal), CloudTrail's record of a console password change made elsewhere (EventBridge rule
+PasswordChanges: rotate the record that keeps that user; cloudtrail.py, drift.py), and a direct invoke /
+`sam local invoke` with `{"records": [...], "dryRun": false}`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from keeper_iam_rotator import api, queue_worker, service
+from keeper_iam_rotator import api, cloudtrail, queue_worker, service
 from keeper_iam_rotator.aws import AwsClients, load_ksm_config
 from keeper_iam_rotator.context import Invocation
 from keeper_iam_rotator.errors import BadRequestError, IdempotencyKeyReusedError
@@ -69,13 +71,17 @@ def execute(request: RotationRequest, context: LambdaContext) -> dict[str, Any]:
 
 
 def direct_request(event: Any, context: LambdaContext) -> RotationRequest:
-    """The request a direct event stands for: the recovery schedule's, the rotation schedule's, or a caller's."""
+    """The request a direct event stands for: the recovery schedule's, the rotation schedule's, CloudTrail's, or a
+    caller's."""
     if not isinstance(event, dict):
         raise BadRequestError(NOT_AN_OBJECT)
     if event.get("action") == "recover" and len(event) == 1:  # no idempotency: recovery is repeatable by design
         return RotationRequest(Trigger.RECOVER)
     if event.get("source") == "aws.events" and event.get("detail-type") == "Scheduled Event":
         return RotationRequest(Trigger.SCHEDULE, idempotency_key=str(event.get("id") or "") or None)
+    if cloudtrail.is_cloudtrail_event(event):  # CloudTrail's event id: a second delivery returns the first answer
+        change = cloudtrail.password_change(event)
+        return RotationRequest(Trigger.DRIFT, idempotency_key=f"cloudtrail-{change.event_id}", change=change)
     # an asynchronous retry of a direct invoke keeps its request id
     return parse_request(event, Trigger.INVOKE, retry_key=context.aws_request_id)
 

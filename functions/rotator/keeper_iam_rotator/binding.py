@@ -32,6 +32,7 @@ from .errors import (
 )
 from .iam import IamGateway, IamUser
 from .keeper import KeeperVault, PamUser, RecordType
+from .keeperpam import require_not_keeperpam
 from .results import Code
 
 # arn:<partition>:iam::<account>:user<path><name>; IAM paths are "/" or "/.../", names [\w+=,.@-]{1,64}.
@@ -89,6 +90,7 @@ def bind(user: PamUser, accounts: Accounts, vouched: Vouched) -> Claim:
     account `accounts` decides on."""
     if user.type != RecordType.PAM_USER:
         raise skip(Code.NOT_PAM_USER, f"record type is {user.type or 'unknown'!r}, not {RecordType.PAM_USER!r}")
+    require_not_keeperpam(user, vouched.unfinished_record_uids)
     dn = user.distinguished_name
     arn = IAM_USER_ARN.fullmatch(dn)
     if dn and arn is None:

@@ -23,6 +23,7 @@ class AwsErrorCode(StrEnum):
     ACCESS_DENIED_EXCEPTION = "AccessDeniedException"
     CONDITIONAL_CHECK_FAILED = "ConditionalCheckFailedException"
     RESOURCE_NOT_FOUND = "ResourceNotFoundException"
+    REPORT_IN_PROGRESS = "ReportInProgress"
 
 
 def aws_error_code(error: BaseException) -> str:

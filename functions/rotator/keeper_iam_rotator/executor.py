@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import suppress
 from typing import TypeVar
 
-from . import fanout
+from . import drift, fanout
 from .accounts import Accounts
 from .binding import Claim, bind, duplicate_halt, settle_duplicates, still_names
 from .context import RunContext
@@ -40,7 +40,7 @@ def execute(plan: Plan) -> Outcome:
         steps = _settle_duplicates(steps, context)
         if plan.hand_off:
             steps = _hand_off(steps, plan)
-        results = _rotate_all(pool, steps, context)
+        results = _rotate_all(pool, steps, context, plan.findings)
     return Outcome(results, plan.not_due)
 
 
@@ -99,16 +99,19 @@ def _hand_off(steps: list[Step], plan: Plan) -> list[Step]:
     return fanout.hand_off(steps, queue, settings.inline_rotation_limit, plan.first, plan.vouched)
 
 
-def _rotate_all(pool: ThreadPoolExecutor, steps: list[Step], context: RunContext) -> list[RecordResult]:
-    """Steps 2-8 for every claim, in parallel; each record is reported (observed) on this thread as it finishes."""
+def _rotate_all(
+    pool: ThreadPoolExecutor, steps: list[Step], context: RunContext, findings: Mapping[str, drift.Finding]
+) -> list[RecordResult]:
+    """Steps 2-8 for every claim, in parallel; each record is reported (observed) on this thread as it finishes,
+    with what drifted when it is rotated because of drift."""
     rotation, dry_run = context.rotation(), context.dry_run
 
     def one(step: Step) -> tuple[RecordResult, float]:
         started = time.monotonic()
         if isinstance(step, RecordResult):
-            return step, 0.0
+            return drift.annotate(step, findings.get(step.record_uid)), 0.0
         result = _guarded(step.user.uid, step.account_id, lambda: rotate(step, rotation, dry_run))
-        return result, time.monotonic() - started
+        return drift.annotate(result, findings.get(step.user.uid)), time.monotonic() - started
 
     futures: list[Future[tuple[RecordResult, float]]] = [pool.submit(one, step) for step in steps]
     for done in as_completed(futures):

@@ -1,4 +1,5 @@
-"""IAM adapter: the four calls rotation needs, with their failure modes made explicit.
+"""IAM adapter: the calls rotation needs, with their failure modes made explicit, and the credential report the
+drift reconcile reads.
 
 UpdateLoginProfile is sent by a client without botocore retries: a retried request whose first attempt may already
 have landed can be refused (e.g. by PasswordReusePrevention) even though IAM took the password, so this module does
@@ -11,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
@@ -105,6 +107,17 @@ class IamGateway:
             if is_aws_error(error, AwsErrorCode.NO_SUCH_ENTITY):
                 return None
             raise
+
+    def generate_credential_report(self) -> str:
+        """GenerateCredentialReport: COMPLETE when a report at most 4 hours old exists (IAM then makes no new one),
+        else STARTED or INPROGRESS."""
+        return str(self._iam.generate_credential_report()["State"])
+
+    def credential_report(self) -> tuple[bytes, datetime]:
+        """GetCredentialReport: the CSV and when IAM generated it (ReportInProgress, ReportExpired, ReportNotPresent
+        as AWS errors)."""
+        report = self._iam.get_credential_report()
+        return bytes(report["Content"]), report["GeneratedTime"]
 
     def has_login_profile(self, user_name: str) -> bool:
         """False when the user has no console password (or does not exist); other errors propagate."""

@@ -118,8 +118,12 @@ class Journal:
 
     def owner_of(self, user_arn: str) -> str | None:
         """The record that last rotated this user (open or closed entry), if the journal remembers one."""
-        entry = self._get(user_arn)
+        entry = self.latest(user_arn)
         return entry.record_uid if entry else None
+
+    def latest(self, user_arn: str) -> Entry | None:
+        """The user's item, open or closed: which record rotated the user last, and when it succeeded."""
+        return self._get(user_arn)
 
     def take_over(self, entry: Entry, owner: str, lease_seconds: float) -> Entry:
         """Claim an entry whose lease ran out (its invocation died); LeaseHeldError if it is still alive."""

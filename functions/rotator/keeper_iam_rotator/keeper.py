@@ -231,22 +231,26 @@ class KeeperVault:
         except Exception as error:
             raise KeeperCallError(f"{action}: {type(error).__name__}: {str(error)[:300]}") from None
 
-    def fetch(self, uids: Sequence[str]) -> dict[str, PamUser]:
+    def fetch(self, uids: Sequence[str], links: bool = False) -> dict[str, PamUser]:
         """The requested records that the KSM application can see, by uid (absent uids are not shared or do not
-        exist: Keeper does not distinguish)."""
-        records: Iterable[Record] = self._call("read records", self._sm.get_secrets, list(uids)) if uids else []
+        exist: Keeper does not distinguish). `links`: with their links, the reads that lead to a rotation
+        (keeperpam.py)."""
+        records: Iterable[Record] = self._read(list(uids), None, links) if uids else []
         return {str(r.uid): PamUser(r) for r in records}
 
-    def fetch_all(self, folder_uids: Sequence[str] = ()) -> list[PamUser]:
+    def fetch_all(self, folder_uids: Sequence[str] = (), links: bool = False) -> list[PamUser]:
         """Every record the application sees, or only those in the given shared folders."""
-        from keeper_secrets_manager_core.dto.payload import QueryOptions  # noqa: PLC0415 - loaded with the vault
-
-        options = QueryOptions(records_filter=None, folders_filter=list(folder_uids) or None)
-        records = self._call("read records", self._sm.get_secrets_with_options, options)
-        users = [PamUser(r) for r in records]
+        users = [PamUser(r) for r in self._read(None, list(folder_uids) or None, links)]
         if folder_uids:  # subfolders report their shared folder too; keep only what was asked for
             users = [u for u in users if u.folder_uids & set(folder_uids)]
         return users
+
+    def _read(self, uids: list[str] | None, folder_uids: list[str] | None, links: bool) -> Iterable[Record]:
+        from keeper_secrets_manager_core.dto.payload import QueryOptions  # noqa: PLC0415 - loaded with the vault
+
+        options = QueryOptions(records_filter=uids, folders_filter=folder_uids, request_links=links or None)
+        records: Iterable[Record] = self._call("read records", self._sm.get_secrets_with_options, options)
+        return records
 
     def visible_folder_uids(self) -> set[str]:
         """The shared folders the application sees, and the subfolders its records sit in: tells a mistyped or

@@ -69,6 +69,8 @@ def report(result: RecordResult, seconds: float) -> None:
         metrics.add_metric(name="RotationDuration", unit=MetricUnit.Milliseconds, value=seconds * 1000)
     if result.code in RECOVERY_PENDING_CODES:
         metrics.add_metric(name="RecoveryRequired", unit=MetricUnit.Count, value=1)
+    if result.drift:  # a password changed (or console access removed) outside the rotator: DriftAlarm
+        metrics.add_metric(name="DriftDetected", unit=MetricUnit.Count, value=1)
     if result.status is Status.FAILED and result.code:
         # {code, service} whatever the environment: single_metric adds `service` only from POWERTOOLS_SERVICE_NAME.
         with single_metric(

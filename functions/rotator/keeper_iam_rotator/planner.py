@@ -5,7 +5,9 @@ recovery run, STS, the KSM config, Keeper) ends the run here, before any record 
 What the trigger decides (request.py):
 - RECOVER: only the records whose rotation a dead run left open in the journal (an idle run makes one Scan, no
   other call);
-- SCHEDULE: every pamUser record in scope that is due (due.py), plus every open rotation, in one journal Scan;
+- SCHEDULE: every pamUser record in scope that is due (due.py), plus every open rotation, in one journal Scan, plus
+  the records whose password changed outside the rotator (reconcile.py);
+- DRIFT: the record the journal says rotates the user CloudTrail saw change (drift.py);
 - API, INVOKE, QUEUE: the records the request names.
 """
 
@@ -13,10 +15,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
-from . import due
+from . import drift, due
 from .binding import Vouched
 from .context import Invocation, RunContext
 from .errors import (
@@ -29,6 +31,7 @@ from .errors import (
 )
 from .journal import Entry, Journal
 from .keeper import PamUser, RecordType, vault_for
+from .reconcile import reconcile
 from .request import RotationRequest, Trigger
 from .results import WHOLE_RUN, Code, Outcome, RecordResult, Status
 
@@ -41,8 +44,9 @@ RECORD_GONE = "the journal holds an unfinished rotation for {arn}, but its recor
 @dataclass(frozen=True)
 class Plan:
     """What a run will do: `work` in order, the records whose unfinished rotations come `first` (never handed off),
-    what vouches for unbound records, whether records beyond InlineRotationLimit go to the queue, and how many
-    records in scope were left alone because they are not due."""
+    what vouches for unbound records, whether records beyond InlineRotationLimit go to the queue, how many
+    records in scope were left alone because they are not due, and what drifted (drift.py) for the records it
+    rotates because of it."""
 
     context: RunContext
     work: list[Work]
@@ -50,6 +54,7 @@ class Plan:
     vouched: Vouched
     hand_off: bool
     not_due: int = 0
+    findings: Mapping[str, drift.Finding] = field(default_factory=dict)
 
 
 def plan(request: RotationRequest, invocation: Invocation) -> Plan | Outcome:
@@ -91,12 +96,7 @@ def _connect(request: RotationRequest, invocation: Invocation, journal: Journal)
 def _select(context: RunContext, unfinished: list[Entry]) -> Plan:
     request, settings = context.request, context.settings
     try:
-        if request.trigger is Trigger.RECOVER:
-            work, not_due = _records_of(unfinished, context), 0
-        elif request.trigger is Trigger.SCHEDULE:
-            work, unfinished, not_due = _scheduled(context)
-        else:
-            work, not_due = _named(request.record_uids, context), 0
+        work, unfinished, not_due, findings = _work(context, unfinished)
     except KeeperCallError as error:
         message = f"{error}; nothing was changed"
         raise RunFailedError(Code.KEEPER_UNAVAILABLE, message, context.hub.account_id) from None
@@ -108,12 +108,25 @@ def _select(context: RunContext, unfinished: list[Entry]) -> Plan:
         planned_record_uids=request.vouched_uids,
     )
     hand_off = request.trigger is Trigger.SCHEDULE and bool(settings.rotation_queue_url) and not context.dry_run
-    return Plan(context, work, first, vouched, hand_off, not_due)
+    return Plan(context, work, first | findings.keys(), vouched, hand_off, not_due, findings)
+
+
+def _work(context: RunContext, unfinished: list[Entry]) -> tuple[list[Work], list[Entry], int, drift.Findings]:
+    """The run's work by trigger, with its unfinished rotations, records not due, and drift findings."""
+    trigger = context.request.trigger
+    if trigger is Trigger.RECOVER:
+        return _records_of(unfinished, context), unfinished, 0, {}
+    if trigger is Trigger.SCHEDULE:
+        return _scheduled(context)
+    if trigger is Trigger.DRIFT:
+        work, findings = drift.plan_change(context)
+        return work, [], 0, findings
+    return _named(context.request.record_uids, context), unfinished, 0, {}
 
 
 def _named(uids: Sequence[str], context: RunContext) -> list[Work]:
     """The requested records in request order, and a result for each one Keeper does not return."""
-    found = context.vault.fetch(uids)
+    found = context.vault.fetch(uids, links=True)
     hub = context.account_for(None)
     return [
         found.get(uid)
@@ -122,20 +135,24 @@ def _named(uids: Sequence[str], context: RunContext) -> list[Work]:
     ]
 
 
-def _scheduled(context: RunContext) -> tuple[list[Work], list[Entry], int]:
-    """Every pamUser record in scope that is due, and every unfinished rotation (in scope or not; none in a dry
-    run), from one Keeper read and one journal Scan."""
-    in_scope: list[Work] = [
-        user for user in context.vault.fetch_all(context.settings.folder_uids) if user.type == RecordType.PAM_USER
+def _scheduled(context: RunContext) -> tuple[list[Work], list[Entry], int, drift.Findings]:
+    """Every pamUser record in scope that is due or drifted, and every unfinished rotation (in scope or not; none in
+    a dry run), from one Keeper read, one journal Scan and a credential report per account."""
+    in_scope: list[PamUser] = [
+        user
+        for user in context.vault.fetch_all(context.settings.folder_uids, links=True)
+        if user.type == RecordType.PAM_USER
     ]
     entries = _journal_entries(context.journal)
     unfinished = [] if context.dry_run else [entry for entry in entries if entry.open]
-    always = {entry.record_uid for entry in unfinished}
+    drifted = reconcile(context, in_scope, entries)
+    always = {entry.record_uid for entry in unfinished} | drifted.forced(context.settings.drift_action)
     period = context.settings.rotation_period_days
-    work, not_due = due.select(in_scope, due.last_rotations(entries), period, time.time(), always=always)
+    selected, not_due = due.select(in_scope, due.last_rotations(entries), period, time.time(), always=always)
+    work, not_due = drifted.complete(list[Work](selected), not_due)
     in_run = {item.uid if isinstance(item, PamUser) else item.record_uid for item in work}
     work += _records_of([entry for entry in unfinished if entry.record_uid not in in_run], context)
-    return work, unfinished, not_due
+    return work, unfinished, not_due, drifted.findings
 
 
 def _journal_entries(journal: Journal) -> list[Entry]:

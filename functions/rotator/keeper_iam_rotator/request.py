@@ -6,9 +6,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .errors import BadRequestError
+
+if TYPE_CHECKING:
+    from .cloudtrail import PasswordChange
 
 MAX_RECORDS: Final = 50
 RECORD_UID: Final = re.compile(r"^[A-Za-z0-9_-]{16,64}$")  # Keeper uids: url-safe base64 of 16 bytes (22 chars)
@@ -41,6 +44,7 @@ class Trigger(StrEnum):
     SCHEDULE = "schedule"  # the planning run: every pamUser record in scope that is due
     QUEUE = "queue"  # records a planning run handed to the rotation queue
     RECOVER = "recover"  # only the rotations dead runs left open in the journal
+    DRIFT = "drift"  # CloudTrail recorded a password change made elsewhere: the record this rotator keeps for that user
 
     @property
     def names_records(self) -> bool:
@@ -56,21 +60,26 @@ class Trigger(StrEnum):
 @dataclass(frozen=True)
 class RotationRequest:
     """One run's request. `idempotency_key`: a retry with the same key returns the first answer (None: every
-    request runs). `vouched_uids`: for the queue, the records the planning run vouched for."""
+    request runs). `vouched_uids`: for the queue, the records the planning run vouched for. `change`: for drift,
+    the password change CloudTrail recorded."""
 
     trigger: Trigger
     record_uids: tuple[str, ...] = ()
     dry_run: bool = False
     idempotency_key: str | None = None
     vouched_uids: frozenset[str] = frozenset()
+    change: PasswordChange | None = None
 
     def __post_init__(self) -> None:
         if self.trigger.names_records != bool(self.record_uids):
             raise ValueError(f"a {self.trigger} request {'needs' if self.trigger.names_records else 'takes no'} uids")
+        if (self.trigger is Trigger.DRIFT) != (self.change is not None):
+            raise ValueError("a drift request, and only a drift request, carries a password change")
 
     def to_dict(self) -> dict[str, Any]:
         """The request as idempotency compares it: a key reused with another body is refused."""
-        return {"records": list(self.record_uids), "dryRun": self.dry_run}
+        change = {"change": self.change.to_dict()} if self.change else {}
+        return {"records": list(self.record_uids), "dryRun": self.dry_run, **change}
 
 
 def parse_request(body: Any, trigger: Trigger, retry_key: str | None = None) -> RotationRequest:

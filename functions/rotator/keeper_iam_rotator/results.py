@@ -35,6 +35,12 @@ class Code(StrEnum):
     IAM_ACCESS_DENIED = "iam_access_denied"
     LOCKED = "locked"
     DUPLICATE_USER = "duplicate_user"
+    MANAGED_BY_KEEPERPAM = "managed_by_keeperpam"
+    # drift (a password changed outside the rotator): `drift` is rotated (DriftAction=rotate) or skipped (alert)
+    DRIFT = "drift"
+    NO_DRIFT = "no_drift"
+    NOT_MANAGED = "not_managed"
+    CREDENTIAL_REPORT_UNAVAILABLE = "credential_report_unavailable"
     # failed, nothing changed
     KSM_CONFIG_UNREADABLE = "ksm_config_unreadable"
     KEEPER_UNAVAILABLE = "keeper_unavailable"
@@ -56,6 +62,7 @@ class Code(StrEnum):
 # Codes after which IAM may hold a password Keeper's committed record does not: an operator must look.
 RECOVERY_PENDING_CODES: Final = frozenset({Code.IAM_OUTCOME_UNKNOWN, Code.PASSWORD_IN_JOURNAL, Code.JOURNAL_UNREADABLE})
 WHOLE_RUN: Final = "*"  # the record uid of a result that stands for every record of a run that failed before any
+# (and of a drift result that concerns no record: a user no record names, a whole account's credential report)
 
 
 @dataclass
@@ -67,6 +74,7 @@ class RecordResult:
     code: Code | None = None
     message: str | None = None
     recovered: bool = False
+    drift: bool = False  # the password was changed (or console access removed) outside the rotator
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"recordUid": self.record_uid, "status": str(self.status)}
@@ -76,6 +84,8 @@ class RecordResult:
             out["accountId"] = self.account_id
         if self.recovered:
             out["recovered"] = True
+        if self.drift:
+            out["drift"] = True
         if self.code:
             out["error"] = {"code": str(self.code), "message": self.message or ""}
         return out

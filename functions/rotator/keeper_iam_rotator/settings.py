@@ -7,10 +7,26 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 
 from .errors import ConfigurationError
 
 ACCOUNT_ID = re.compile(r"\d{12}")
+
+
+class DriftAction(StrEnum):
+    """What the rotator does when a bound user's password was changed outside it (DRIFT_ACTION)."""
+
+    ROTATE = "rotate"  # rotate the record at once: Keeper holds the working password again within minutes
+    ALERT = "alert"  # report it (result, DriftDetected, DriftAlarm) and change nothing
+
+
+def _drift_action(env: Mapping[str, str]) -> DriftAction:
+    raw = env.get("DRIFT_ACTION", "").strip().lower() or DriftAction.ROTATE
+    try:
+        return DriftAction(raw)
+    except ValueError:
+        raise ConfigurationError(f"DRIFT_ACTION must be rotate or alert, not {raw[:20]!r}") from None
 
 
 def flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -66,6 +82,7 @@ class Settings:
     rotation_period_days: int = 30
     inline_rotation_limit: int = 50
     rotation_queue_url: str = ""  # empty: the scheduled run rotates everything itself
+    drift_action: DriftAction = DriftAction.ROTATE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -90,6 +107,7 @@ class Settings:
             rotation_period_days=int(_number(env, "ROTATION_PERIOD_DAYS", 30, 1, 365)),
             inline_rotation_limit=int(_number(env, "INLINE_ROTATION_LIMIT", 50, 0, 10000)),
             rotation_queue_url=env.get("ROTATION_QUEUE_URL", "").strip(),
+            drift_action=_drift_action(env),
         )
 
     def require_ksm_config_secret(self) -> str:
