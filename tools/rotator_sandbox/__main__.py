@@ -99,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         "Everything listens on 127.0.0.1 and stops on Ctrl-C.",
     )
     serve.add_argument("--env-file", type=Path, metavar="PATH", help="also write the export lines to this file")
+    serve.add_argument(
+        "--event-records",
+        action="store_true",
+        help="also seed carol, whose record uid the shipped events/ name (for sam local invoke -e events/...)",
+    )
     for command in (demo, bench, converge, fleet):
         command.add_argument("--plain", action="store_true", help="plain text tables instead of rich")
     args = parser.parse_args(argv)
@@ -125,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 plain=args.plain,
             )
         if args.command == "serve":
-            return run_serve(env_file=args.env_file)
+            return run_serve(env_file=args.env_file, event_records=args.event_records)
         return run_bench(
             records=args.records,
             keeper_latency=args.keeper_latency,
