@@ -2,6 +2,8 @@
 PYTHON ?= $(shell tools/find-python)
 VENV ?= .venv
 SAM_VENV ?= .venv-sam
+# tools/sam_local/host_network.py patches this SAM CLI version's container creation (and checks it still can).
+SAM_CLI_VERSION ?= 1.170.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -51,7 +53,7 @@ package-check:
 $(SAM_VENV)/.installed:
 	test -x $(SAM_VENV)/bin/python || python3 -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli cfn-lint
+	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION) cfn-lint
 	touch $@
 
 validate: $(SAM_VENV)/.installed
