@@ -7,7 +7,7 @@ SAM_CLI_VERSION ?= 1.170.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo serve bench bench-fleet bench-import bench-cold validate build lock clean package-check
+.PHONY: test lint demo serve bench bench-fleet bench-import bench-cold validate build lock clean package-check sam-local
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,13 @@ validate: $(SAM_VENV)/.installed
 build: validate
 	PATH="$(dir $(PYTHON)):$$PATH" SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam build
 	$(PYTHON) tools/check_artifact.py .aws-sam/build/RotatorFunction
+
+# The built arm64 artifact in a Lambda container, for real: `sam local invoke` with every shipped event and
+# `sam local start-api` with a signed POST, against moto + the KSM emulator on 127.0.0.1, judged by the state after each
+# step (never by SAM's exit code). Installs missing Debian packages, starts a Docker daemon when none runs (and stops
+# it), builds a stand-in Lambda base image when AWS's is absent. SAM_LOCAL_ARGS="--base official" pulls AWS's instead.
+sam-local: build $(STAMP)
+	PYTHONPATH=tools $(BIN)/python -m sam_local --sam-python $(SAM_VENV)/bin/python $(SAM_LOCAL_ARGS)
 
 # The artifact's lock: every package pinned with its hashes, resolved for Lambda's python3.13 on manylinux aarch64.
 lock: $(STAMP)
