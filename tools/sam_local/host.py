@@ -109,10 +109,11 @@ def enable_arm64_emulation() -> str:
 
 
 @contextmanager
-def docker_daemon(log_file: Path) -> Iterator[str]:
-    """Use the Docker daemon that runs; else start dockerd and stop exactly that process on the way out."""
+def docker_daemon(log_file: Path) -> Iterator[bool]:
+    """Use the Docker daemon that runs (yields False); else start dockerd (yields True) and stop exactly that process
+    on the way out."""
     if docker_reachable():
-        yield "already running (left alone)"
+        yield False
         return
     if os.geteuid() != 0 or shutil.which("dockerd") is None:
         raise HostError("no Docker daemon answers and this run cannot start one: start Docker, then run again")
@@ -130,7 +131,7 @@ def docker_daemon(log_file: Path) -> Iterator[str]:
                 tail = log_file.read_text()[-2000:]
                 raise HostError(f"dockerd did not come up (exit {daemon.poll()}); its log ends:\n{tail}")
             time.sleep(0.5)
-        yield f"started (pid {daemon.pid}, stopped at the end)"
+        yield True
     finally:
         daemon.terminate()  # dockerd stops its containers and its own containerd on SIGTERM
         try:
@@ -161,11 +162,3 @@ def remove_image(image: str) -> bool:
         return False
     run("docker", "image", "rm", "--force", image)
     return True
-
-
-def remove_containers(*filters: str) -> int:
-    """Remove the containers matching every `docker ps --filter` given (what an interrupted SAM left behind)."""
-    ids = run("docker", "ps", "--all", "--quiet", *(f"--filter={f}" for f in filters)).stdout.split()
-    if ids:
-        run("docker", "rm", "--force", *ids)
-    return len(ids)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -49,12 +51,14 @@ from sam_local.steps import (
 
 FUNCTION = "RotatorFunction"
 ENV_VARS_FILE = EVENTS_DIR / "local-env-sandbox.json"
-SAM_LABEL = f"label=sam.cli.function.name={FUNCTION}"
+CONTAINER_ID = re.compile(r"SAM_CONTAINER_ID: ([0-9a-f]{64})")  # what SAM CLI logs for each container it creates
 INVOKE_TIMEOUT = 600  # an arm64 invoke under qemu takes ~20 s; a first one also builds SAM's image
 API_START_TIMEOUT = 120
 # Inherited variables that would point SAM or the function elsewhere than the sandbox.
 _DROP_PREFIXES = ("AWS_", "KSM_", "SAM_LOCAL_", "POWERTOOLS_", "JOURNAL_", "ROTATION_", "IDEMPOTENCY_")
-_DROP = {"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PYTHONPATH", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy"}
+_DROP = {"REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PYTHONPATH"} | {
+    name for proxy in ("http_proxy", "https_proxy", "all_proxy") for name in (proxy, proxy.upper())
+}
 
 
 @dataclass
@@ -103,8 +107,9 @@ def run(options: Options) -> int:
                 host.install_packages(missing)
                 detail.append(f"installed {' '.join(missing)}" if missing else "all present")
             with report.timed("Docker daemon") as detail:
-                detail.append(stack.enter_context(host.docker_daemon(options.workdir / "dockerd.log")))
-            stack.callback(clean_containers)
+                own_daemon = stack.enter_context(host.docker_daemon(options.workdir / "dockerd.log"))
+                detail.append("started dockerd (stopped at the end)" if own_daemon else "already running (left alone)")
+            stack.callback(clean_containers, options.workdir)  # SAM removes its own, unless it was killed
             with report.timed("Lambda base image") as detail:
                 image, invoke_image = base_image(options, detail)
             with report.timed("arm64 emulation") as detail:
@@ -184,10 +189,13 @@ def rapid_image(invoke_image: str | None) -> str:
     return f"{invoke_image.split(':')[0]}:rapid-arm64"
 
 
-def clean_containers() -> None:
-    """Lambda containers of this function that an interrupted SAM left (SAM removes its own otherwise)."""
-    if host.docker_reachable():
-        host.remove_containers(SAM_LABEL)
+def clean_containers(workdir: Path) -> None:
+    """Remove the Lambda containers this run's SAM CLI created (the ids it logged) that are still there."""
+    created = {m for log in workdir.glob("step-*.log") for m in CONTAINER_ID.findall(log.read_text(errors="replace"))}
+    if created and host.docker_reachable():
+        existing = set(host.run("docker", "ps", "--all", "--quiet", "--no-trunc").stdout.split())
+        if leftovers := sorted(created & existing):
+            host.run("docker", "rm", "--force", *leftovers)
 
 
 def sam_env(sb: Sandbox) -> dict[str, str]:
@@ -303,7 +311,7 @@ def start_api_post(sb: Sandbox, options: Options, invoke_image: str | None, log:
         status, body = signed_post(f"http://127.0.0.1:{port}/rotations", {"records": [USERS[CAROL]]})
         answer = {"statusCode": status, "body": body}
     finally:
-        api.send_signal(2)  # SIGINT: SAM stops its server and removes its container
+        api.send_signal(signal.SIGINT)  # SAM stops its server and removes its container
         try:
             api.wait(timeout=60)
         except subprocess.TimeoutExpired:
