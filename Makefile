@@ -2,10 +2,12 @@
 PYTHON ?= $(shell tools/find-python)
 VENV ?= .venv
 SAM_VENV ?= .venv-sam
+# tools/sam_local/host_network.py patches this SAM CLI version's container creation (and checks it still can).
+SAM_CLI_VERSION ?= 1.170.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo serve bench bench-fleet bench-import bench-cold validate build lock clean package-check
+.PHONY: test lint demo serve bench bench-fleet bench-import bench-cold validate build lock clean package-check sam-local
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -55,7 +57,7 @@ package-check:
 $(SAM_VENV)/.installed:
 	test -x $(SAM_VENV)/bin/python || python3 -m venv $(SAM_VENV)
 	$(SAM_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli cfn-lint
+	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION) cfn-lint
 	touch $@
 
 validate: $(SAM_VENV)/.installed
@@ -68,6 +70,13 @@ validate: $(SAM_VENV)/.installed
 build: validate
 	PATH="$(dir $(PYTHON)):$$PATH" SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam build
 	$(PYTHON) tools/check_artifact.py .aws-sam/build/RotatorFunction
+
+# The built arm64 artifact in a Lambda container, for real: `sam local invoke` with every shipped event and
+# `sam local start-api` with a signed POST, against moto + the KSM emulator on 127.0.0.1, judged by the state after each
+# step (never by SAM's exit code). Installs missing Debian packages, starts a Docker daemon when none runs (and stops
+# it), builds a stand-in Lambda base image when AWS's is absent. SAM_LOCAL_ARGS="--base official" pulls AWS's instead.
+sam-local: build $(STAMP)
+	$(DEV) -m sam_local --sam-python $(SAM_VENV)/bin/python $(SAM_LOCAL_ARGS)
 
 # The artifact's lock: requirements.in regenerated from pyproject.toml, then every package pinned with its hashes,
 # resolved for Lambda's python3.13 on manylinux aarch64.

@@ -117,6 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         "Everything listens on 127.0.0.1 and stops on Ctrl-C.",
     )
     serve.add_argument("--env-file", type=Path, metavar="PATH", help="also write the export lines to this file")
+    serve.add_argument(
+        "--event-records",
+        action="store_true",
+        help="also seed carol, whose record uid the shipped events/ name (for sam local invoke -e events/...)",
+    )
     for command in (demo, bench, converge, fleet):
         command.add_argument("--plain", action="store_true", help="plain text tables instead of rich")
     for command in (demo, bench, converge, fleet, serve):
@@ -147,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                 limits=limits,
             )
         if args.command == "serve":
-            return run_serve(env_file=args.env_file, limits=limits)
+            return run_serve(env_file=args.env_file, limits=limits, event_records=args.event_records)
         return run_bench(
             records=args.records,
             keeper_latency=args.keeper_latency,

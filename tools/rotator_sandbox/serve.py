@@ -47,6 +47,10 @@ SEED = (
     ("bob", "tjiW-Y4CsYwM3FfbRujZvA", True, FOLDER_UID),
     ("svc", "OTQsNHVGZGnDG5XkecVWHw", False, None),
 )
+# With --event-records: the record the shipped events name (events/direct-invoke.json, dry-run.json, the API event's
+# body, the SQS event's message), so `sam local invoke -e events/...` rotates something against this sandbox. Not
+# seeded by default: docs/cli.md's transcripts show the three above.
+EVENT_SEED = ("carol", load_event("direct-invoke.json")["records"][0], True, None)
 ONE_TIME_ACCESS_COMMAND = (
     'curl -s --cacert "$REQUESTS_CA_BUNDLE" -X POST "https://$KSM_EMULATOR_HOST/_emulator/tokens"'
     " | python3 -c 'import json, sys; print(json.load(sys.stdin)[\"token\"])' > token"
@@ -219,14 +223,21 @@ def notes(sb: Sandbox) -> list[str]:
     return lines
 
 
-def run_serve(env_file: Path | None = None, limits: KeeperLimits = DEFAULT_LIMITS) -> int:
+def seed(sb: Sandbox, event_records: bool = False) -> None:
+    """alice, bob and svc with their records; with `event_records` also carol, whose record the shipped events name."""
+    for name, uid, console, folder in (*SEED, *([EVENT_SEED] if event_records else [])):
+        sb.add_user(name, uid=uid, console=console, folder=folder)
+
+
+def run_serve(
+    env_file: Path | None = None, limits: KeeperLimits = DEFAULT_LIMITS, event_records: bool = False
+) -> int:
     with (
         Sandbox(users=0, limits=limits) as sb,
         front_door(sb) as door,
         tempfile.TemporaryDirectory(prefix="rotator-sandbox-") as tmp,
     ):
-        for name, uid, console, folder in SEED:
-            sb.add_user(name, uid=uid, console=console, folder=folder)
+        seed(sb, event_records)
         door_url = f"http://127.0.0.1:{door.server_address[1]}"
         door.outputs = create_stack(sb, door_url)
         config_file = Path(tmp) / "ksm-config.b64"
