@@ -153,13 +153,14 @@ class Stack:
 
 
 def age_rotation(stack: Stack, uid: str, days: float) -> None:
-    """Move the record's last successful rotation `days` into the past (what time would do)."""
+    """Move the record's last successful rotation `days` into the past (what time would do): when it closed and
+    when IAM took its password."""
     for item in stack.journal_items():
         if item["recordUid"]["S"] == uid:
             boto3.client("dynamodb").update_item(
                 TableName=JOURNAL_TABLE,
                 Key={"userArn": item["userArn"]},
-                UpdateExpression="SET rotatedAt = :t",
+                UpdateExpression="SET rotatedAt = :t, passwordSetFrom = :t, passwordSetUntil = :t",
                 ExpressionAttributeValues={":t": {"N": str(time.time() - days * 86400)}},
             )
 

@@ -93,6 +93,27 @@ def test_out_of_band_update_login_profile_is_rotated_away(stack):
     assert stack.iam_password("alice") != OUT_OF_BAND  # the out-of-band password no longer signs in
 
 
+def test_a_change_seconds_after_a_rotation_is_drift_too(stack):
+    """A change 5 s after IAM took the rotator's password (inside the 10 s the close time used to allow) is drift."""
+    uid = stack.add_pair("alice")
+    assert only(stack.rotate(uid))["status"] == "rotated"
+    age_rotation(stack, uid, 5 / 86400)  # the rotation's password reached IAM 5 s ago, not an hour
+    set_out_of_band(stack)
+
+    result = drift_result(stack.invoke(change_event()))
+
+    assert (result["status"], result["error"]["code"]) == ("rotated", "drift")
+    assert_rotated(stack, uid, "alice", previous=OUT_OF_BAND)
+
+
+def test_a_change_the_last_rotation_overwrote_is_settled(stack):
+    uid = rotated_earlier(stack)
+    keeper = stack.keeper_password(uid)
+    result = drift_result(stack.invoke(change_event(at=time.time() - 2 * 3600)))  # before the rotation an hour ago
+    assert (result["status"], result["error"]["code"]) == ("skipped", "no_drift")
+    assert (stack.iam_password("alice"), stack.keeper_password(uid)) == (keeper, keeper)
+
+
 def test_change_password_by_the_user_himself_is_rotated_away(stack):
     uid = rotated_earlier(stack)
     change_own_password(stack, "alice", stack.keeper_password(uid), OUT_OF_BAND)

@@ -13,6 +13,7 @@ import pytest
 from iam_reports import CredentialReports
 from keeper_iam_rotator import reconcile
 from keeper_iam_rotator.credential_report import Password, Report, read_reports
+from keeper_iam_rotator.journal import Entry, EntryState
 from rotator_sandbox.accounts import iam_password, member_session
 from test_binding import CallCounter, by_uid
 from test_drift import OUT_OF_BAND, rotated_earlier, set_out_of_band
@@ -184,9 +185,19 @@ def test_reports_are_generated_everywhere_first_then_read_with_a_bounded_wait():
     assert clock["now"] <= 10.0 and slow.gets >= 3
 
 
-def test_the_tolerance_takes_a_change_right_after_a_rotation_for_its_own():
-    user = reconcile.Candidate(user=None, target=reconcile.IamUser("ann", "arn:aws:iam::1:user/ann"), rotated_at=5000)
-    report = Report(9000.0, {"arn:aws:iam::1:user/ann": Password(True, 5000 + 9)})
+def test_a_change_after_iam_took_the_rotators_password_is_drift_even_before_the_journal_closed():
+    """IAM took the rotator's password between 5000 and 5001; its journal closed at 5030 (a slow Keeper commit). A
+    change at 5010 came after the rotator's and is drift; 5002 is within the reports' whole-second skew: its own."""
+    entry = Entry("arn:aws:iam::1:user/ann", "rec", EntryState.CLOSED, "run", 0.0, None, 5030.0, (5000.0, 5001.0))
+    user = reconcile.Candidate(user=None, target=reconcile.IamUser("ann", "arn:aws:iam::1:user/ann"), last=entry)
+    report = Report(9000.0, {"arn:aws:iam::1:user/ann": Password(True, 5000 + 3)})
     assert reconcile.compare(user, report) is None
-    drifted = Report(9000.0, {"arn:aws:iam::1:user/ann": Password(True, 5000 + 11)})
+    drifted = Report(9000.0, {"arn:aws:iam::1:user/ann": Password(True, 5000 + 10)})
     assert reconcile.compare(user, drifted) is not None
+
+
+def test_an_item_written_before_the_journal_kept_the_window_falls_back_to_the_close_time():
+    entry = Entry("arn:aws:iam::1:user/ann", "rec", EntryState.CLOSED, "run", 0.0, None, 5000.0)
+    user = reconcile.Candidate(user=None, target=reconcile.IamUser("ann", "arn:aws:iam::1:user/ann"), last=entry)
+    assert reconcile.compare(user, Report(9000.0, {"arn:aws:iam::1:user/ann": Password(True, 5001)})) is None
+    assert reconcile.compare(user, Report(9000.0, {"arn:aws:iam::1:user/ann": Password(True, 5003)})) is not None

@@ -189,10 +189,11 @@ class Preflight:
         clients = self.target.clients
         journal = Journal(clients("dynamodb"), clients("kms"), self.target.journal_table, "")
         try:
-            self.last_rotated = due.last_rotations(journal.entries())
+            items = list(journal.entries())
         except JournalUnavailableError:
-            self.last_rotated = {}  # the journal check below reports why
-        self.drift = DriftView(self.last_rotated)
+            items = []  # the journal check below reports why
+        self.last_rotated = due.last_rotations(items)
+        self.drift = DriftView({item.user_arn: item for item in items})
 
     def _due(self, user: PamUser) -> str:
         """Whether the scheduled run would rotate the record now (it always rotates on request)."""

@@ -14,6 +14,7 @@ from keeper_iam_rotator.accounts import account_of
 from keeper_iam_rotator.binding import Claim
 from keeper_iam_rotator.credential_report import Report, read_reports
 from keeper_iam_rotator.drift import when
+from keeper_iam_rotator.journal import Entry
 from keeper_iam_rotator.keeperpam import OPT_IN_FIELD, opted_in, rotates
 from keeper_iam_rotator.reconcile import Candidate, compare
 
@@ -23,8 +24,8 @@ WAIT_SECONDS: Final = 10.0
 
 
 class DriftView:
-    def __init__(self, last_rotated: dict[str, float]) -> None:
-        self._last_rotated = last_rotated  # record uid -> the journal's last successful rotation
+    def __init__(self, journal_items: dict[str, Entry]) -> None:
+        self._items = journal_items  # user ARN -> the journal's item (which record rotated it last, and when)
         self._reports: dict[str, Report | str] = {}
 
     def describe(self, claim: Claim) -> tuple[Verdict, str]:
@@ -45,8 +46,9 @@ class DriftView:
         password = report.passwords.get(claim.target.arn)
         changed = when(password.last_changed) if password and password.last_changed else "never"
         iam = f"IAM: password last changed {changed}" if password and password.enabled else "IAM: no console password"
-        rotated_at = self._last_rotated.get(claim.user.uid)
-        finding = compare(Candidate(claim.user, claim.target, rotated_at), report) if rotated_at else None
+        last = self._items.get(claim.target.arn)
+        rotated = last is not None and last.record_uid == claim.user.uid and bool(last.rotated_at)
+        finding = compare(Candidate(claim.user, claim.target, last), report) if last and rotated else None
         if finding is None:
             return iam, "drift: no", False
         return iam, f"drift: YES ({finding.seen})", True

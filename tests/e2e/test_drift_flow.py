@@ -23,7 +23,7 @@ def age_rotation(sb, arn: str, seconds: float) -> None:
     sb.aws("dynamodb").update_item(
         TableName=JOURNAL_TABLE,
         Key=key,
-        UpdateExpression="SET rotatedAt = :t",
+        UpdateExpression="SET rotatedAt = :t, passwordSetFrom = :t, passwordSetUntil = :t",
         ExpressionAttributeValues={":t": {"N": at}},
     )
 

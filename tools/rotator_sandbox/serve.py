@@ -229,9 +229,7 @@ def seed(sb: Sandbox, event_records: bool = False) -> None:
         sb.add_user(name, uid=uid, console=console, folder=folder)
 
 
-def run_serve(
-    env_file: Path | None = None, limits: KeeperLimits = DEFAULT_LIMITS, event_records: bool = False
-) -> int:
+def run_serve(env_file: Path | None = None, limits: KeeperLimits = DEFAULT_LIMITS, event_records: bool = False) -> int:
     with (
         Sandbox(users=0, limits=limits) as sb,
         front_door(sb) as door,

@@ -297,10 +297,14 @@ def invoke(
     return last_json(done.stdout), [done.stdout], done.returncode
 
 
+SETTLE_SECONDS = 3.0
+
+
 def change_out_of_band(sb: Sandbox, user: str, event: Path, workdir: Path) -> Path:
     """Make the change a CloudTrail event reports (a new console password set outside the rotator), and return the
     event as CloudTrail would deliver it now: the shipped file's change time is in the past, before the rotator's
     last rotation, which the rotator rightly takes as settled."""
+    time.sleep(SETTLE_SECONDS)  # a change within 2 s of the rotator's own is taken for it (drift.py): be later
     sb.aws("iam").update_login_profile(UserName=user, Password=initial_password(), PasswordResetRequired=False)
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     document = json.loads(event.read_text())

@@ -9,10 +9,13 @@ the one the journal names as the user's last rotator (the rotator's own memory; 
 asked to), and only while that record still names the user by ARN, is in the schedule's scope, and its account is
 allowed. A user no such record names is reported and left alone; nothing is ever bound because of an event.
 
-A change is taken as the rotator's own, or as already undone, when the journal's last rotation of the user closed
-at most TOLERANCE_SECONDS before it (or after it): a rotation's own UpdateLoginProfile always comes before its
-journal closes, and clocks of IAM and the function agree to far better than that. A change made within that window
-after a rotation (a real race) is therefore not seen as drift.
+A change is settled (the rotation's own, or one the rotation overwrote) when it is no later than the moment IAM
+took the rotator's last password, which the journal keeps (`password_set`: when that UpdateLoginProfile was sent and
+answered), plus SKEW_SECONDS: CloudTrail's and the credential report's times are whole seconds. It is never judged
+against the journal's close, which comes after Keeper's commit: a change made during the commit is drift. The window
+also recognises the rotator's own change when it acted with other credentials (the CLI's local `rotate`, whose
+events carry the operator's identity). A real change within those seconds of the rotator's is missed; items written
+before the journal kept `password_set` use their close time.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from .binding import iam_read_halt
 from .cloudtrail import PasswordCall, PasswordChange
 from .errors import AWS_ERRORS, JournalUnavailableError, RotationHaltedError, fail, skip
 from .iam import IamUser
+from .journal import Entry
 from .keeper import PamUser
 from .keeperpam import opted_in, rotates
 from .results import WHOLE_RUN, Code, RecordResult, Status
@@ -36,7 +40,7 @@ if TYPE_CHECKING:
     from .context import RunContext
     from .planner import Work
 
-TOLERANCE_SECONDS: Final = 10.0
+SKEW_SECONDS: Final = 2.0
 ASSUMED_ROLE: Final = re.compile(r"arn:[\w-]+:sts::(\d{12}):assumed-role/([^/]+)/.+")
 ROLE: Final = re.compile(r"arn:[\w-]+:iam::(\d{12}):role/(?:.*/)?([^/]+)")
 Findings = dict[str, "Finding"]
@@ -58,9 +62,10 @@ def described(change: PasswordChange) -> str:
     return f"{change.call} by {change.caller or 'an unknown caller'} at {when(change.at)}"
 
 
-def settled(changed_at: float, rotated_at: float) -> bool:
-    """The change is the last rotation's own, or that rotation came after it (see the module docstring)."""
-    return bool(rotated_at) and changed_at <= rotated_at + TOLERANCE_SECONDS
+def settled(changed_at: float, last: Entry) -> bool:
+    """The change is the last rotation's own, or that rotation overwrote it (see the module docstring)."""
+    took = last.password_set[1] if last.password_set else last.rotated_at
+    return bool(took) and changed_at <= took + SKEW_SECONDS
 
 
 def annotate(result: RecordResult, finding: Finding | None) -> RecordResult:
@@ -131,10 +136,8 @@ def _changed_user(context: RunContext, change: PasswordChange) -> tuple[IamUser,
             f"{described(change)}: no record of this rotator manages {arn} (the journal holds no rotation of it); "
             "nothing was changed. A bound record this rotator never rotated is due at the next scheduled run",
         )
-    if settled(change.at, last.rotated_at):
-        raise skip(
-            Code.NO_DRIFT, f"{described(change)}: the rotator's rotation of {arn} closed after it; nothing to do"
-        )
+    if settled(change.at, last):
+        raise skip(Code.NO_DRIFT, f"{described(change)}: the rotator's password reached IAM after it; nothing to do")
     return IamUser(change.user_name, arn), last.record_uid
 
 

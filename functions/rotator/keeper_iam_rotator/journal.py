@@ -4,7 +4,9 @@ every password IAM might hold that Keeper has not committed yet (sealed by seali
 Item (partition key `userArn`):
   recordUid, state ("pending" | "closed"), owner (invocation id), leaseUntil (epoch s), updatedAt,
   expiresAt (TTL, set only on closed items), rotatedAt (epoch s of the last successful rotation: kept on the
-  closed item, read by "rotation when due"), and while pending the sealed passwords: dataKey, nonce, secret.
+  closed item, read by "rotation when due"), passwordSetFrom/passwordSetUntil (epoch s: when that rotation's
+  UpdateLoginProfile was sent and answered, read by drift.py), and while pending the sealed passwords: dataKey,
+  nonce, secret.
 "pending": IAM holds Keeper's committed password or one of the sealed passwords.
 "closed": IAM holds Keeper's committed password; the item is history (no secret) and expires by TTL.
 """
@@ -46,6 +48,7 @@ class Entry:
     lease_until: float
     sealed: Sealed | None = field(repr=False, default=None)
     rotated_at: float = 0.0
+    password_set: tuple[float, float] | None = None  # when IAM took the last rotation's password: (sent, answered)
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Entry:
@@ -57,6 +60,7 @@ class Entry:
             lease_until=float(item.get("leaseUntil", {}).get("N", "0")),
             sealed=Sealed.from_item(item),
             rotated_at=float(item.get("rotatedAt", {}).get("N", "0")),
+            password_set=_window(item),
         )
 
     @property
@@ -139,12 +143,12 @@ class Journal:
         entry.sealed = self._sealer.seal(entry.user_arn, entry.record_uid, passwords)
         self._write(entry, expected_owner=entry.owner, now=self._clock())
 
-    def close(self, entry: Entry, rotated: bool = False) -> None:
+    def close(self, entry: Entry, rotated: bool = False, password_set: tuple[float, float] | None = None) -> None:
         """IAM now holds Keeper's committed password: drop the secret, keep a history item (with the time, when
-        `rotated`: the password changed and Keeper committed it)."""
+        `rotated`: the password changed and Keeper committed it, and when IAM took it, when this run set it)."""
         entry.state, entry.sealed = EntryState.CLOSED, None
         if rotated:
-            entry.rotated_at = self._clock()
+            entry.rotated_at, entry.password_set = self._clock(), password_set
         self._write(entry, expected_owner=entry.owner, now=self._clock())
 
     def open_entries(self) -> Iterator[Entry]:
@@ -183,6 +187,9 @@ class Journal:
             item |= entry.sealed.to_item()
         if entry.rotated_at:
             item["rotatedAt"] = {"N": f"{entry.rotated_at:.3f}"}
+        if entry.password_set:
+            item["passwordSetFrom"] = {"N": f"{entry.password_set[0]:.3f}"}
+            item["passwordSetUntil"] = {"N": f"{entry.password_set[1]:.3f}"}
         if entry.state is EntryState.CLOSED:
             item["expiresAt"] = {"N": str(int(now + HISTORY_SECONDS))}
         return item
@@ -206,6 +213,12 @@ class Journal:
             if is_aws_error(error, AwsErrorCode.CONDITIONAL_CHECK_FAILED):
                 raise LeaseHeldError(entry.user_arn) from None
             raise JournalUnavailableError(f"DynamoDB PutItem failed: {aws_error_code(error)}") from None
+
+
+def _window(item: dict[str, Any]) -> tuple[float, float] | None:
+    if "passwordSetFrom" not in item or "passwordSetUntil" not in item:
+        return None
+    return float(item["passwordSetFrom"]["N"]), float(item["passwordSetUntil"]["N"])
 
 
 def _key(user_arn: str) -> dict[str, Any]:

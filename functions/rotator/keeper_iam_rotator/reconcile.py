@@ -2,10 +2,11 @@
 us-east-1), so once per scheduled run each account's credential report is compared with the journal.
 
 A bound record is checked when this rotator rotated its user (the journal's closed item names the record and keeps
-`rotatedAt`), its account is allowed, and KeeperPAM does not rotate it. Drift is a `password_last_changed` later than
-that rotation (drift.settled's tolerance), or no console password any more (`password_enabled` false) in a report
-generated after the rotation. DRIFT_ACTION decides: `rotate` puts the record into this run whether due or not (and
-before any hand-off to the queue), `alert` reports it; a record without console access is only reported.
+`rotatedAt`), its account is allowed, and KeeperPAM does not rotate it. Drift is a `password_last_changed` the
+rotation did not settle (drift.settled: later than IAM taking the rotator's password), or no console password any
+more (`password_enabled` false) in a report generated after the rotation. DRIFT_ACTION decides: `rotate` puts the
+record into this run whether due or not (and before any hand-off to the queue), `alert` reports it; a record
+without console access is only reported.
 
 Cost: per account one GenerateCredentialReport and one GetCredentialReport (a few more while IAM generates it), and
 one AssumeRole per member account; nothing per record.
@@ -40,7 +41,11 @@ SESSION: Final = "drift-reconcile"  # the AssumeRole session name member account
 class Candidate:
     user: PamUser
     target: IamUser
-    rotated_at: float
+    last: Entry  # the journal's closed item of the user's last rotation
+
+    @property
+    def rotated_at(self) -> float:
+        return self.last.rotated_at
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,7 @@ def _candidates(context: RunContext, in_scope: Sequence[PamUser], entries: Itera
             and not entry.open
             and (opted_in(user) or not rotates(user))
         ):
-            found.append(Candidate(user, IamUser(arn["name"], user.distinguished_name), entry.rotated_at))
+            found.append(Candidate(user, IamUser(arn["name"], user.distinguished_name), entry))
     return found
 
 
@@ -132,7 +137,7 @@ def compare(candidate: Candidate, report: Report) -> Finding | None:
     source = f"IAM's credential report of {when(report.generated_at)}"
     if not password.enabled:
         return Finding(f"{source} shows no console password for {candidate.target.arn}", console_removed=True)
-    if password.last_changed is None or settled(password.last_changed, candidate.rotated_at):
+    if password.last_changed is None or settled(password.last_changed, candidate.last):
         return None
     return Finding(
         f"{source}: the password of {candidate.target.arn} was changed at {when(password.last_changed)}, after "

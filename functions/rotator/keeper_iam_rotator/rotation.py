@@ -14,6 +14,7 @@ that touches the user (or any scheduled run) recovers it by driving steps 5-8 ag
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from enum import Enum
 
@@ -154,6 +155,7 @@ def converge(claim: Claim, entry: Entry, passwords: list[Secret], holds: IamHold
             raise fail(Code.KEEPER_STAGE_FAILED, f"{error}; nothing was changed") from None
         raise fail(Code.PASSWORD_IN_JOURNAL, f"{error}; the journal keeps the password, the next run retries") from None
     # 6. Apply in IAM (again, in a recovery: the dead run may or may not have got that far).
+    sent = time.time()
     try:
         claim.iam.set_password(target.name, password)
     except IamOutcomeUnknownError as error:
@@ -167,11 +169,12 @@ def converge(claim: Claim, entry: Entry, passwords: list[Secret], holds: IamHold
             raise fail(Code.IAM_UPDATE_REFUSED, f"{error}; Keeper's staged update was rolled back") from None
         retry_with_fresh_password(claim, entry, passwords, rot, error)
         return
+    password_set = (sent, time.time())  # IAM took the password in this window (drift.py compares changes with it)
     # 7. Commit in Keeper, or put IAM back.
     if not commit(rot, user.uid, password):
         restore_iam(claim, entry, password, rot)
     # 8. Close the journal: IAM and Keeper agree.
-    close_journal(rot, entry, rotated=True)
+    close_journal(rot, entry, rotated=True, password_set=password_set)
 
 
 def retry_with_fresh_password(
@@ -227,11 +230,13 @@ def restore_iam(claim: Claim, entry: Entry, password: Secret, rot: Rotation) -> 
     raise fail(Code.KEEPER_COMMIT_FAILED_IAM_RESTORED, "Keeper would not commit; IAM was set back to Keeper's password")
 
 
-def close_journal(rot: Rotation, entry: Entry, rotated: bool = False) -> None:
+def close_journal(
+    rot: Rotation, entry: Entry, rotated: bool = False, password_set: tuple[float, float] | None = None
+) -> None:
     """Step 8. A failure here is harmless: the entry stays open and the next run finds Keeper already agreeing.
-    `rotated` records the time of a successful rotation (see due.py)."""
+    `rotated` records the time of a successful rotation (see due.py), `password_set` when IAM took it (drift.py)."""
     try:
-        rot.journal.close(entry, rotated)
+        rot.journal.close(entry, rotated, password_set)
     except (JournalUnavailableError, LeaseHeldError) as error:
         log.warning("could not close the journal entry", extra={"user_arn": entry.user_arn, "error": str(error)})
 
