@@ -138,8 +138,9 @@ class Stack:
         context.setdefault("remaining_ms", self.remaining_ms)
         return lambda_handler(event, LambdaContext(**context))
 
-    def rotate(self, *uids: str, dry_run: bool = False) -> list[dict[str, Any]]:
-        return self.invoke({"records": list(uids), "dryRun": dry_run})["results"]
+    def rotate(self, *uids: str, dry_run: bool = False, bind: bool = False) -> list[dict[str, Any]]:
+        """A direct invoke naming the records; `bind` asks to bind records that have only a login."""
+        return self.invoke({"records": list(uids), "dryRun": dry_run} | ({"bind": True} if bind else {}))["results"]
 
     def journal_items(self) -> list[dict[str, Any]]:
         return boto3.client("dynamodb").scan(TableName=JOURNAL_TABLE)["Items"]

@@ -157,7 +157,7 @@ def test_duplicate_claims_on_a_member_accounts_user_report_that_account(fleet):
 def test_a_login_alone_means_the_hubs_account(fleet):
     member_session(boto3.session.Session, MEMBER).client("iam").create_user(UserName="gina")
     uid = fleet.add_pair("gina", bound=False)
-    assert only(fleet.rotate(uid))["accountId"] == ACCOUNT
+    assert only(fleet.rotate(uid, bind=True))["accountId"] == ACCOUNT
     assert_rotated(fleet, uid, "gina")
 
 

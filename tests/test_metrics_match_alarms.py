@@ -52,8 +52,8 @@ def run_every_outcome(stack: Any) -> None:
     assert stack.rotate(stranded)[0]["error"]["code"] == "password_in_journal"
 
     arm_faults(stack)
-    stack.add_user("console-less", password=None)
-    assert stack.rotate(stack.add_record("console-less"))[0]["error"]["code"] == "no_login_profile"
+    console_less = stack.add_user("console-less", password=None)
+    assert stack.rotate(stack.add_record("console-less", dn=console_less))[0]["error"]["code"] == "no_login_profile"
     assert stack.rotate(stack.add_pair("planned"), dry_run=True)[0]["status"] == "planned"
 
 

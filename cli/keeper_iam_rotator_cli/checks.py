@@ -29,7 +29,7 @@ from .resolve import Target
 from .rotate import unseen_folders, unseen_folders_message
 from .verdicts import Check, Verdict
 
-HOW: Final = "rotating it by --record binds it"
+HOW: Final = "`rotate --record UID --bind` binds it"
 
 
 def policy_detail(policy: PasswordPolicy, length: int) -> str:

@@ -59,7 +59,7 @@ def execute(request: RotationRequest, context: LambdaContext) -> dict[str, Any]:
         observe=report,
     )
     return once(
-        request.idempotency_key,
+        request.scoped_key,
         request.to_dict(),
         settings.idempotency_table,
         CLIENTS("dynamodb"),
@@ -88,7 +88,7 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         return execute(request, context)
 
     if queue_worker.is_sqs(event):
-        return queue_worker.handle(event, context, run)
+        return queue_worker.handle(event, run)
     if api.is_api_event(event):
         return api.handle(event, context, run)
     try:

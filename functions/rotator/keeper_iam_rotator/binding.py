@@ -6,9 +6,10 @@ happens to equal an IAM user name proves nothing. The rules:
 
 - *Bound*: distinguishedName is an IAM user ARN and IAM returns exactly that ARN (path included) for the user.
 - *Another system's*: distinguishedName is anything else (an LDAP DN, a host): never touched (`not_iam_record`).
-- *Unbound*: no distinguishedName, only a login. Rotated only when an operator vouched for it: an explicit request
-  (API, direct invoke, CLI), a folder declared AWS-only (ROTATION_FOLDER_UIDS), or an unfinished rotation the journal
-  holds for it. The rotation then binds it by writing the ARN IAM returned.
+- *Unbound*: no distinguishedName, only a login. Rotated only when someone allowed to bind vouched for it: a request
+  that asks to bind (`"bind": true`: a direct invoke, an API caller on BindCallerArns, the CLI's `rotate --bind`), a
+  folder declared AWS-only (ROTATION_FOLDER_UIDS), or an unfinished rotation the journal holds for it. The rotation
+  then binds it by writing the ARN IAM returned.
 
 Every ARN used afterwards (duplicate claims, the journal key) is the one IAM returned, never one built from the record.
 """
@@ -42,25 +43,22 @@ IAM_USER_ARN: Final = re.compile(
 HOW_TO_BIND: Final = (
     "it has a login but no distinguishedName, so nothing proves it is an AWS account (pamUser records also hold "
     "AD, Linux and database accounts); bind it by setting distinguishedName to the user's ARN, by rotating it once "
-    "on request (API, invoke or CLI), or list its shared folder in ROTATION_FOLDER_UIDS"
+    'with "bind": true (CLI: rotate --bind), or list its shared folder in ROTATION_FOLDER_UIDS'
 )
 
 
 @dataclass(frozen=True)
 class Vouched:
-    """What lets a run rotate an unbound record: the operator named it, its folder, or the journal's open entry."""
+    """What lets a run rotate an unbound record: a caller allowed to bind asked to, its folder, or the journal's
+    open entry."""
 
     explicit: bool = False
     folder_uids: Collection[str] = ()
     unfinished_record_uids: Collection[str] = ()
-    planned_record_uids: Collection[str] = ()  # queued by a scheduled run that vouched for them
 
     def covers(self, user: PamUser) -> bool:
         return (
-            self.explicit
-            or bool(user.folder_uids & set(self.folder_uids))
-            or user.uid in self.unfinished_record_uids
-            or user.uid in self.planned_record_uids
+            self.explicit or bool(user.folder_uids & set(self.folder_uids)) or user.uid in self.unfinished_record_uids
         )
 
 

@@ -3,10 +3,13 @@ hub account and Keeper (a RunContext)."""
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from . import due
 from .accounts import Accounts, account_of
 from .binding import target_account
 from .iam import IamGateway
@@ -90,4 +93,14 @@ class RunContext:
             inv.lease_seconds,
             settings.password_length,
             settings.commit_attempts,
+            rotated_before=self._due_rule(),
         )
+
+    def _due_rule(self) -> Callable[[PamUser], float | None]:
+        """For the schedule and the queue: the latest last rotation at which a record may be rotated now (due now,
+        and not rotated since its hand-off was planned). The journal's open enforces it, so neither a queue message
+        nor a stale plan can rotate a record early. A caller's request always rotates (None)."""
+        if not self.request.trigger.checks_due:
+            return lambda user: None
+        now, period, planned = time.time(), self.settings.rotation_period_days, self.request.planned_at
+        return lambda user: min(due.rotated_before(user, period, now), planned.get(user.uid, math.inf))

@@ -52,12 +52,15 @@ def period_days(user: PamUser, default_days: int) -> int:
     return default_days
 
 
+def rotated_before(user: PamUser, default_days: int, now: float) -> float:
+    """The latest last-rotation time at which the record is due now (the journal refuses a later one)."""
+    period = period_days(user, default_days) * DAY
+    return now - (period - EARLY_SECONDS - JITTER_SHARE * period * _share(user.uid))
+
+
 def is_due(user: PamUser, last: dict[str, float], default_days: int, now: float) -> bool:
     rotated_at = last.get(user.uid)
-    if rotated_at is None:
-        return True
-    period = period_days(user, default_days) * DAY
-    return now - rotated_at >= period - EARLY_SECONDS - JITTER_SHARE * period * _share(user.uid)
+    return rotated_at is None or rotated_at <= rotated_before(user, default_days, now)
 
 
 def select(

@@ -96,6 +96,15 @@ class OwnedElsewhereError(RotatorError):
         self.record_uid = record_uid
 
 
+class NotDueError(RotatorError):
+    """The user's last rotation (from this record) is too recent: the record is not due, or it was rotated after
+    its hand-off was planned."""
+
+    def __init__(self, rotated_at: float) -> None:
+        super().__init__(rotated_at)
+        self.rotated_at = rotated_at
+
+
 class RequestInProgressError(RotatorError):
     """The same request is being processed by another invocation right now."""
 
@@ -106,10 +115,6 @@ class IdempotencyKeyReusedError(RotatorError):
 
 class BadQueueMessageError(RotatorError, ValueError):
     """A queue message that is not a hand-off; it fails, and the queue moves it to the dead-letter queue."""
-
-
-class QueuedRotationFailedError(RotatorError):
-    """A queued record's rotation failed; SQS delivers its message again."""
 
 
 class RunFailedError(RotatorError):

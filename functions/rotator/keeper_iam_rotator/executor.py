@@ -96,7 +96,7 @@ def _hand_off(steps: list[Step], plan: Plan) -> list[Step]:
     """Beyond InlineRotationLimit, bound records go to the rotation queue (fanout.py); unfinished ones stay here."""
     settings = plan.context.settings
     queue = fanout.RotationQueue(plan.context.invocation.clients("sqs"), settings.rotation_queue_url)
-    return fanout.hand_off(steps, queue, settings.inline_rotation_limit, plan.first, plan.vouched)
+    return fanout.hand_off(steps, queue, settings.inline_rotation_limit, plan.first, plan.planned_at)
 
 
 def _rotate_all(pool: ThreadPoolExecutor, steps: list[Step], context: RunContext) -> list[RecordResult]:

@@ -22,6 +22,7 @@ from .errors import (
     AwsErrorCode,
     JournalUnavailableError,
     LeaseHeldError,
+    NotDueError,
     OwnedElsewhereError,
     aws_error_code,
     is_aws_error,
@@ -81,19 +82,30 @@ class Journal:
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
     def open(
-        self, user_arn: str, record_uid: str, password: Secret, owner: str, lease_seconds: float, adopt: bool = False
+        self,
+        user_arn: str,
+        record_uid: str,
+        password: Secret,
+        owner: str,
+        lease_seconds: float,
+        adopt: bool = False,
+        rotated_before: float | None = None,
     ) -> Entry:
         """Create the entry holding `password` and take its lease.
 
         LeaseHeldError when an entry is already open: the caller then decides between "locked" (live lease) and
         recovery (`find`, `take_over`). OwnedElsewhereError when the user's last rotation came from another record,
-        unless `adopt`: the caller decides whether that record still names the user.
+        unless `adopt`: the caller decides whether that record still names the user. NotDueError when this record
+        last rotated the user after `rotated_before` (checked in the same conditional write: no extra call).
         """
         now = self._clock()
         entry = Entry(user_arn, record_uid, EntryState.PENDING, owner, now + lease_seconds)
         entry.sealed = self._sealer.seal(user_arn, record_uid, [password])
         closed = "#s = :closed" if adopt else "(#s = :closed AND recordUid = :uid)"
         values: dict[str, Any] = {":closed": {"S": EntryState.CLOSED}} | ({} if adopt else {":uid": {"S": record_uid}})
+        if rotated_before is not None and not adopt:
+            closed = f"({closed} AND (attribute_not_exists(rotatedAt) OR rotatedAt <= :before))"
+            values[":before"] = {"N": f"{rotated_before:.3f}"}
         try:
             self._ddb.put_item(
                 TableName=self._table,
@@ -105,11 +117,19 @@ class Journal:
         except AWS_ERRORS as error:
             if not is_aws_error(error, AwsErrorCode.CONDITIONAL_CHECK_FAILED):
                 raise JournalUnavailableError(f"DynamoDB PutItem failed: {aws_error_code(error)}") from None
-            current = self._get(user_arn)
-            if current is None or current.open or current.record_uid == record_uid:
-                raise LeaseHeldError(user_arn) from None
-            raise OwnedElsewhereError(current.record_uid) from None
+            raise self._refusal(self._get(user_arn), record_uid, rotated_before) from None
         return entry
+
+    @staticmethod
+    def _refusal(current: Entry | None, record_uid: str, rotated_before: float | None) -> Exception:
+        """Why `open` was refused, from the item as it is now."""
+        if current is None or current.open:
+            return LeaseHeldError(current.user_arn if current else "")
+        if current.record_uid != record_uid:
+            return OwnedElsewhereError(current.record_uid)
+        if rotated_before is not None and current.rotated_at > rotated_before:
+            return NotDueError(current.rotated_at)
+        return LeaseHeldError(current.user_arn)  # changed between the write and the read: another run is at it
 
     def find(self, user_arn: str) -> Entry | None:
         """The open entry for this user, if any."""

@@ -41,8 +41,8 @@ RECORD_GONE = "the journal holds an unfinished rotation for {arn}, but its recor
 @dataclass(frozen=True)
 class Plan:
     """What a run will do: `work` in order, the records whose unfinished rotations come `first` (never handed off),
-    what vouches for unbound records, whether records beyond InlineRotationLimit go to the queue, and how many
-    records in scope were left alone because they are not due."""
+    what vouches for unbound records, whether records beyond InlineRotationLimit go to the queue, how many records
+    in scope were left alone because they are not due, and when the plan was made (what a hand-off carries)."""
 
     context: RunContext
     work: list[Work]
@@ -50,6 +50,7 @@ class Plan:
     vouched: Vouched
     hand_off: bool
     not_due: int = 0
+    planned_at: float = 0.0
 
 
 def plan(request: RotationRequest, invocation: Invocation) -> Plan | Outcome:
@@ -101,14 +102,9 @@ def _select(context: RunContext, unfinished: list[Entry]) -> Plan:
         message = f"{error}; nothing was changed"
         raise RunFailedError(Code.KEEPER_UNAVAILABLE, message, context.hub.account_id) from None
     first = frozenset(entry.record_uid for entry in unfinished)
-    vouched = Vouched(
-        explicit=request.trigger.operator_named,
-        folder_uids=settings.folder_uids,
-        unfinished_record_uids=first,
-        planned_record_uids=request.vouched_uids,
-    )
+    vouched = Vouched(explicit=request.bind, folder_uids=settings.folder_uids, unfinished_record_uids=first)
     hand_off = request.trigger is Trigger.SCHEDULE and bool(settings.rotation_queue_url) and not context.dry_run
-    return Plan(context, work, first, vouched, hand_off, not_due)
+    return Plan(context, work, first, vouched, hand_off, not_due, planned_at=time.time())
 
 
 def _named(uids: Sequence[str], context: RunContext) -> list[Work]:

@@ -35,6 +35,7 @@ class Code(StrEnum):
     IAM_ACCESS_DENIED = "iam_access_denied"
     LOCKED = "locked"
     DUPLICATE_USER = "duplicate_user"
+    NOT_DUE = "not_due"
     # failed, nothing changed
     KSM_CONFIG_UNREADABLE = "ksm_config_unreadable"
     KEEPER_UNAVAILABLE = "keeper_unavailable"

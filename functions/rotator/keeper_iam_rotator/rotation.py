@@ -14,7 +14,9 @@ that touches the user (or any scheduled run) recovers it by driving steps 5-8 ag
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
 
 from .binding import Claim, duplicate_halt, iam_read_halt, rightful_owner, still_names
@@ -25,6 +27,7 @@ from .errors import (
     JournalUnavailableError,
     KeeperCallError,
     LeaseHeldError,
+    NotDueError,
     OwnedElsewhereError,
     RotationHaltedError,
     fail,
@@ -32,7 +35,7 @@ from .errors import (
 )
 from .iam import IamGateway
 from .journal import Entry, Journal
-from .keeper import KeeperVault
+from .keeper import KeeperVault, PamUser
 from .passwords import generate_password
 from .results import Code, RecordResult, Status
 from .sensitive import Secret
@@ -50,7 +53,8 @@ class IamHolds(Enum):
 @dataclass(frozen=True)
 class Rotation:
     """The adapters and limits one invocation shares across its records (each record's IAM gateway comes with its
-    claim: the account of its user)."""
+    claim: the account of its user). `rotated_before(user)`: the latest last rotation at which the record may be
+    rotated now (None: whenever it was; see RunContext._due_rule)."""
 
     vault: KeeperVault
     journal: Journal
@@ -58,6 +62,7 @@ class Rotation:
     lease_seconds: float
     password_length: int = 32
     commit_attempts: int = 3
+    rotated_before: Callable[[PamUser], float | None] = lambda user: None
 
 
 def rotate(claim: Claim, rot: Rotation, dry_run: bool = False) -> RecordResult:
@@ -111,7 +116,12 @@ def open_journal(claim: Claim, password: Secret, rot: Rotation) -> Entry:
     user; binding.rightful_owner decides (the same rule as within one run) whether this record may take it over."""
     user, target = claim.user, claim.target
     try:
-        return rot.journal.open(target.arn, user.uid, password, rot.owner, rot.lease_seconds)
+        return rot.journal.open(
+            target.arn, user.uid, password, rot.owner, rot.lease_seconds, rotated_before=rot.rotated_before(user)
+        )
+    except NotDueError as recent:
+        when = datetime.fromtimestamp(recent.rotated_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        raise skip(Code.NOT_DUE, f"last rotated {when}: not due, or rotated since it was planned") from None
     except OwnedElsewhereError as owned:
         last_rotator = owned.record_uid
     try:

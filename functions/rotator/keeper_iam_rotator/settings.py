@@ -37,8 +37,13 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
     return value
 
 
+def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """A comma-separated variable as its non-empty items."""
+    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+
+
 def _account_ids(env: Mapping[str, str]) -> tuple[str, ...]:
-    ids = tuple(part.strip() for part in env.get("TARGET_ACCOUNT_IDS", "").split(",") if part.strip())
+    ids = _list(env, "TARGET_ACCOUNT_IDS")
     bad = [account for account in ids if not ACCOUNT_ID.fullmatch(account)]
     if bad:
         raise ConfigurationError(f"TARGET_ACCOUNT_IDS must list 12-digit AWS account ids; {bad[0][:20]!r} is not one")
@@ -66,13 +71,14 @@ class Settings:
     rotation_period_days: int = 30
     inline_rotation_limit: int = 50
     rotation_queue_url: str = ""  # empty: the scheduled run rotates everything itself
+    bind_caller_arns: tuple[str, ...] = ()  # API callers whose requests may bind records ("bind": true)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         return cls(
             ksm_config_secret_id=env.get("KSM_CONFIG_SECRET_ID", "").strip(),
-            folder_uids=tuple(uid.strip() for uid in env.get("ROTATION_FOLDER_UIDS", "").split(",") if uid.strip()),
+            folder_uids=_list(env, "ROTATION_FOLDER_UIDS"),
             dry_run=flag(env, "DRY_RUN", False),
             password_length=int(_number(env, "PASSWORD_LENGTH", 32, 8, 128)),
             journal_table=env.get("JOURNAL_TABLE_NAME", "").strip() or cls.journal_table,
@@ -90,6 +96,7 @@ class Settings:
             rotation_period_days=int(_number(env, "ROTATION_PERIOD_DAYS", 30, 1, 365)),
             inline_rotation_limit=int(_number(env, "INLINE_ROTATION_LIMIT", 50, 0, 10000)),
             rotation_queue_url=env.get("ROTATION_QUEUE_URL", "").strip(),
+            bind_caller_arns=_list(env, "BIND_CALLER_ARNS"),
         )
 
     def require_ksm_config_secret(self) -> str:
