@@ -47,6 +47,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in (
         *("AWS_PROFILE", "AWS_ENDPOINT_URL", "ROTATION_FOLDER_UIDS", "DRY_RUN", "KSM_CONFIG", "KSM_HOSTNAME"),
         *("TARGET_ACCOUNT_IDS", "TARGET_EXTERNAL_ID", "ROTATION_QUEUE_URL", "INLINE_ROTATION_LIMIT"),
+        *("SANDBOX_KEEPER_HOST", "AWS_LAMBDA_FUNCTION_NAME", "AWS_SAM_LOCAL", "KEEPER_REGION", "BIND_CALLER_ARNS"),
     ):
         monkeypatch.delenv(name, raising=False)
     _clear_caches()
@@ -159,6 +160,7 @@ def keeper(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
     with EmulatorServer() as server:
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", server.ca_file)
+        monkeypatch.setenv("SANDBOX_KEEPER_HOST", server.host)  # the one Keeper besides Keeper's own it may talk to
         yield server
 
 

@@ -38,8 +38,9 @@ def emitted_metrics(stdout: str) -> Emitted:
     return found
 
 
-def run_every_outcome(stack: Any) -> None:
-    """A rotation that succeeds, one IAM refuses, one that ends in the journal, a skip and a dry run."""
+def run_every_outcome(stack: Any, monkeypatch: Any) -> None:
+    """A rotation that succeeds, one IAM refuses, one that ends in the journal, a skip, a dry run and a refused
+    KSM config."""
     assert stack.rotate(stack.add_pair("ok"))[0]["status"] == "rotated"
 
     refused = stack.add_pair("refused")
@@ -55,6 +56,10 @@ def run_every_outcome(stack: Any) -> None:
     console_less = stack.add_user("console-less", password=None)
     assert stack.rotate(stack.add_record("console-less", dn=console_less))[0]["error"]["code"] == "no_login_profile"
     assert stack.rotate(stack.add_pair("planned"), dry_run=True)[0]["status"] == "planned"
+
+    with monkeypatch.context() as inside_lambda:  # the sandbox's Keeper does not count in a real Lambda
+        inside_lambda.setenv("AWS_LAMBDA_FUNCTION_NAME", "keeper-iam-rotator")
+        assert stack.rotate(stack.add_pair("untrusted"))[0]["error"]["code"] == "ksm_config_untrusted"
 
 
 def arm_faults(stack: Any, *faults: tuple[str, str, str, int]) -> None:
@@ -93,8 +98,8 @@ def _searches(expression: str) -> list[list[str]]:
     return [[*(part.strip() for part in schema.split(",")), name] for schema, name in SEARCH.findall(expression)]
 
 
-def test_alarms_and_dashboard_select_the_metrics_the_function_emits(stack, capsys):
-    run_every_outcome(stack)
+def test_alarms_and_dashboard_select_the_metrics_the_function_emits(stack, capsys, monkeypatch):
+    run_every_outcome(stack, monkeypatch)
     emitted = emitted_metrics(capsys.readouterr().out)
     template = translate()
 

@@ -65,7 +65,6 @@ def rogue_keeper(stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         yield rogue
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 part 1: not built yet")
 def test_a_config_secret_aimed_at_another_keeper_is_refused_and_alarmed(stack, rogue_keeper, capsys):
     admin_arn = stack.add_user("admin")
     fields = [
@@ -86,7 +85,6 @@ def test_a_config_secret_aimed_at_another_keeper_is_refused_and_alarmed(stack, r
     assert {"RotationFailed", "TamperingDetected"} <= metric_names(capsys)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 part 1: not built yet")
 def test_the_sandbox_keeper_setting_is_ignored_inside_a_real_lambda(stack, monkeypatch):
     uid = stack.add_pair("alice")
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "keeper-iam-rotator")  # what Lambda sets; AWS_SAM_LOCAL unset

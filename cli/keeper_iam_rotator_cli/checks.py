@@ -27,6 +27,7 @@ from .errors import CliError
 from .permissions import PermissionCheck, Resources, principal_of
 from .resolve import Target
 from .rotate import unseen_folders, unseen_folders_message
+from .steering import config_secret_policy, keeper_host
 from .verdicts import Check, Verdict
 
 HOW: Final = "`rotate --record UID --bind` binds it"
@@ -96,7 +97,11 @@ class Preflight:
             self.add("ksm-config", Verdict.FAIL, error.message)
             return None
         self.add("ksm-config", Verdict.PASS, f"read from {source.label}; the SDK parses it as a bound client config")
-        return text
+        if source.secret_id:
+            self.checks.append(config_secret_policy(self.target.clients("secretsmanager"), source.secret_id))
+        host = keeper_host(text, self.target.keeper_region)
+        self.checks.append(host)
+        return text if host.result is Verdict.PASS else None  # never read records from a Keeper the function refuses
 
     def _records(self, config: str | None) -> list[PamUser]:
         if config is None:

@@ -120,7 +120,14 @@ class Target:
             journal_key_id=self.journal_key,
             idempotency_table=self.idempotency_table or "",
             rotation_queue_url="",
+            keeper_region=self.keeper_region,
         )
+
+    @property
+    def keeper_region(self) -> str | None:
+        """The deployment's Keeper region: the stack's KeeperRegion output, else KEEPER_REGION; None (any Keeper
+        region's host) when neither says."""
+        return self.outputs.get("KeeperRegion") or os.environ.get("KEEPER_REGION", "").strip().upper() or None
 
     @cached_property
     def config_text(self) -> str:

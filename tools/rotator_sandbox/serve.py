@@ -195,6 +195,7 @@ def exports(sb: Sandbox, door_url: str, config_file: Path) -> list[str]:
         "ROTATOR_API_URL": f"{door_url}{API_PATH}",
         "ROTATOR_KSM_CONFIG_FILE": str(config_file),
         "KSM_EMULATOR_HOST": sb.keeper.host,
+        "SANDBOX_KEEPER_HOST": sb.keeper.host,  # lets the CLI's rotate and check use the emulator's KSM config
         "KSM_EMULATOR_PUBLIC_KEY": sb.keeper.server_public_key,
     }
     return ["unset AWS_PROFILE"] + [f"export {name}={shlex.quote(value)}" for name, value in values.items()]

@@ -249,6 +249,8 @@ class Sandbox:
                 "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
                 "AWS_EC2_METADATA_DISABLED": "true",
                 "AWS_LAMBDA_FUNCTION_NAME": "keeper-iam-rotator",
+                "AWS_SAM_LOCAL": "true",  # not a real Lambda (as under `sam local invoke`): SANDBOX_KEEPER_HOST counts
+                "SANDBOX_KEEPER_HOST": self.keeper.host,
                 "REQUESTS_CA_BUNDLE": self.keeper.ca_file,
                 "NO_PROXY": "127.0.0.1,localhost",
                 "no_proxy": "127.0.0.1,localhost",

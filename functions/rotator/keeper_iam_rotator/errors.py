@@ -64,6 +64,10 @@ class KsmConfigUnavailableError(RotatorError):
     """The KSM config secret could not be read; the message names the secret, never its value."""
 
 
+class KsmConfigUntrustedError(RotatorError):
+    """The KSM config points at a host or server key that is not Keeper's (trust.py); nothing was sent there."""
+
+
 class KeeperCallError(RotatorError):
     """A Keeper call failed; the message is the SDK's error text (codes and server messages, never record data)."""
 

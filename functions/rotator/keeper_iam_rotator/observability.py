@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from .results import RECOVERY_PENDING_CODES, RecordResult, Status
+from .results import RECOVERY_PENDING_CODES, TAMPERING_CODES, RecordResult, Status
 from .sensitive import redact, redact_value
 from .settings import flag
 
@@ -69,6 +69,8 @@ def report(result: RecordResult, seconds: float) -> None:
         metrics.add_metric(name="RotationDuration", unit=MetricUnit.Milliseconds, value=seconds * 1000)
     if result.code in RECOVERY_PENDING_CODES:
         metrics.add_metric(name="RecoveryRequired", unit=MetricUnit.Count, value=1)
+    if result.code in TAMPERING_CODES:
+        metrics.add_metric(name="TamperingDetected", unit=MetricUnit.Count, value=1)
     if result.status is Status.FAILED and result.code:
         # {code, service} whatever the environment: single_metric adds `service` only from POWERTOOLS_SERVICE_NAME.
         with single_metric(

@@ -24,6 +24,7 @@ from .errors import (
     JournalUnavailableError,
     KeeperCallError,
     KsmConfigUnavailableError,
+    KsmConfigUntrustedError,
     RunFailedError,
     describe_aws_error,
 )
@@ -31,6 +32,7 @@ from .journal import Entry, Journal
 from .keeper import PamUser, RecordType, vault_for
 from .request import RotationRequest, Trigger
 from .results import WHOLE_RUN, Code, Outcome, RecordResult, Status
+from .trust import require_trusted
 
 log = logging.getLogger(__name__)
 Work = PamUser | RecordResult  # a record to rotate, or the result it already has
@@ -76,14 +78,21 @@ def _expired_entries(journal: Journal) -> list[Entry]:
 
 
 def _connect(request: RotationRequest, invocation: Invocation, journal: Journal) -> RunContext:
-    """The hub account's identity and the Keeper connection: the two things every record needs."""
+    """The hub account's identity and the Keeper connection: the two things every record needs. The config must
+    point at the deployment's Keeper (trust.py) before a vault is built from it."""
     hub = invocation.hub()
     try:
         account_id = hub.account_id
     except AWS_ERRORS as error:
         raise RunFailedError(Code.IAM_ERROR, f"STS GetCallerIdentity failed: {describe_aws_error(error)}") from None
+    settings = invocation.settings
     try:  # KeeperVault only parses the config: no Keeper call yet
-        vault = vault_for(invocation.load_ksm_config(), invocation.settings.keeper_timeout)
+        config = invocation.load_ksm_config()
+        require_trusted(config, settings.keeper_region)
+        vault = vault_for(config, settings.keeper_timeout)
+    except KsmConfigUntrustedError as error:
+        message = f"{error}; nothing was sent to it and nothing was changed"
+        raise RunFailedError(Code.KSM_CONFIG_UNTRUSTED, message, account_id) from None
     except (KsmConfigUnavailableError, KeeperCallError) as error:
         raise RunFailedError(Code.KSM_CONFIG_UNREADABLE, str(error), account_id) from None
     return RunContext(invocation, request, hub, vault, journal)

@@ -38,6 +38,7 @@ class Code(StrEnum):
     NOT_DUE = "not_due"
     # failed, nothing changed
     KSM_CONFIG_UNREADABLE = "ksm_config_unreadable"
+    KSM_CONFIG_UNTRUSTED = "ksm_config_untrusted"
     KEEPER_UNAVAILABLE = "keeper_unavailable"
     KEEPER_STAGE_FAILED = "keeper_stage_failed"
     IAM_ERROR = "iam_error"
@@ -56,6 +57,8 @@ class Code(StrEnum):
 
 # Codes after which IAM may hold a password Keeper's committed record does not: an operator must look.
 RECOVERY_PENDING_CODES: Final = frozenset({Code.IAM_OUTCOME_UNKNOWN, Code.PASSWORD_IN_JOURNAL, Code.JOURNAL_UNREADABLE})
+# Codes that mean someone wrote an input the rotator refuses to be steered by: an operator must look (an alarm).
+TAMPERING_CODES: Final = frozenset({Code.KSM_CONFIG_UNTRUSTED})
 WHOLE_RUN: Final = "*"  # the record uid of a result that stands for every record of a run that failed before any
 
 

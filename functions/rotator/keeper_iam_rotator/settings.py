@@ -72,6 +72,7 @@ class Settings:
     inline_rotation_limit: int = 50
     rotation_queue_url: str = ""  # empty: the scheduled run rotates everything itself
     bind_caller_arns: tuple[str, ...] = ()  # API callers whose requests may bind records ("bind": true)
+    keeper_region: str | None = "US"  # the Keeper region the KSM config must name (trust.py); None: any (the CLI)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -97,6 +98,7 @@ class Settings:
             inline_rotation_limit=int(_number(env, "INLINE_ROTATION_LIMIT", 50, 0, 10000)),
             rotation_queue_url=env.get("ROTATION_QUEUE_URL", "").strip(),
             bind_caller_arns=_list(env, "BIND_CALLER_ARNS"),
+            keeper_region=env.get("KEEPER_REGION", "").strip().upper() or cls.keeper_region,
         )
 
     def require_ksm_config_secret(self) -> str:
