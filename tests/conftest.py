@@ -22,6 +22,7 @@ from rotator_sandbox.stack import (  # the names template.yaml gives the functio
     CONFIG_SECRET,
     IDEMPOTENCY_TABLE,
     JOURNAL_TABLE,
+    SCOPE_TAG,
     create_function_resources,
     field_value,
 )
@@ -88,7 +89,7 @@ class Stack:
     remaining_ms: int = 300_000  # what the fake Lambda context reports; it sizes the journal lease
 
     def add_user(self, name: str, password: str | None = INITIAL_PASSWORD, path: str = "/") -> str:
-        arn = self.iam.create_user(UserName=name, Path=path)["User"]["Arn"]
+        arn = self.iam.create_user(UserName=name, Path=path, Tags=[SCOPE_TAG])["User"]["Arn"]
         if password is not None:
             self.iam.create_login_profile(UserName=name, Password=password)
         return arn

@@ -24,7 +24,7 @@ from rotator_sandbox.accounts import (
     trust_policy,
 )
 from rotator_sandbox.queue import LocalQueue
-from rotator_sandbox.stack import JOURNAL_TABLE, add_bound_record, field_value, load_event
+from rotator_sandbox.stack import JOURNAL_TABLE, SCOPE_TAG, add_bound_record, field_value, load_event
 from test_binding import CallCounter, by_uid, code
 
 from conftest import ACCOUNT, INITIAL_PASSWORD
@@ -52,7 +52,7 @@ def fleet(stack, monkeypatch):
 def member_pair(stack, account: str, name: str, **custom: str) -> str:
     """An IAM user with a console password in `account`, and its bound record in the hub's Keeper."""
     iam = member_session(boto3.session.Session, account).client("iam")
-    arn = iam.create_user(UserName=name)["User"]["Arn"]
+    arn = iam.create_user(UserName=name, Tags=[SCOPE_TAG])["User"]["Arn"]
     iam.create_login_profile(UserName=name, Password=INITIAL_PASSWORD)
     return record(stack, name, arn, **custom)
 

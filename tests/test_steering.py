@@ -98,7 +98,6 @@ def test_the_sandbox_keeper_setting_is_ignored_inside_a_real_lambda(stack, monke
 # --- whoever can edit a Keeper folder the application sees ---------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 part 2: not built yet")
 def test_a_first_binding_and_a_moved_owner_raise_binding_changed(stack, capsys):
     alice_arn, bob_arn = stack.add_user("alice"), stack.add_user("bob")
     owner = stack.add_record("alice", dn=alice_arn, title="alice's record")

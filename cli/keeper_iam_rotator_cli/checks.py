@@ -27,7 +27,7 @@ from .errors import CliError
 from .permissions import PermissionCheck, Resources, principal_of
 from .resolve import Target
 from .rotate import unseen_folders, unseen_folders_message
-from .steering import config_secret_policy, keeper_host
+from .steering import config_secret_policy, keeper_host, user_scope
 from .verdicts import Check, Verdict
 
 HOW: Final = "`rotate --record UID --bind` binds it"
@@ -68,6 +68,7 @@ class Preflight:
         clients = self.target.clients
         self.iam = IamGateway(clients("iam"), clients("iam", writes=True), clients("sts"))
         caller = self._identity()
+        self.checks.append(user_scope(self.target.required_user_tag))
         users = self._records(self._config())
         if caller:
             self._member_accounts()

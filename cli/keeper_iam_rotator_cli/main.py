@@ -100,7 +100,13 @@ def rotate(
 @click.option("--record", "records", multiple=True, metavar="UID", help="Record to check (default: all in scope).")
 @click.option("--folder", "folders", multiple=True, metavar="UID", help="Without --record: only this shared folder.")
 @click.option("--user-path", metavar="/PATH/", help="Require every IAM user to be under this path.")
-@click.option("--required-tag", "required_tags", multiple=True, metavar="KEY=VALUE", help="Require this user tag.")
+@click.option(
+    "--required-tag",
+    "required_tags",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Require this user tag (default: the stack's RequiredUserTag).",
+)
 @click.option(
     "--role-arn",
     metavar="ARN",
@@ -137,10 +143,11 @@ def check(
     check_uids(folders)
     if user_path is not None and not (user_path.startswith("/") and user_path.endswith("/")):
         raise click.BadParameter("a user path starts and ends with '/', like /rotatable/", param_hint="--user-path")
-    tags = parse_pairs(required_tags, "--required-tag")
+    explicit_tags = parse_pairs(required_tags, "--required-tag")
     target = resolve_target(
         aws.clients(), config_secret, config_file, journal_table, journal_key, stack, idempotency_table
     )
+    tags = explicit_tags or target.required_user_tag or {}
     preflight = Preflight(target, uids, folders, user_path, tags, role_arn or target.outputs.get("RotatorRoleArn"))
     sys.exit(show_checks(preflight.run(), as_json))
 

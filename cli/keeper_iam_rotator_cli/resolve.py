@@ -124,6 +124,16 @@ class Target:
         )
 
     @property
+    def required_user_tag(self) -> dict[str, str] | None:
+        """The tag the stack's role requires on a user (its RequiredUserTag output, `key=value` or `none`): {} when
+        it requires none (unsafe), None when there is no stack to ask."""
+        output = self.outputs.get("RequiredUserTag")
+        if output is None:
+            return None
+        key, sep, value = output.partition("=")
+        return {key: value} if sep else {}
+
+    @property
     def keeper_region(self) -> str | None:
         """The deployment's Keeper region: the stack's KeeperRegion output, else KEEPER_REGION; None (any Keeper
         region's host) when neither says."""

@@ -13,7 +13,6 @@ from .aws import aws_error
 from .verdicts import Check, Verdict
 
 CONFIG_WRITE: Final = "secretsmanager:PutSecretValue"
-SCOPE_TAG_KEY: Final = "keeper-iam-rotator"
 
 
 def keeper_host(config: str, region: str | None) -> Check:
@@ -43,17 +42,19 @@ def config_secret_policy(secretsmanager: Any, secret_id: str) -> Check:
     return Check("config-secret-policy", Verdict.PASS, f"only {', '.join(writers)} may write the config")
 
 
-def user_scope(tag_value: str | None) -> Check:
-    """Two-party scope: IAM opts each user in with a tag, so a Keeper record alone cannot name an administrator."""
-    if tag_value is None:
+def user_scope(required_tag: dict[str, str] | None) -> Check:
+    """Two-party scope: IAM opts each user in with a tag, so a Keeper record alone cannot name an administrator.
+    `required_tag`: the stack's (RequiredUserTag output), {} when it requires none, None when unknown."""
+    if required_tag is None:
         return Check("user-scope", Verdict.SKIP, "not checked: give --stack NAME (its RequiredUserTag output)")
-    if not tag_value:
+    if not required_tag:
         detail = (
             "UNSAFE: RequiredUserTagValue is empty, so every IAM user with a console password in RotatableUserPath "
             "is in scope and any Keeper folder editor can name one; set it (e.g. managed) and tag the users"
         )
         return Check("user-scope", Verdict.WARN, detail)
-    return Check("user-scope", Verdict.PASS, f"only users tagged {SCOPE_TAG_KEY}={tag_value} (IAM enforces it)")
+    tags = ", ".join(f"{key}={value}" for key, value in required_tag.items())
+    return Check("user-scope", Verdict.PASS, f"only users tagged {tags} (IAM enforces it)")
 
 
 def _exempt_from_deny(policy: dict[str, Any], action: str) -> list[str] | None:

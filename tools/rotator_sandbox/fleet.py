@@ -24,7 +24,7 @@ import boto3
 from rotator_sandbox.accounts import TARGET_ROLE, create_target_role, iam_password, member_session, roles_must_exist
 from rotator_sandbox.demo import Printer
 from rotator_sandbox.queue import LocalQueue
-from rotator_sandbox.stack import ACCOUNT, REGION, Sandbox, add_bound_record, initial_password, load_event
+from rotator_sandbox.stack import ACCOUNT, REGION, SCOPE_TAG, Sandbox, add_bound_record, initial_password, load_event
 
 MEMBER_BASE = 200_000_000_000
 HUB_ROLE = f"arn:aws:iam::{ACCOUNT}:role/keeper-iam-rotator-RotatorFunctionRole"
@@ -68,7 +68,7 @@ class Fleet:
         for i in range(records):
             account = self.accounts[i % len(self.accounts)]
             name, password = f"fleet-user-{i + 1:05d}", initial_password()
-            arn = self._iam[account].create_user(UserName=name)["User"]["Arn"]
+            arn = self._iam[account].create_user(UserName=name, Tags=[SCOPE_TAG])["User"]["Arn"]
             self._iam[account].create_login_profile(UserName=name, Password=password, PasswordResetRequired=False)
             uid = add_bound_record(self.sb.keeper.vault, name, password, arn)
             self.users.append(FleetUser(account, name, uid, password))

@@ -34,6 +34,9 @@ JOURNAL_TABLE = "keeper-iam-rotator-journal"
 JOURNAL_KEY = "alias/keeper-iam-rotator-journal"
 IDEMPOTENCY_TABLE = "keeper-iam-rotator-idempotency"
 CONFIG_SECRET = "keeper-iam-rotator/ksm-config"  # noqa: S105 - a secret's name
+# template.yaml's default RequiredUserTagValue: an IAM administrator opts each user in (moto does not evaluate the
+# condition, so the tag is seeded to make the sandbox look like a real deployment, not to make anything pass)
+SCOPE_TAG = {"Key": "keeper-iam-rotator", "Value": "managed"}
 
 
 def create_function_resources(aws: Callable[[str], Any], ksm_config: str) -> None:
@@ -190,7 +193,7 @@ class Sandbox:
         bound to the user (login = user name, distinguishedName = the user's ARN), shared directly or in `folder`."""
         password = password or initial_password()
         iam = self.aws("iam")
-        arn = iam.create_user(UserName=name)["User"]["Arn"]
+        arn = iam.create_user(UserName=name, Tags=[SCOPE_TAG])["User"]["Arn"]
         if console:
             iam.create_login_profile(UserName=name, Password=password, PasswordResetRequired=False)
         uid = add_bound_record(self.keeper.vault, name, password, arn, uid=uid, folder=folder)

@@ -47,6 +47,7 @@ class Entry:
     lease_until: float
     sealed: Sealed | None = field(repr=False, default=None)
     rotated_at: float = 0.0
+    previous_owner: str | None = None  # set by `open`: the record the journal named as the user's owner before
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Entry:
@@ -107,17 +108,19 @@ class Journal:
             closed = f"({closed} AND (attribute_not_exists(rotatedAt) OR rotatedAt <= :before))"
             values[":before"] = {"N": f"{rotated_before:.3f}"}
         try:
-            self._ddb.put_item(
+            replaced = self._ddb.put_item(
                 TableName=self._table,
                 Item=self._item(entry, now),
                 ConditionExpression=f"attribute_not_exists(userArn) OR {closed}",
                 ExpressionAttributeNames={"#s": "state"},
                 ExpressionAttributeValues=values,
-            )
+                ReturnValues="ALL_OLD",  # the item this one replaced, in the same call
+            ).get("Attributes")
         except AWS_ERRORS as error:
             if not is_aws_error(error, AwsErrorCode.CONDITIONAL_CHECK_FAILED):
                 raise JournalUnavailableError(f"DynamoDB PutItem failed: {aws_error_code(error)}") from None
             raise self._refusal(self._get(user_arn), record_uid, rotated_before) from None
+        entry.previous_owner = Entry.from_item(replaced).record_uid if replaced else None
         return entry
 
     @staticmethod

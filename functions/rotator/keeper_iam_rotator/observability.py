@@ -63,8 +63,14 @@ def quiet_chatty_loggers() -> None:
 def report(result: RecordResult, seconds: float) -> None:
     """One structured log line and the metrics for one record's outcome."""
     log = logger.warning if result.status is Status.FAILED else logger.info
-    log("rotation result", extra={**result.to_dict(), "durationMs": round(seconds * 1000)})
+    changed = result.binding_changed and result.status is Status.ROTATED
+    log(
+        "rotation result",
+        extra={**result.to_dict(), "durationMs": round(seconds * 1000)} | ({"bindingChanged": True} if changed else {}),
+    )
     metrics.add_metric(name=STATUS_METRIC[result.status], unit=MetricUnit.Count, value=1)
+    if changed:  # a user's first binding, or its ownership moved to another record: someone may have aimed it
+        metrics.add_metric(name="BindingChanged", unit=MetricUnit.Count, value=1)
     if result.status is Status.ROTATED:
         metrics.add_metric(name="RotationDuration", unit=MetricUnit.Milliseconds, value=seconds * 1000)
     if result.code in RECOVERY_PENDING_CODES:

@@ -71,6 +71,7 @@ class RecordResult:
     code: Code | None = None
     message: str | None = None
     recovered: bool = False
+    binding_changed: bool = False  # rotated for a user the journal named no owner for, or another record as owner
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"recordUid": self.record_uid, "status": str(self.status)}

@@ -87,6 +87,7 @@ def rotate(claim: Claim, rot: Rotation, dry_run: bool = False) -> RecordResult:
             raise fail(Code.JOURNAL_UNAVAILABLE, f"{error}; nothing was changed") from None
         else:
             passwords, holds = [password], IamHolds.KEEPER
+            result.binding_changed = entry.previous_owner != claim.user.uid
         converge(claim, entry, passwords, holds, rot)  # 5-8
     except RotationHaltedError as halt:
         result.status, result.code, result.message = halt.status, halt.code, halt.message
