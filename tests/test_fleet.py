@@ -7,7 +7,6 @@ stored password against Keeper's committed record.
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import boto3
@@ -23,8 +22,9 @@ from rotator_sandbox.accounts import (
     roles_must_exist,
     trust_policy,
 )
+from rotator_sandbox.aging import age_rotations
 from rotator_sandbox.queue import LocalQueue
-from rotator_sandbox.stack import JOURNAL_TABLE, SCOPE_TAG, add_bound_record, field_value, load_event
+from rotator_sandbox.stack import JOURNAL_MAC_KEY, JOURNAL_TABLE, SCOPE_TAG, add_bound_record, field_value, load_event
 from test_binding import CallCounter, by_uid, code
 
 from conftest import ACCOUNT, INITIAL_PASSWORD
@@ -165,15 +165,9 @@ def test_a_login_alone_means_the_hubs_account(fleet):
 
 
 def age_rotation(stack, uid: str, days: float) -> None:
-    """Move the record's last successful rotation `days` into the past (what time would do)."""
-    for item in stack.journal_items():
-        if item["recordUid"]["S"] == uid:
-            boto3.client("dynamodb").update_item(
-                TableName=JOURNAL_TABLE,
-                Key={"userArn": item["userArn"]},
-                UpdateExpression="SET rotatedAt = :t",
-                ExpressionAttributeValues={":t": {"N": str(time.time() - days * DAY)}},
-            )
+    """Move the record's last successful rotation `days` further into the past (what time would do)."""
+    aged = age_rotations(boto3.client("dynamodb"), boto3.client("kms"), JOURNAL_TABLE, JOURNAL_MAC_KEY, days, uid)
+    assert aged == 1
 
 
 def test_a_recently_rotated_record_waits_for_the_schedule_but_not_for_a_request(stack):
@@ -195,7 +189,7 @@ def test_a_record_is_due_again_after_its_period(stack):
     stack.rotate(uid)
     age_rotation(stack, uid, 26)  # due at most 10% (+2 h) early: spread, see due.py
     assert uid not in by_uid(scheduled(stack)["results"])
-    age_rotation(stack, uid, 30)
+    age_rotation(stack, uid, 4)  # 30 days since
     before = stack.keeper_password(uid)
     assert code(by_uid(scheduled(stack)["results"])[uid]) == ("rotated", "")
     assert_rotated(stack, uid, "alice", previous=before)

@@ -20,7 +20,7 @@ import app  # noqa: F401 - imported before capsys replaces stdout, so Powertools
 from keeper_iam_rotator.journal import Entry, Journal
 from ksm_emulator import EmulatorServer
 from rotator_sandbox.queue import LocalQueue
-from rotator_sandbox.stack import CONFIG_SECRET, JOURNAL_KEY, JOURNAL_TABLE, field_value, load_event
+from rotator_sandbox.stack import CONFIG_SECRET, JOURNAL_KEY, JOURNAL_MAC_KEY, JOURNAL_TABLE, field_value, load_event
 from test_binding import code, crash_after_update_login_profile, scheduled
 from test_metrics_match_alarms import emitted_metrics
 
@@ -237,7 +237,6 @@ def tamper(user_arn: str, **attributes: dict) -> None:
     ddb.put_item(TableName=JOURNAL_TABLE, Item=item | attributes)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 part 5: not built yet")
 def test_a_forged_rotation_time_is_reported_never_obeyed(stack, capsys):
     alice_arn = stack.add_user("alice")
     uid = stack.add_record("alice", dn=alice_arn)
@@ -248,7 +247,6 @@ def test_a_forged_rotation_time_is_reported_never_obeyed(stack, capsys):
     assert "TamperingDetected" in metric_names(capsys)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 part 5: not built yet")
 def test_a_forged_owner_does_not_receive_the_password(stack):
     alice_arn = stack.add_user("alice")
     owner = stack.add_record("alice", dn=alice_arn, title="alice")
@@ -268,7 +266,7 @@ def test_a_forged_owner_does_not_receive_the_password(stack):
 
 def journaled_passwords() -> list[str]:
     ddb, kms = boto3.client("dynamodb"), boto3.client("kms")
-    journal = Journal(ddb, kms, JOURNAL_TABLE, JOURNAL_KEY)
+    journal = Journal(ddb, kms, JOURNAL_TABLE, JOURNAL_KEY, JOURNAL_MAC_KEY)
     items = ddb.scan(TableName=JOURNAL_TABLE)["Items"]
     return [p.reveal() for item in items if (e := Entry.from_item(item)).sealed for p in journal.passwords(e)]
 

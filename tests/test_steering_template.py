@@ -146,6 +146,24 @@ def test_the_roles_sqs_permissions_name_the_rotation_queue_not_every_queue():
         assert not policies_allow(policies, action, "arn:aws:sqs:us-east-1:123456789012:another-queue"), action
 
 
+# --- whoever can write the journal table -----------------------------------------------------------------------------
+
+
+def test_only_the_function_can_use_the_journal_mac_key():
+    stack = translate()
+    key = stack.resource("JournalMacKey")
+    assert (key["Properties"]["KeySpec"], key["DeletionPolicy"]) == ("HMAC_256", "Retain")
+    for action in ("kms:GenerateMac", "kms:VerifyMac", "kms:CreateGrant"):
+        allowed = [
+            s["Principal"]["AWS"]
+            for s in key["Properties"]["KeyPolicy"]["Statement"]
+            if statement_allows({**s, "Resource": "*"}, action)
+        ]
+        assert allowed == ([ROLE_ARN] if action == "kms:GenerateMac" else []), action
+    environment = stack.resource("RotatorFunction")["Properties"]["Environment"]["Variables"]
+    assert environment["JOURNAL_MAC_KEY_ID"] == "<JournalMacKey.Arn>"
+
+
 # --- member-account credentials and the ExternalId -----------------------------------------------------------------
 
 

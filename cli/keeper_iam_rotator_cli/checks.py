@@ -190,7 +190,9 @@ class Preflight:
             else:
                 self.add(check, Verdict.PASS, f"assumed {role}; it reads the password policy (records below use it)")
         clients = self.target.clients
-        journal = Journal(clients("dynamodb"), clients("kms"), self.target.journal_table, "")
+        journal = Journal(
+            clients("dynamodb"), clients("kms"), self.target.journal_table, "", self.target.journal_mac_key
+        )
         try:
             self.last_rotated = due.last_rotations(journal.entries())
         except JournalUnavailableError:

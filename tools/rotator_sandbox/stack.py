@@ -26,12 +26,14 @@ from moto.server import ThreadedMotoServer
 
 from keeper_iam_rotator.journal import Entry, Journal
 from ksm_emulator import EmulatorServer
+from rotator_sandbox.aging import age_rotations
 from rotator_sandbox.paths import EVENTS_DIR, FUNCTION_DIR, ROOT, TOOLS_DIR
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 JOURNAL_TABLE = "keeper-iam-rotator-journal"
 JOURNAL_KEY = "alias/keeper-iam-rotator-journal"
+JOURNAL_MAC_KEY = "alias/keeper-iam-rotator-journal-mac"
 IDEMPOTENCY_TABLE = "keeper-iam-rotator-idempotency"
 CONFIG_SECRET = "keeper-iam-rotator/ksm-config"  # noqa: S105 - a secret's name
 # template.yaml's default RequiredUserTagValue: an IAM administrator opts each user in (moto does not evaluate the
@@ -40,8 +42,9 @@ SCOPE_TAG = {"Key": "keeper-iam-rotator", "Value": "managed"}
 
 
 def create_function_resources(aws: Callable[[str], Any], ksm_config: str) -> None:
-    """What template.yaml creates: the journal and idempotency tables, the journal's KMS key + alias, and the KSM
-    config secret (which `keeper-iam-rotator init` creates in real life). `aws` makes a client for a service."""
+    """What template.yaml creates: the journal and idempotency tables, the journal's KMS keys (encryption, and the
+    HMAC key of its integrity MAC) + aliases, and the KSM config secret (which `keeper-iam-rotator init` creates in
+    real life). `aws` makes a client for a service."""
     for table, key in ((JOURNAL_TABLE, "userArn"), (IDEMPOTENCY_TABLE, "id")):
         aws("dynamodb").create_table(
             TableName=table,
@@ -52,6 +55,10 @@ def create_function_resources(aws: Callable[[str], Any], ksm_config: str) -> Non
     kms = aws("kms")
     key_id = kms.create_key(Description="keeper-iam-rotator journal")["KeyMetadata"]["KeyId"]
     kms.create_alias(AliasName=JOURNAL_KEY, TargetKeyId=key_id)
+    mac = kms.create_key(
+        Description="keeper-iam-rotator journal MAC", KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC"
+    )
+    kms.create_alias(AliasName=JOURNAL_MAC_KEY, TargetKeyId=mac["KeyMetadata"]["KeyId"])
     aws("secretsmanager").create_secret(Name=CONFIG_SECRET, SecretString=ksm_config)
 
 
@@ -228,10 +235,14 @@ class Sandbox:
         items = self.aws("dynamodb").scan(TableName=JOURNAL_TABLE, ConsistentRead=True)["Items"]
         return {item["userArn"]["S"]: item for item in items}
 
+    def age_rotations(self, days: float, record_uid: str = "") -> int:
+        """Move last rotations `days` into the past, as time would (aging.py)."""
+        return age_rotations(self.aws("dynamodb"), self.aws("kms"), JOURNAL_TABLE, JOURNAL_MAC_KEY, days, record_uid)
+
     def journal_passwords(self) -> list[str]:
         """Every password held in an open journal entry (decrypted the way the function does, with the sandbox's
         KMS)."""
-        journal = Journal(self.aws("dynamodb"), self.aws("kms"), JOURNAL_TABLE, JOURNAL_KEY)
+        journal = Journal(self.aws("dynamodb"), self.aws("kms"), JOURNAL_TABLE, JOURNAL_KEY, JOURNAL_MAC_KEY)
         entries = [Entry.from_item(item) for item in self.journal_items().values()]
         return [p.reveal() for entry in entries if entry.sealed for p in journal.passwords(entry)]
 
@@ -264,6 +275,7 @@ class Sandbox:
                 "KSM_CONFIG_SECRET_ID": CONFIG_SECRET,
                 "JOURNAL_TABLE_NAME": JOURNAL_TABLE,
                 "JOURNAL_KEY_ID": JOURNAL_KEY,
+                "JOURNAL_MAC_KEY_ID": JOURNAL_MAC_KEY,
                 "IDEMPOTENCY_TABLE_NAME": IDEMPOTENCY_TABLE,
                 "RETRY_DELAY": "0",
                 "PYTHONDONTWRITEBYTECODE": "1",

@@ -30,8 +30,9 @@ _NOT_SESSION_CHARS: Final = re.compile(r"[^\w+=,.@-]", re.ASCII)
 
 
 def account_of(arn: str) -> str:
-    """The account field of an ARN (arn:partition:service:region:account:resource)."""
-    return arn.split(":")[4]
+    """The account field of an ARN (arn:partition:service:region:account:resource); "" for anything else."""
+    fields = arn.split(":")
+    return fields[4] if len(fields) > 4 else ""
 
 
 def session_name(record_uid: str) -> str:

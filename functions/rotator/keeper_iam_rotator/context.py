@@ -45,8 +45,13 @@ class Invocation:
     observe: Callable[[RecordResult, float], None] = _ignore
 
     def journal(self) -> Journal:
+        settings = self.settings
         return Journal(
-            self.clients("dynamodb"), self.clients("kms"), self.settings.journal_table, self.settings.journal_key_id
+            self.clients("dynamodb"),
+            self.clients("kms"),
+            settings.journal_table,
+            settings.journal_key_id,
+            settings.journal_mac_key_id,
         )
 
     def hub(self) -> IamGateway:

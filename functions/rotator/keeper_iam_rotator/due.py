@@ -31,10 +31,11 @@ W = TypeVar("W")
 
 
 def last_rotations(entries: Iterable[Entry]) -> dict[str, float]:
-    """Record uid -> the time this rotator last rotated that record's user successfully."""
+    """Record uid -> the time this rotator last rotated that record's user successfully, from the items whose
+    integrity MAC verifies (an unsigned or tampered item's `rotatedAt` counts for nothing: the record is due)."""
     last: dict[str, float] = {}
     for entry in entries:
-        if entry.rotated_at:
+        if entry.rotated_at and entry.trusted_history:
             last[entry.record_uid] = max(entry.rotated_at, last.get(entry.record_uid, 0.0))
     return last
 

@@ -88,6 +88,15 @@ class JournalUnavailableError(RotatorError):
     """The journal could not be read or written (DynamoDB or KMS)."""
 
 
+class JournalTamperedError(RotatorError):
+    """A journal item fails its integrity check (integrity.py): someone other than the rotator changed it. It is
+    reported and never used to skip, re-own or rotate."""
+
+    def __init__(self, user_arn: str) -> None:
+        super().__init__(user_arn)
+        self.user_arn = user_arn
+
+
 class LeaseHeldError(RotatorError):
     """Another invocation holds this user's lease (or took it over since we read it)."""
 

@@ -18,7 +18,7 @@ from . import fanout
 from .accounts import Accounts
 from .binding import Claim, bind, duplicate_halt, settle_duplicates, still_names
 from .context import RunContext
-from .errors import JournalUnavailableError, KeeperCallError, RotationHaltedError
+from .errors import JournalTamperedError, JournalUnavailableError, KeeperCallError, RotationHaltedError
 from .iam import IamUser
 from .keeper import PamUser
 from .planner import Plan, Work
@@ -80,7 +80,8 @@ def _settle_duplicates(steps: list[Step], context: RunContext) -> list[Step]:
 def _journal_owner(context: RunContext, user_arn: str) -> str | None:
     try:
         return context.journal.owner_of(user_arn)
-    except JournalUnavailableError as error:  # fall back to the claim order; the journal's own check guards step 4
+    except (JournalUnavailableError, JournalTamperedError) as error:
+        # fall back to the claim order; step 4's conditional write guards (and reports) the item itself
         log.warning("could not read the journal's owner of a contested user", extra={"error": str(error)})
         return None
 

@@ -28,9 +28,10 @@ from .errors import (
     RunFailedError,
     describe_aws_error,
 )
+from .integrity import Verdict
 from .journal import Entry, Journal
 from .keeper import PamUser, RecordType, vault_for
-from .request import RotationRequest, Trigger
+from .request import RECORD_UID, RotationRequest, Trigger
 from .results import WHOLE_RUN, Code, Outcome, RecordResult, Status
 from .trust import require_trusted
 
@@ -59,22 +60,52 @@ def plan(request: RotationRequest, invocation: Invocation) -> Plan | Outcome:
     """The run's plan, or its whole outcome when there is nothing to do or nothing can be done."""
     journal = invocation.journal()
     try:
-        unfinished = _expired_entries(journal) if request.trigger is Trigger.RECOVER else []
+        unfinished, tampered = _expired_entries(journal) if request.trigger is Trigger.RECOVER else ([], [])
         if request.trigger is Trigger.RECOVER and not unfinished:
-            return Outcome()
+            return _reported(tampered, invocation)
         context = _connect(request, invocation, journal)
-        return _select(context, unfinished)
+        return _select(context, unfinished, tampered)
     except RunFailedError as failure:
         return _whole_run_failed(request, invocation, failure)
 
 
-def _expired_entries(journal: Journal) -> list[Entry]:
-    """Open entries whose lease ran out: a live lease is a rotation in progress, not one to finish."""
+def _expired_entries(journal: Journal) -> tuple[list[Entry], list[RecordResult]]:
+    """Open entries whose lease ran out (a live lease is a rotation in progress, not one to finish), and a result
+    for each open entry whose item fails its integrity check (never recovered)."""
     now = time.time()
     try:
-        return [entry for entry in journal.open_entries() if entry.lease_until <= now]
+        entries = [entry for entry in journal.open_entries() if entry.lease_until <= now]
     except JournalUnavailableError as error:
         raise RunFailedError(Code.JOURNAL_UNAVAILABLE, str(error)) from None
+    return _untampered(entries)
+
+
+def _untampered(entries: list[Entry]) -> tuple[list[Entry], list[RecordResult]]:
+    """The entries that may be used, and a `journal_tampered` result for each of the others."""
+    usable, tampered = [], []
+    for entry in entries:
+        if entry.integrity is Verdict.TAMPERED:
+            tampered.append(_tampered(entry))
+        else:
+            usable.append(entry)
+    return usable, tampered
+
+
+def _tampered(entry: Entry) -> RecordResult:
+    """A tampered item names a record and a user no one vouches for: quoted bounded, never acted on."""
+    uid = entry.record_uid if RECORD_UID.fullmatch(entry.record_uid) else WHOLE_RUN
+    message = (
+        f"the journal item for {entry.user_arn[:200]!r} fails its integrity check (changed by someone other than "
+        "the rotator): it is not used to skip, re-own or rotate; nothing was changed. Find the writer in "
+        "CloudTrail, then delete the item (the user's next rotation writes a new one)"
+    )
+    return RecordResult(uid, Status.FAILED, code=Code.JOURNAL_TAMPERED, message=message)
+
+
+def _reported(results: list[RecordResult], invocation: Invocation) -> Outcome:
+    for result in results:
+        invocation.observe(result, 0.0)
+    return Outcome(results)
 
 
 def _connect(request: RotationRequest, invocation: Invocation, journal: Journal) -> RunContext:
@@ -98,11 +129,11 @@ def _connect(request: RotationRequest, invocation: Invocation, journal: Journal)
     return RunContext(invocation, request, hub, vault, journal)
 
 
-def _select(context: RunContext, unfinished: list[Entry]) -> Plan:
+def _select(context: RunContext, unfinished: list[Entry], tampered: list[RecordResult]) -> Plan:
     request, settings = context.request, context.settings
     try:
         if request.trigger is Trigger.RECOVER:
-            work, not_due = _records_of(unfinished, context), 0
+            work, not_due = [*tampered, *_records_of(unfinished, context)], 0
         elif request.trigger is Trigger.SCHEDULE:
             work, unfinished, not_due = _scheduled(context)
         else:
@@ -130,17 +161,20 @@ def _named(uids: Sequence[str], context: RunContext) -> list[Work]:
 def _scheduled(context: RunContext) -> tuple[list[Work], list[Entry], int]:
     """Every pamUser record in scope that is due, and every unfinished rotation (in scope or not; none in a dry
     run), from one Keeper read and one journal Scan."""
+    entries, tampered = _untampered(_journal_entries(context.journal))
+    refused = {result.record_uid for result in tampered}  # the tampered items' records: reported, not rotated
     in_scope: list[Work] = [
-        user for user in context.vault.fetch_all(context.settings.folder_uids) if user.type == RecordType.PAM_USER
+        user
+        for user in context.vault.fetch_all(context.settings.folder_uids)
+        if user.type == RecordType.PAM_USER and user.uid not in refused
     ]
-    entries = _journal_entries(context.journal)
     unfinished = [] if context.dry_run else [entry for entry in entries if entry.open]
     always = {entry.record_uid for entry in unfinished}
     period = context.settings.rotation_period_days
     work, not_due = due.select(in_scope, due.last_rotations(entries), period, time.time(), always=always)
     in_run = {item.uid if isinstance(item, PamUser) else item.record_uid for item in work}
     work += _records_of([entry for entry in unfinished if entry.record_uid not in in_run], context)
-    return work, unfinished, not_due
+    return [*tampered, *work], unfinished, not_due
 
 
 def _journal_entries(journal: Journal) -> list[Entry]:
@@ -174,6 +208,4 @@ def _whole_run_failed(request: RotationRequest, invocation: Invocation, failure:
         RecordResult(uid, Status.FAILED, account_id=failure.account_id, code=failure.code, message=failure.message)
         for uid in uids
     ]
-    for result in results:
-        invocation.observe(result, 0.0)
-    return Outcome(results)
+    return _reported(results, invocation)

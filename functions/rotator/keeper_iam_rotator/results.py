@@ -52,13 +52,15 @@ class Code(StrEnum):
     IAM_OUTCOME_UNKNOWN = "iam_outcome_unknown"
     PASSWORD_IN_JOURNAL = "password_in_journal"  # noqa: S105 - a code, not a password
     JOURNAL_UNREADABLE = "journal_unreadable"
+    # failed: a journal item was changed by someone other than the rotator; nothing was changed, an operator looks
+    JOURNAL_TAMPERED = "journal_tampered"
     INTERNAL_ERROR = "internal_error"
 
 
 # Codes after which IAM may hold a password Keeper's committed record does not: an operator must look.
 RECOVERY_PENDING_CODES: Final = frozenset({Code.IAM_OUTCOME_UNKNOWN, Code.PASSWORD_IN_JOURNAL, Code.JOURNAL_UNREADABLE})
 # Codes that mean someone wrote an input the rotator refuses to be steered by: an operator must look (an alarm).
-TAMPERING_CODES: Final = frozenset({Code.KSM_CONFIG_UNTRUSTED})
+TAMPERING_CODES: Final = frozenset({Code.KSM_CONFIG_UNTRUSTED, Code.JOURNAL_TAMPERED})
 WHOLE_RUN: Final = "*"  # the record uid of a result that stands for every record of a run that failed before any
 
 

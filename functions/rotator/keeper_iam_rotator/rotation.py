@@ -24,6 +24,7 @@ from .errors import (
     AWS_ERRORS,
     IamOutcomeUnknownError,
     IamRefusedError,
+    JournalTamperedError,
     JournalUnavailableError,
     KeeperCallError,
     LeaseHeldError,
@@ -123,6 +124,8 @@ def open_journal(claim: Claim, password: Secret, rot: Rotation) -> Entry:
     except NotDueError as recent:
         when = datetime.fromtimestamp(recent.rotated_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
         raise skip(Code.NOT_DUE, f"last rotated {when}: not due, or rotated since it was planned") from None
+    except JournalTamperedError as tampered:
+        raise tampered_halt(tampered) from None
     except OwnedElsewhereError as owned:
         last_rotator = owned.record_uid
     try:
@@ -131,7 +134,19 @@ def open_journal(claim: Claim, password: Secret, rot: Rotation) -> Entry:
         raise fail(Code.KEEPER_UNAVAILABLE, f"{error}; nothing was changed") from None
     if owner != user.uid:
         raise duplicate_halt(owner, target)
-    return rot.journal.open(target.arn, user.uid, password, rot.owner, rot.lease_seconds, adopt=True)
+    try:
+        return rot.journal.open(target.arn, user.uid, password, rot.owner, rot.lease_seconds, adopt=last_rotator)
+    except JournalTamperedError as tampered:
+        raise tampered_halt(tampered) from None
+
+
+def tampered_halt(tampered: JournalTamperedError) -> RotationHaltedError:
+    return fail(
+        Code.JOURNAL_TAMPERED,
+        f"the journal item for {tampered.user_arn} fails its integrity check (changed by someone other than the "
+        "rotator): it is not used to skip, re-own or rotate; nothing was changed. Find the writer in CloudTrail, "
+        "then delete the item (the user's next rotation writes a new one)",
+    )
 
 
 def claim_unfinished(claim: Claim, rot: Rotation) -> tuple[Entry, list[Secret], IamHolds]:
@@ -141,16 +156,23 @@ def claim_unfinished(claim: Claim, rot: Rotation) -> tuple[Entry, list[Secret], 
         entry = rot.journal.find(claim.target.arn)
         if entry is None or entry.record_uid != claim.user.uid:
             raise skip(Code.LOCKED, _locked_message(entry))
+        passwords = _sealed_passwords(rot, entry)  # before taking it over: only an entry the rotator sealed is used
         entry = rot.journal.take_over(entry, rot.owner, rot.lease_seconds)
     except LeaseHeldError:
         raise skip(Code.LOCKED, "another invocation is rotating this user now") from None
+    except JournalTamperedError as tampered:
+        raise tampered_halt(tampered) from None
     except JournalUnavailableError as error:
         raise fail(Code.JOURNAL_UNAVAILABLE, f"{error}; nothing was changed") from None
+    return entry, passwords, IamHolds.UNKNOWN
+
+
+def _sealed_passwords(rot: Rotation, entry: Entry) -> list[Secret]:
+    """The entry's passwords; they open only for the user and record they were sealed for (AES-GCM)."""
     try:
-        passwords = rot.journal.passwords(entry)
+        return rot.journal.passwords(entry)
     except JournalUnavailableError as error:
         raise fail(Code.JOURNAL_UNREADABLE, f"{error}; the unfinished rotation stays in the journal") from None
-    return entry, passwords, IamHolds.UNKNOWN
 
 
 def converge(claim: Claim, entry: Entry, passwords: list[Secret], holds: IamHolds, rot: Rotation) -> None:

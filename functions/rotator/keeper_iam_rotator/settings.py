@@ -58,6 +58,7 @@ class Settings:
     password_length: int = 32
     journal_table: str = "keeper-iam-rotator-journal"
     journal_key_id: str = "alias/keeper-iam-rotator-journal"
+    journal_mac_key_id: str = "alias/keeper-iam-rotator-journal-mac"  # the HMAC key of the journal's integrity MAC
     idempotency_table: str = ""
     ksm_config_max_age: int = 300
     keeper_timeout: float = 20.0
@@ -84,6 +85,7 @@ class Settings:
             password_length=int(_number(env, "PASSWORD_LENGTH", 32, 8, 128)),
             journal_table=env.get("JOURNAL_TABLE_NAME", "").strip() or cls.journal_table,
             journal_key_id=env.get("JOURNAL_KEY_ID", "").strip() or cls.journal_key_id,
+            journal_mac_key_id=env.get("JOURNAL_MAC_KEY_ID", "").strip() or cls.journal_mac_key_id,
             idempotency_table=env.get("IDEMPOTENCY_TABLE_NAME", "").strip(),
             ksm_config_max_age=int(_number(env, "KSM_CONFIG_MAX_AGE", 300, 0, 86400)),
             keeper_timeout=_number(env, "KEEPER_TIMEOUT", 20.0, 1, 120),
