@@ -17,10 +17,13 @@ import pytest
 from moto import mock_aws
 from moto.iam.models import iam_backends
 
+from keeper_iam_rotator.journal import Journal
 from rotator_sandbox.stack import (  # the names template.yaml gives the function's resources
     ACCOUNT,
     CONFIG_SECRET,
     IDEMPOTENCY_TABLE,
+    JOURNAL_KEY,
+    JOURNAL_MAC_KEY,
     JOURNAL_TABLE,
     SCOPE_TAG,
     create_function_resources,
@@ -146,6 +149,11 @@ class Stack:
 
     def journal_items(self) -> list[dict[str, Any]]:
         return boto3.client("dynamodb").scan(TableName=JOURNAL_TABLE)["Items"]
+
+    def journal_passwords(self) -> list[str]:
+        """Every password the journal's open entries hold (decrypted as the function would)."""
+        journal = Journal(boto3.client("dynamodb"), boto3.client("kms"), JOURNAL_TABLE, JOURNAL_KEY, JOURNAL_MAC_KEY)
+        return [p.reveal() for entry in journal.entries() if entry.sealed for p in journal.passwords(entry)]
 
 
 def custom_value(record: dict[str, Any], label: str) -> str | None:

@@ -25,7 +25,7 @@ from rotator_sandbox.accounts import (
 from rotator_sandbox.aging import age_rotations
 from rotator_sandbox.queue import LocalQueue
 from rotator_sandbox.stack import JOURNAL_MAC_KEY, JOURNAL_TABLE, SCOPE_TAG, add_bound_record, field_value, load_event
-from test_binding import CallCounter, by_uid, code
+from test_binding import CallCounter, by_uid, code, crash_after_update_login_profile
 
 from conftest import ACCOUNT, INITIAL_PASSWORD
 from faults import AwsFaults
@@ -159,6 +159,20 @@ def test_a_login_alone_means_the_hubs_account(fleet):
     uid = fleet.add_pair("gina", bound=False)
     assert only(fleet.rotate(uid, bind=True))["accountId"] == ACCOUNT
     assert_rotated(fleet, uid, "gina")
+
+
+def test_recovery_reports_the_password_when_its_account_left_the_allowed_accounts(fleet, monkeypatch):
+    monkeypatch.setenv("JOURNAL_LEASE_MARGIN_SECONDS", "0")
+    fleet.remaining_ms = 0
+    uid = member_pair(fleet, MEMBER, "maria")
+    crash_after_update_login_profile(fleet, uid)
+    working = iam_password(MEMBER, "maria")
+    assert working != INITIAL_PASSWORD and working in fleet.journal_passwords()
+    monkeypatch.setenv("TARGET_ACCOUNT_IDS", NO_ROLE)  # the member account left TargetAccountIds
+    result = only(fleet.invoke({"action": "recover"})["results"])
+    assert code(result) == ("failed", "password_in_journal")
+    assert "not in TargetAccountIds" in result["error"]["message"]
+    assert iam_password(MEMBER, "maria") == working and working in fleet.journal_passwords()
 
 
 # --- rotation when due -------------------------------------------------------------------------------------------

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
+
+import pytest
 
 import app  # noqa: F401 - imported before capsys replaces stdout, so Powertools binds to pytest's stream
 
 from conftest import _clear_caches
-from faults import AwsFaults
+from faults import AwsFaults, SimulatedCrash, after_aws_call
 from template_tools import translate
 
 NAMESPACE = "KeeperIamRotator"
@@ -39,8 +42,8 @@ def emitted_metrics(stdout: str) -> Emitted:
 
 
 def run_every_outcome(stack: Any, monkeypatch: Any) -> None:
-    """A rotation that succeeds, one IAM refuses, one that ends in the journal, a skip, a dry run and a refused
-    KSM config."""
+    """A rotation that succeeds, one IAM refuses, one that ends in the journal, a skip, a dry run, a refused KSM
+    config, and a crashed rotation recovery finds hours later."""
     assert stack.rotate(stack.add_pair("ok"))[0]["status"] == "rotated"
 
     refused = stack.add_pair("refused")
@@ -60,6 +63,17 @@ def run_every_outcome(stack: Any, monkeypatch: Any) -> None:
     with monkeypatch.context() as inside_lambda:  # the sandbox's Keeper does not count in a real Lambda
         inside_lambda.setenv("AWS_LAMBDA_FUNCTION_NAME", "keeper-iam-rotator")
         assert stack.rotate(stack.add_pair("untrusted"))[0]["error"]["code"] == "ksm_config_untrusted"
+
+    stale = stack.add_pair("stale")  # a run dies after IAM took the password; recovery looks hours later
+    after_aws_call("iam", "UpdateLoginProfile", SimulatedCrash())
+    _clear_caches()  # the function's next clients are built on the session that carries the crash
+    with pytest.raises(SimulatedCrash):
+        stack.rotate(stale)
+    arm_faults(stack)
+    later = time.time() + 4 * 3600
+    with monkeypatch.context() as clock:
+        clock.setattr(time, "time", lambda: later)
+        stack.invoke({"action": "recover"})  # signals StaleOpenEntries (the lease's own clock is not moved)
 
 
 def arm_faults(stack: Any, *faults: tuple[str, str, str, int]) -> None:

@@ -17,11 +17,11 @@ import boto3
 import pytest
 
 import app  # noqa: F401 - imported before capsys replaces stdout, so Powertools binds to pytest's stream
-from keeper_iam_rotator.journal import Entry, Journal
 from ksm_emulator import EmulatorServer
 from rotator_sandbox.queue import LocalQueue
-from rotator_sandbox.stack import CONFIG_SECRET, JOURNAL_KEY, JOURNAL_MAC_KEY, JOURNAL_TABLE, field_value, load_event
+from rotator_sandbox.stack import CONFIG_SECRET, JOURNAL_TABLE, field_value, load_event
 from test_binding import code, crash_after_update_login_profile, scheduled
+from test_fleet import MEMBER, NO_ROLE, fleet, member_pair  # noqa: F401 - fleet is a fixture
 from test_metrics_match_alarms import emitted_metrics
 
 from conftest import ACCOUNT, INITIAL_PASSWORD
@@ -264,14 +264,6 @@ def test_a_forged_owner_does_not_receive_the_password(stack):
 # --- a crash, then an edit of the record, before recovery ----------------------------------------------------------
 
 
-def journaled_passwords() -> list[str]:
-    ddb, kms = boto3.client("dynamodb"), boto3.client("kms")
-    journal = Journal(ddb, kms, JOURNAL_TABLE, JOURNAL_KEY, JOURNAL_MAC_KEY)
-    items = ddb.scan(TableName=JOURNAL_TABLE)["Items"]
-    return [p.reveal() for item in items if (e := Entry.from_item(item)).sealed for p in journal.passwords(e)]
-
-
-@pytest.mark.xfail(strict=True, reason="issue 16 part 6: not built yet")
 def test_recovery_finishes_the_journals_user_or_reports_the_password_it_holds(stack, monkeypatch, capsys):
     monkeypatch.setenv("JOURNAL_LEASE_MARGIN_SECONDS", "0")
     stack.remaining_ms = 0
@@ -279,7 +271,7 @@ def test_recovery_finishes_the_journals_user_or_reports_the_password_it_holds(st
     uid = stack.add_record("alice", dn=alice_arn)
     crash_after_update_login_profile(stack, uid)
     working = stack.iam_password("alice")
-    assert working != INITIAL_PASSWORD and working in journaled_passwords()
+    assert working != INITIAL_PASSWORD and working in stack.journal_passwords()
     repoint(stack, uid, login="bob", dn=bob_arn)  # edited between the crash and the recovery
     capsys.readouterr()
 
@@ -287,11 +279,10 @@ def test_recovery_finishes_the_journals_user_or_reports_the_password_it_holds(st
         result = only(stack.invoke({"action": "recover"})["results"])
         assert code(result) == ("failed", "password_in_journal")
         assert stack.iam_password("bob") == INITIAL_PASSWORD, "another user was rotated"
-        assert stack.iam_password("alice") == working and working in journaled_passwords()
+        assert stack.iam_password("alice") == working and working in stack.journal_passwords()
     assert "RecoveryRequired" in metric_names(capsys)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 part 6: not built yet")
 def test_an_open_entry_older_than_two_recovery_periods_raises_an_alarm(stack, monkeypatch, capsys):
     uid = stack.add_pair("alice")
     crash_after_update_login_profile(stack, uid)  # a live lease: recovery leaves it alone

@@ -188,7 +188,7 @@ def test_the_external_id_is_kept_in_a_secret_not_in_the_functions_environment():
     [
         "TamperingDetected",
         "BindingChanged",
-        pytest.param("StaleOpenEntries", marks=pytest.mark.xfail(strict=True, reason="issue 16 part 6: not built")),
+        "StaleOpenEntries",
     ],
 )
 def test_each_steering_signal_has_an_alarm_on_the_topic(metric):

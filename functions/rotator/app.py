@@ -24,6 +24,7 @@ from keeper_iam_rotator.observability import (
     publish_metrics,
     quiet_chatty_loggers,
     report,
+    signal,
     traced,
 )
 from keeper_iam_rotator.request import (
@@ -57,6 +58,7 @@ def execute(request: RotationRequest, context: LambdaContext) -> dict[str, Any]:
         lease_seconds=context.get_remaining_time_in_millis() / 1000 + settings.lease_margin,
         load_ksm_config=lambda: load_ksm_config(CLIENTS("secretsmanager"), secret_id, settings.ksm_config_max_age),
         observe=report,
+        signal=signal,
     )
     return once(
         request.scoped_key,

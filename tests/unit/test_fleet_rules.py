@@ -105,3 +105,12 @@ def test_a_fleet_sized_answer_lists_failures_first_and_counts_what_it_omits():
 def test_a_hostile_message_body_is_refused_not_raised():
     with pytest.raises(BadQueueMessageError):
         Handoff.parse("[" * 100_000 + "]" * 100_000)
+
+
+def test_the_recovery_period_comes_from_the_schedules_rate_expression():
+    env = {"KSM_CONFIG_SECRET_ID": "s"}
+    assert Settings.from_env(env).recovery_period == 900
+    assert Settings.from_env(env | {"RECOVERY_SCHEDULE_EXPRESSION": "rate(1 hour)"}).recovery_period == 3600
+    assert Settings.from_env(env | {"RECOVERY_SCHEDULE_EXPRESSION": "rate(5 minutes)"}).recovery_period == 300
+    with pytest.raises(ConfigurationError, match="RECOVERY_SCHEDULE_EXPRESSION"):
+        Settings.from_env(env | {"RECOVERY_SCHEDULE_EXPRESSION": "cron(0 * * * ? *)"})

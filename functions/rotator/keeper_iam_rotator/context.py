@@ -32,10 +32,15 @@ def _ignore(result: RecordResult, seconds: float) -> None:
     """The default observer: a run reports through its results only."""
 
 
+def _ignore_signal(metric: str, count: int) -> None:
+    """The default for run-level signals: none are published."""
+
+
 @dataclass(frozen=True)
 class Invocation:
     """Who runs the rotator and with what: settings, AWS clients, the journal lease owner and duration, where the
-    KSM config comes from, and who is told about each record as it finishes."""
+    KSM config comes from, who is told about each record as it finishes, and where run-level signals go (a count
+    metric such as StaleOpenEntries)."""
 
     settings: Settings
     clients: ClientFactory
@@ -43,6 +48,7 @@ class Invocation:
     lease_seconds: float
     load_ksm_config: Callable[[], str]
     observe: Callable[[RecordResult, float], None] = _ignore
+    signal: Callable[[str, int], None] = _ignore_signal
 
     def journal(self) -> Journal:
         settings = self.settings

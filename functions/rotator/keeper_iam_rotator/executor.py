@@ -15,8 +15,8 @@ from contextlib import suppress
 from typing import TypeVar
 
 from . import fanout
-from .accounts import Accounts
-from .binding import Claim, bind, duplicate_halt, settle_duplicates, still_names
+from .accounts import Accounts, account_of
+from .binding import Claim, bind, bind_unfinished, duplicate_halt, settle_duplicates, still_names
 from .context import RunContext
 from .errors import JournalTamperedError, JournalUnavailableError, KeeperCallError, RotationHaltedError
 from .iam import IamUser
@@ -57,9 +57,13 @@ def _accounts(plan: Plan) -> Accounts:
 
 
 def _bind(item: Work, context: RunContext, accounts: Accounts, plan: Plan) -> Step:
-    """Step 1 for one record; a record with a result already keeps it."""
+    """Step 1 for one record (to the user its unfinished rotation names, if it has one); a record with a result
+    already keeps it."""
     if isinstance(item, RecordResult):
         return item
+    owed = plan.unfinished.get(item.uid)
+    if owed is not None:
+        return _guarded(item.uid, account_of(owed), lambda: bind_unfinished(item, owed, accounts))
     return _guarded(item.uid, context.account_for(item), lambda: bind(item, accounts, plan.vouched))
 
 

@@ -89,6 +89,11 @@ def report(result: RecordResult, seconds: float) -> None:
             m.add_dimension(name="code", value=str(result.code))
 
 
+def signal(metric: str, count: int) -> None:
+    """A run-level count metric (with the `service` dimension only, like every other): StaleOpenEntries."""
+    metrics.add_metric(name=metric, unit=MetricUnit.Count, value=count)
+
+
 def publish_metrics(handler: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     """Powertools' `log_metrics`, except that an invocation that reported nothing (a bad request, an idempotent
     replay, an idle recovery run) does not flush (Powertools would warn "No application metrics to publish"), and

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from . import due
@@ -43,24 +43,29 @@ RECORD_GONE = "the journal holds an unfinished rotation for {arn}, but its recor
 
 @dataclass(frozen=True)
 class Plan:
-    """What a run will do: `work` in order, the records whose unfinished rotations come `first` (never handed off),
-    what vouches for unbound records, whether records beyond InlineRotationLimit go to the queue, how many records
-    in scope were left alone because they are not due, and when the plan was made (what a hand-off carries)."""
+    """What a run will do: `work` in order; the records whose unfinished rotations come first (never handed off),
+    each with the user its open journal entry names (the user recovery binds it to); what vouches for unbound
+    records; whether records beyond InlineRotationLimit go to the queue; how many records in scope were left alone
+    because they are not due; and when the plan was made (what a hand-off carries)."""
 
     context: RunContext
     work: list[Work]
-    first: frozenset[str]
+    unfinished: Mapping[str, str]  # record uid -> the user ARN of its open journal entry
     vouched: Vouched
     hand_off: bool
     not_due: int = 0
     planned_at: float = 0.0
+
+    @property
+    def first(self) -> frozenset[str]:
+        return frozenset(self.unfinished)
 
 
 def plan(request: RotationRequest, invocation: Invocation) -> Plan | Outcome:
     """The run's plan, or its whole outcome when there is nothing to do or nothing can be done."""
     journal = invocation.journal()
     try:
-        unfinished, tampered = _expired_entries(journal) if request.trigger is Trigger.RECOVER else ([], [])
+        unfinished, tampered = _expired_entries(journal, invocation) if request.trigger is Trigger.RECOVER else ([], [])
         if request.trigger is Trigger.RECOVER and not unfinished:
             return _reported(tampered, invocation)
         context = _connect(request, invocation, journal)
@@ -69,15 +74,30 @@ def plan(request: RotationRequest, invocation: Invocation) -> Plan | Outcome:
         return _whole_run_failed(request, invocation, failure)
 
 
-def _expired_entries(journal: Journal) -> tuple[list[Entry], list[RecordResult]]:
+def _expired_entries(journal: Journal, invocation: Invocation) -> tuple[list[Entry], list[RecordResult]]:
     """Open entries whose lease ran out (a live lease is a rotation in progress, not one to finish), and a result
-    for each open entry whose item fails its integrity check (never recovered)."""
+    for each open entry whose item fails its integrity check (never recovered). Signals StaleOpenEntries for open
+    entries older than two recovery periods plus the lease (the function's timeout and margin): recovery should
+    have finished them by then."""
     now = time.time()
     try:
-        entries = [entry for entry in journal.open_entries() if entry.lease_until <= now]
+        entries, tampered = _untampered(list(journal.open_entries()))
     except JournalUnavailableError as error:
         raise RunFailedError(Code.JOURNAL_UNAVAILABLE, str(error)) from None
-    return _untampered(entries)
+    stale_after = 2 * invocation.settings.recovery_period + invocation.lease_seconds
+    stale = [entry for entry in entries if now - entry.opened_at > stale_after]
+    if stale:
+        oldest = min(stale, key=lambda entry: entry.opened_at)
+        log.warning(
+            "open journal entries older than two recovery periods plus the lease",
+            extra={
+                "count": len(stale),
+                "oldest_user_arn": oldest.user_arn[:200],
+                "seconds": round(now - oldest.opened_at),
+            },
+        )
+        invocation.signal("StaleOpenEntries", len(stale))
+    return [entry for entry in entries if entry.lease_until <= now], tampered
 
 
 def _untampered(entries: list[Entry]) -> tuple[list[Entry], list[RecordResult]]:
@@ -141,10 +161,10 @@ def _select(context: RunContext, unfinished: list[Entry], tampered: list[RecordR
     except KeeperCallError as error:
         message = f"{error}; nothing was changed"
         raise RunFailedError(Code.KEEPER_UNAVAILABLE, message, context.hub.account_id) from None
-    first = frozenset(entry.record_uid for entry in unfinished)
-    vouched = Vouched(explicit=request.bind, folder_uids=settings.folder_uids, unfinished_record_uids=first)
+    owed = {entry.record_uid: entry.user_arn for entry in reversed(unfinished)}  # one per record: the first listed
+    vouched = Vouched(explicit=request.bind, folder_uids=settings.folder_uids)
     hand_off = request.trigger is Trigger.SCHEDULE and bool(settings.rotation_queue_url) and not context.dry_run
-    return Plan(context, work, first, vouched, hand_off, not_due, planned_at=time.time())
+    return Plan(context, work, owed, vouched, hand_off, not_due, planned_at=time.time())
 
 
 def _named(uids: Sequence[str], context: RunContext) -> list[Work]:

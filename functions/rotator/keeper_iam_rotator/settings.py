@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from .errors import ConfigurationError
 
 ACCOUNT_ID = re.compile(r"\d{12}")
+RATE = re.compile(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)")
+UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
 
 
 def flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -40,6 +42,17 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
 def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     """A comma-separated variable as its non-empty items."""
     return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+
+
+def _rate_seconds(env: Mapping[str, str], name: str, default: int) -> int:
+    """The period of an EventBridge `rate(N unit)` expression, in seconds."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    rate = RATE.fullmatch(raw)
+    if rate is None:
+        raise ConfigurationError(f"{name} must be a rate expression like rate(15 minutes), not {raw[:40]!r}")
+    return int(rate[1]) * UNIT_SECONDS[rate[2].removesuffix("s")]
 
 
 def _account_ids(env: Mapping[str, str]) -> tuple[str, ...]:
@@ -73,6 +86,7 @@ class Settings:
     inline_rotation_limit: int = 50
     rotation_queue_url: str = ""  # empty: the scheduled run rotates everything itself
     bind_caller_arns: tuple[str, ...] = ()  # API callers whose requests may bind records ("bind": true)
+    recovery_period: int = 900  # seconds between recovery runs (RecoveryScheduleExpression)
     keeper_region: str | None = "US"  # the Keeper region the KSM config must name (trust.py); None: any (the CLI)
 
     @classmethod
@@ -101,6 +115,7 @@ class Settings:
             rotation_queue_url=env.get("ROTATION_QUEUE_URL", "").strip(),
             bind_caller_arns=_list(env, "BIND_CALLER_ARNS"),
             keeper_region=env.get("KEEPER_REGION", "").strip().upper() or cls.keeper_region,
+            recovery_period=_rate_seconds(env, "RECOVERY_SCHEDULE_EXPRESSION", cls.recovery_period),
         )
 
     def require_ksm_config_secret(self) -> str:
