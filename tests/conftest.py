@@ -50,7 +50,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.setenv(name, value)
     for name in (
         *("AWS_PROFILE", "AWS_ENDPOINT_URL", "ROTATION_FOLDER_UIDS", "DRY_RUN", "KSM_CONFIG", "KSM_HOSTNAME"),
-        *("TARGET_ACCOUNT_IDS", "TARGET_EXTERNAL_ID", "ROTATION_QUEUE_URL", "INLINE_ROTATION_LIMIT"),
+        *("TARGET_ACCOUNT_IDS", "TARGET_EXTERNAL_ID", "TARGET_EXTERNAL_ID_SECRET", "ROTATION_QUEUE_URL"),
+        *("INLINE_ROTATION_LIMIT", "RECOVERY_SCHEDULE_EXPRESSION", "JOURNAL_MAC_KEY_ID"),
         *("SANDBOX_KEEPER_HOST", "AWS_LAMBDA_FUNCTION_NAME", "AWS_SAM_LOCAL", "KEEPER_REGION", "BIND_CALLER_ARNS"),
     ):
         monkeypatch.delenv(name, raising=False)

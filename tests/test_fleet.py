@@ -108,6 +108,21 @@ def test_the_role_is_assumed_once_per_account_with_the_external_id(fleet, monkey
         assert_member_rotated(fleet, MEMBER, uid, name)
 
 
+def test_the_external_id_is_read_from_its_secret_on_the_first_assume_role(fleet, monkeypatch):
+    iam = member_session(boto3.session.Session, MEMBER).client("iam")
+    iam.update_assume_role_policy(RoleName=TARGET_ROLE, PolicyDocument=trust_policy(HUB_ROLE, "from-the-secret"))
+    uid = member_pair(fleet, MEMBER, "frank")
+    monkeypatch.setenv("TARGET_EXTERNAL_ID_SECRET", "keeper-iam-rotator/no-such-secret")
+    result = only(fleet.rotate(uid))
+    assert code(result) == ("failed", "assume_role_failed")
+    assert "cannot read the ExternalId secret" in result["error"]["message"]
+    assert_member_unchanged(fleet, MEMBER, uid, "frank")
+    secret = boto3.client("secretsmanager").create_secret(Name="external-id", SecretString="from-the-secret")
+    monkeypatch.setenv("TARGET_EXTERNAL_ID_SECRET", secret["ARN"])
+    assert code(only(fleet.rotate(uid))) == ("rotated", "")
+    assert_member_rotated(fleet, MEMBER, uid, "frank")
+
+
 def test_a_wrong_external_id_is_refused_and_changes_nothing(fleet, monkeypatch):
     uid = member_pair(fleet, MEMBER, "erin")
     iam = member_session(boto3.session.Session, MEMBER).client("iam")

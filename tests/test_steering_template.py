@@ -167,7 +167,6 @@ def test_only_the_function_can_use_the_journal_mac_key():
 # --- member-account credentials and the ExternalId -----------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 part 7: not built yet")
 def test_the_external_id_is_kept_in_a_secret_not_in_the_functions_environment():
     external_id = "ext-id-0123456789"
     stack = translate({"TargetExternalId": external_id, "TargetAccountIds": "111111111111"})

@@ -60,8 +60,12 @@ class PayloadTooLargeError(BadRequestError):
     """A body far larger than any rotation request (HTTP 413)."""
 
 
-class KsmConfigUnavailableError(RotatorError):
-    """The KSM config secret could not be read; the message names the secret, never its value."""
+class SecretUnavailableError(RotatorError):
+    """A Secrets Manager secret could not be read; the message names the secret, never its value."""
+
+
+class KsmConfigUnavailableError(SecretUnavailableError):
+    """The KSM config secret could not be read, or is not a KSM config; the message never quotes its value."""
 
 
 class KsmConfigUntrustedError(RotatorError):

@@ -81,7 +81,8 @@ class Settings:
     concurrency: int = 4
     target_account_ids: tuple[str, ...] = ()  # accounts besides the function's own whose users may be rotated
     target_role_name: str = "keeper-iam-rotator-target"
-    target_external_id: str = ""
+    target_external_id: str = ""  # the CLI's (and tests'): the function reads it from target_external_id_secret
+    target_external_id_secret: str = ""  # the Secrets Manager secret holding the member roles' ExternalId
     rotation_period_days: int = 30
     inline_rotation_limit: int = 50
     rotation_queue_url: str = ""  # empty: the scheduled run rotates everything itself
@@ -110,6 +111,7 @@ class Settings:
             target_account_ids=_account_ids(env),
             target_role_name=env.get("TARGET_ROLE_NAME", "").strip() or cls.target_role_name,
             target_external_id=env.get("TARGET_EXTERNAL_ID", "").strip(),
+            target_external_id_secret=env.get("TARGET_EXTERNAL_ID_SECRET", "").strip(),
             rotation_period_days=int(_number(env, "ROTATION_PERIOD_DAYS", 30, 1, 365)),
             inline_rotation_limit=int(_number(env, "INLINE_ROTATION_LIMIT", 50, 0, 10000)),
             rotation_queue_url=env.get("ROTATION_QUEUE_URL", "").strip(),
