@@ -94,10 +94,14 @@ class JournalUnavailableError(RotatorError):
 
 class JournalTamperedError(RotatorError):
     """A journal item fails its integrity check (integrity.py): someone other than the rotator changed it. It is
-    reported and never used to skip, re-own or rotate."""
+    reported and never used to skip, re-own or rotate; the message says so and what to do."""
 
     def __init__(self, user_arn: str) -> None:
-        super().__init__(user_arn)
+        super().__init__(
+            f"the journal item for {user_arn[:200]!r} fails its integrity check (changed by someone other than the "
+            "rotator): it is not used to skip, re-own or rotate; nothing was changed. Find the writer in CloudTrail, "
+            "then delete the item (the user's next rotation writes a new one)"
+        )
         self.user_arn = user_arn
 
 

@@ -21,6 +21,7 @@ from .binding import Vouched
 from .context import Invocation, RunContext
 from .errors import (
     AWS_ERRORS,
+    JournalTamperedError,
     JournalUnavailableError,
     KeeperCallError,
     KsmConfigUnavailableError,
@@ -114,11 +115,7 @@ def _untampered(entries: list[Entry]) -> tuple[list[Entry], list[RecordResult]]:
 def _tampered(entry: Entry) -> RecordResult:
     """A tampered item names a record and a user no one vouches for: quoted bounded, never acted on."""
     uid = entry.record_uid if RECORD_UID.fullmatch(entry.record_uid) else WHOLE_RUN
-    message = (
-        f"the journal item for {entry.user_arn[:200]!r} fails its integrity check (changed by someone other than "
-        "the rotator): it is not used to skip, re-own or rotate; nothing was changed. Find the writer in "
-        "CloudTrail, then delete the item (the user's next rotation writes a new one)"
-    )
+    message = str(JournalTamperedError(entry.user_arn))
     return RecordResult(uid, Status.FAILED, code=Code.JOURNAL_TAMPERED, message=message)
 
 

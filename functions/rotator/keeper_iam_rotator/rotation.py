@@ -141,12 +141,7 @@ def open_journal(claim: Claim, password: Secret, rot: Rotation) -> Entry:
 
 
 def tampered_halt(tampered: JournalTamperedError) -> RotationHaltedError:
-    return fail(
-        Code.JOURNAL_TAMPERED,
-        f"the journal item for {tampered.user_arn} fails its integrity check (changed by someone other than the "
-        "rotator): it is not used to skip, re-own or rotate; nothing was changed. Find the writer in CloudTrail, "
-        "then delete the item (the user's next rotation writes a new one)",
-    )
+    return fail(Code.JOURNAL_TAMPERED, str(tampered))
 
 
 def claim_unfinished(claim: Claim, rot: Rotation) -> tuple[Entry, list[Secret], IamHolds]:
