@@ -138,6 +138,8 @@ def open_journal(claim: Claim, password: Secret, rot: Rotation) -> Entry:
         return rot.journal.open(target.arn, user.uid, password, rot.owner, rot.lease_seconds, adopt=last_rotator)
     except JournalTamperedError as tampered:
         raise tampered_halt(tampered) from None
+    except OwnedElsewhereError as owned:  # another record took the user in the meantime
+        raise duplicate_halt(owned.record_uid, target) from None
 
 
 def tampered_halt(tampered: JournalTamperedError) -> RotationHaltedError:
