@@ -7,7 +7,6 @@ for an IAM user, and the password Keeper has committed for the record.
 from __future__ import annotations
 
 import io
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,11 +17,16 @@ import pytest
 from moto import mock_aws
 from moto.iam.models import iam_backends
 
+from keeper_iam_rotator.journal import Journal
+from rotator_sandbox.aging import age_rotations
 from rotator_sandbox.stack import (  # the names template.yaml gives the function's resources
     ACCOUNT,
     CONFIG_SECRET,
     IDEMPOTENCY_TABLE,
+    JOURNAL_KEY,
+    JOURNAL_MAC_KEY,
     JOURNAL_TABLE,
+    SCOPE_TAG,
     create_function_resources,
     field_value,
 )
@@ -47,7 +51,9 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.setenv(name, value)
     for name in (
         *("AWS_PROFILE", "AWS_ENDPOINT_URL", "ROTATION_FOLDER_UIDS", "DRY_RUN", "KSM_CONFIG", "KSM_HOSTNAME"),
-        *("TARGET_ACCOUNT_IDS", "TARGET_EXTERNAL_ID", "ROTATION_QUEUE_URL", "INLINE_ROTATION_LIMIT"),
+        *("TARGET_ACCOUNT_IDS", "TARGET_EXTERNAL_ID", "TARGET_EXTERNAL_ID_SECRET", "ROTATION_QUEUE_URL"),
+        *("INLINE_ROTATION_LIMIT", "RECOVERY_SCHEDULE_EXPRESSION", "JOURNAL_MAC_KEY_ID"),
+        *("SANDBOX_KEEPER_HOST", "AWS_LAMBDA_FUNCTION_NAME", "AWS_SAM_LOCAL", "KEEPER_REGION", "BIND_CALLER_ARNS"),
     ):
         monkeypatch.delenv(name, raising=False)
     _clear_caches()
@@ -88,7 +94,7 @@ class Stack:
     remaining_ms: int = 300_000  # what the fake Lambda context reports; it sizes the journal lease
 
     def add_user(self, name: str, password: str | None = INITIAL_PASSWORD, path: str = "/") -> str:
-        arn = self.iam.create_user(UserName=name, Path=path)["User"]["Arn"]
+        arn = self.iam.create_user(UserName=name, Path=path, Tags=[SCOPE_TAG])["User"]["Arn"]
         if password is not None:
             self.iam.create_login_profile(UserName=name, Password=password)
         return arn
@@ -145,24 +151,24 @@ class Stack:
         context.setdefault("remaining_ms", self.remaining_ms)
         return lambda_handler(event, LambdaContext(**context))
 
-    def rotate(self, *uids: str, dry_run: bool = False) -> list[dict[str, Any]]:
-        return self.invoke({"records": list(uids), "dryRun": dry_run})["results"]
+    def rotate(self, *uids: str, dry_run: bool = False, bind: bool = False) -> list[dict[str, Any]]:
+        """A direct invoke naming the records; `bind` asks to bind records that have only a login."""
+        return self.invoke({"records": list(uids), "dryRun": dry_run} | ({"bind": True} if bind else {}))["results"]
 
     def journal_items(self) -> list[dict[str, Any]]:
         return boto3.client("dynamodb").scan(TableName=JOURNAL_TABLE)["Items"]
 
+    def journal_passwords(self) -> list[str]:
+        """Every password the journal's open entries hold (decrypted as the function would)."""
+        journal = Journal(boto3.client("dynamodb"), boto3.client("kms"), JOURNAL_TABLE, JOURNAL_KEY, JOURNAL_MAC_KEY)
+        return [p.reveal() for entry in journal.entries() if entry.sealed for p in journal.passwords(entry)]
+
 
 def age_rotation(stack: Stack, uid: str, days: float) -> None:
-    """Move the record's last successful rotation `days` into the past (what time would do): when it closed and
-    when IAM took its password."""
-    for item in stack.journal_items():
-        if item["recordUid"]["S"] == uid:
-            boto3.client("dynamodb").update_item(
-                TableName=JOURNAL_TABLE,
-                Key={"userArn": item["userArn"]},
-                UpdateExpression="SET rotatedAt = :t, passwordSetFrom = :t, passwordSetUntil = :t",
-                ExpressionAttributeValues={":t": {"N": str(time.time() - days * 86400)}},
-            )
+    """Move the record's last successful rotation `days` further into the past (what time would do): when it
+    closed and when IAM took its password (signed again: the journal's items carry a MAC)."""
+    aged = age_rotations(boto3.client("dynamodb"), boto3.client("kms"), JOURNAL_TABLE, JOURNAL_MAC_KEY, days, uid)
+    assert aged == 1
 
 
 def custom_value(record: dict[str, Any], label: str) -> str | None:
@@ -178,6 +184,7 @@ def keeper(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
     with EmulatorServer() as server:
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", server.ca_file)
+        monkeypatch.setenv("SANDBOX_KEEPER_HOST", server.host)  # the one Keeper besides Keeper's own it may talk to
         yield server
 
 

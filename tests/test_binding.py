@@ -59,7 +59,9 @@ def test_schedule_touches_neither_ad_nor_linux_records_nor_their_namesakes_in_ia
 
 def test_explicit_request_rotates_and_binds_the_linux_record_but_never_the_ad_one(stack, other_systems):
     ad, linux = other_systems
-    results = by_uid(stack.rotate(ad, linux))
+    assert code(only(stack.rotate(linux))) == ("skipped", "not_bound")  # naming it is not enough: ask to bind
+    assert_unchanged(stack, linux, "admin")
+    results = by_uid(stack.rotate(ad, linux, bind=True))
     assert code(results[ad]) == ("skipped", "not_iam_record")
     assert code(results[linux]) == ("rotated", "")
     assert_unchanged(stack, ad, "jsmith")
@@ -84,7 +86,7 @@ def test_an_arn_without_the_users_path_is_refused_and_one_user_has_one_journal_k
     real_arn = stack.add_user("alice", path="/humans/")
     by_login = stack.add_record("alice", title="A: login only")
     by_wrong_arn = stack.add_record("alice", dn=f"arn:aws:iam::{ACCOUNT}:user/alice", title="B: path missing")
-    results = by_uid(stack.rotate(by_login, by_wrong_arn))
+    results = by_uid(stack.rotate(by_login, by_wrong_arn, bind=True))
     assert code(results[by_wrong_arn]) == ("skipped", "arn_mismatch")
     assert real_arn in results[by_wrong_arn]["error"]["message"]
     assert code(results[by_login]) == ("rotated", "")
@@ -120,7 +122,7 @@ def test_duplicates_in_one_run_the_first_listed_wins(stack, monkeypatch):
     monkeypatch.setenv("ROTATION_CONCURRENCY", "8")
     first = stack.add_pair("alice")
     twins = [stack.add_record("alice", title=f"twin {i}") for i in range(3)]
-    results = by_uid(stack.rotate(first, *twins))
+    results = by_uid(stack.rotate(first, *twins, bind=True))
     assert code(results[first]) == ("rotated", "")
     for twin in twins:
         assert code(results[twin]) == ("skipped", "duplicate_user")
@@ -132,7 +134,7 @@ def test_duplicates_in_one_run_the_journals_owner_wins_even_when_listed_last(sta
     owner = stack.add_pair("alice")
     assert code(only(stack.rotate(owner))) == ("rotated", "")
     twin = stack.add_record("alice", title="a second record for alice")
-    results = by_uid(stack.rotate(twin, owner))
+    results = by_uid(stack.rotate(twin, owner, bind=True))
     assert code(results[owner]) == ("rotated", "")
     assert code(results[twin]) == ("skipped", "duplicate_user")
     assert_rotated(stack, owner, "alice", previous=stack.keeper_password(twin))
@@ -154,10 +156,10 @@ class CallCounter:
         self.calls[f"{model.service_model.service_name}:{model.name}"] += 1
 
 
-def crash_after_update_login_profile(stack, uid: str) -> None:
+def crash_after_update_login_profile(stack, uid: str, bind: bool = False) -> None:
     after_aws_call("iam", "UpdateLoginProfile", SimulatedCrash())
     with pytest.raises(SimulatedCrash):
-        stack.rotate(uid)
+        stack.rotate(uid, bind=bind)
     boto3.setup_default_session()  # the process died; the next run starts clean
 
 
@@ -174,7 +176,7 @@ def test_the_recovery_schedule_finishes_a_crashed_rotation(stack, monkeypatch):
     monkeypatch.setenv("JOURNAL_LEASE_MARGIN_SECONDS", "0")
     stack.remaining_ms = 0
     uid = stack.add_pair("alice", bound=False)  # unbound, outside any declared folder: vouched by its journal entry
-    crash_after_update_login_profile(stack, uid)
+    crash_after_update_login_profile(stack, uid, bind=True)
     assert stack.iam_password("alice") != stack.keeper_password(uid)
     result = only(stack.invoke({"action": "recover"})["results"])
     assert (result["status"], result.get("recovered")) == ("rotated", True)
@@ -195,7 +197,7 @@ def test_the_main_schedule_recovers_an_unbound_record_it_would_not_rotate(stack,
     monkeypatch.setenv("JOURNAL_LEASE_MARGIN_SECONDS", "0")
     stack.remaining_ms = 0
     uid = stack.add_pair("alice", bound=False)
-    crash_after_update_login_profile(stack, uid)
+    crash_after_update_login_profile(stack, uid, bind=True)
     result = scheduled(stack)[uid]
     assert (result["status"], result.get("recovered")) == ("rotated", True)
     assert_converged(stack, uid, "alice")

@@ -64,7 +64,11 @@ def test_the_rule_sends_the_four_password_calls_to_the_function_with_retries_and
         if p["Properties"].get("SourceArn") == "<RotatorFunctionPasswordChanges.Arn>"
     ]
     assert (permission["Principal"], permission["Action"]) == ("events.amazonaws.com", "lambda:InvokeFunction")
-    (queue_policy,) = stack.resources("AWS::SQS::QueuePolicy").values()
+    (queue_policy,) = [
+        policy
+        for policy in stack.resources("AWS::SQS::QueuePolicy").values()
+        if policy["Properties"]["Queues"] == ["<ScheduleDeadLetterQueue>"]
+    ]
     (statement,) = queue_policy["Properties"]["PolicyDocument"]["Statement"]
     assert "<RotatorFunctionPasswordChanges.Arn>" in statement["Condition"]["ArnEquals"]["aws:SourceArn"]
 

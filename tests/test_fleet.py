@@ -23,8 +23,8 @@ from rotator_sandbox.accounts import (
     trust_policy,
 )
 from rotator_sandbox.queue import LocalQueue
-from rotator_sandbox.stack import add_bound_record, field_value, load_event
-from test_binding import CallCounter, by_uid, code
+from rotator_sandbox.stack import SCOPE_TAG, add_bound_record, field_value, load_event
+from test_binding import CallCounter, by_uid, code, crash_after_update_login_profile
 
 from conftest import ACCOUNT, INITIAL_PASSWORD, age_rotation
 from faults import AwsFaults
@@ -51,7 +51,7 @@ def fleet(stack, monkeypatch):
 def member_pair(stack, account: str, name: str, **custom: str) -> str:
     """An IAM user with a console password in `account`, and its bound record in the hub's Keeper."""
     iam = member_session(boto3.session.Session, account).client("iam")
-    arn = iam.create_user(UserName=name)["User"]["Arn"]
+    arn = iam.create_user(UserName=name, Tags=[SCOPE_TAG])["User"]["Arn"]
     iam.create_login_profile(UserName=name, Password=INITIAL_PASSWORD)
     return record(stack, name, arn, **custom)
 
@@ -107,6 +107,21 @@ def test_the_role_is_assumed_once_per_account_with_the_external_id(fleet, monkey
         assert_member_rotated(fleet, MEMBER, uid, name)
 
 
+def test_the_external_id_is_read_from_its_secret_on_the_first_assume_role(fleet, monkeypatch):
+    iam = member_session(boto3.session.Session, MEMBER).client("iam")
+    iam.update_assume_role_policy(RoleName=TARGET_ROLE, PolicyDocument=trust_policy(HUB_ROLE, "from-the-secret"))
+    uid = member_pair(fleet, MEMBER, "frank")
+    monkeypatch.setenv("TARGET_EXTERNAL_ID_SECRET", "keeper-iam-rotator/no-such-secret")
+    result = only(fleet.rotate(uid))
+    assert code(result) == ("failed", "assume_role_failed")
+    assert "cannot read the ExternalId secret" in result["error"]["message"]
+    assert_member_unchanged(fleet, MEMBER, uid, "frank")
+    secret = boto3.client("secretsmanager").create_secret(Name="external-id", SecretString="from-the-secret")
+    monkeypatch.setenv("TARGET_EXTERNAL_ID_SECRET", secret["ARN"])
+    assert code(only(fleet.rotate(uid))) == ("rotated", "")
+    assert_member_rotated(fleet, MEMBER, uid, "frank")
+
+
 def test_a_wrong_external_id_is_refused_and_changes_nothing(fleet, monkeypatch):
     uid = member_pair(fleet, MEMBER, "erin")
     iam = member_session(boto3.session.Session, MEMBER).client("iam")
@@ -156,8 +171,22 @@ def test_duplicate_claims_on_a_member_accounts_user_report_that_account(fleet):
 def test_a_login_alone_means_the_hubs_account(fleet):
     member_session(boto3.session.Session, MEMBER).client("iam").create_user(UserName="gina")
     uid = fleet.add_pair("gina", bound=False)
-    assert only(fleet.rotate(uid))["accountId"] == ACCOUNT
+    assert only(fleet.rotate(uid, bind=True))["accountId"] == ACCOUNT
     assert_rotated(fleet, uid, "gina")
+
+
+def test_recovery_reports_the_password_when_its_account_left_the_allowed_accounts(fleet, monkeypatch):
+    monkeypatch.setenv("JOURNAL_LEASE_MARGIN_SECONDS", "0")
+    fleet.remaining_ms = 0
+    uid = member_pair(fleet, MEMBER, "maria")
+    crash_after_update_login_profile(fleet, uid)
+    working = iam_password(MEMBER, "maria")
+    assert working != INITIAL_PASSWORD and working in fleet.journal_passwords()
+    monkeypatch.setenv("TARGET_ACCOUNT_IDS", NO_ROLE)  # the member account left TargetAccountIds
+    result = only(fleet.invoke({"action": "recover"})["results"])
+    assert code(result) == ("failed", "password_in_journal")
+    assert "not in TargetAccountIds" in result["error"]["message"]
+    assert iam_password(MEMBER, "maria") == working and working in fleet.journal_passwords()
 
 
 # --- rotation when due -------------------------------------------------------------------------------------------
@@ -182,7 +211,7 @@ def test_a_record_is_due_again_after_its_period(stack):
     stack.rotate(uid)
     age_rotation(stack, uid, 26)  # due at most 10% (+2 h) early: spread, see due.py
     assert uid not in by_uid(scheduled(stack)["results"])
-    age_rotation(stack, uid, 30)
+    age_rotation(stack, uid, 4)  # 30 days since
     before = stack.keeper_password(uid)
     assert code(by_uid(scheduled(stack)["results"])[uid]) == ("rotated", "")
     assert_rotated(stack, uid, "alice", previous=before)

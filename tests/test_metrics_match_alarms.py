@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
+
+import pytest
 
 import app  # noqa: F401 - imported before capsys replaces stdout, so Powertools binds to pytest's stream
 from test_drift import change_event, rotated_earlier, set_out_of_band
 
 from conftest import _clear_caches
-from faults import AwsFaults
+from faults import AwsFaults, SimulatedCrash, after_aws_call
 from template_tools import translate
 
 NAMESPACE = "KeeperIamRotator"
@@ -39,8 +42,9 @@ def emitted_metrics(stdout: str) -> Emitted:
     return found
 
 
-def run_every_outcome(stack: Any) -> None:
-    """A rotation that succeeds, one IAM refuses, one that ends in the journal, a skip, a dry run and drift."""
+def run_every_outcome(stack: Any, monkeypatch: Any) -> None:
+    """A rotation that succeeds, one IAM refuses, one that ends in the journal, a skip, a dry run, drift, a refused
+    KSM config, and a crashed rotation recovery finds hours later."""
     assert stack.rotate(stack.add_pair("ok"))[0]["status"] == "rotated"
 
     refused = stack.add_pair("refused")
@@ -53,13 +57,27 @@ def run_every_outcome(stack: Any) -> None:
     assert stack.rotate(stranded)[0]["error"]["code"] == "password_in_journal"
 
     arm_faults(stack)
-    stack.add_user("console-less", password=None)
-    assert stack.rotate(stack.add_record("console-less"))[0]["error"]["code"] == "no_login_profile"
+    console_less = stack.add_user("console-less", password=None)
+    assert stack.rotate(stack.add_record("console-less", dn=console_less))[0]["error"]["code"] == "no_login_profile"
     assert stack.rotate(stack.add_pair("planned"), dry_run=True)[0]["status"] == "planned"
 
     rotated_earlier(stack, "drifted")  # a password changed outside the rotator: DriftDetected (DriftAlarm)
     set_out_of_band(stack, "drifted")
     assert stack.invoke(change_event(user="drifted"))["results"][0]["drift"] is True
+    with monkeypatch.context() as inside_lambda:  # the sandbox's Keeper does not count in a real Lambda
+        inside_lambda.setenv("AWS_LAMBDA_FUNCTION_NAME", "keeper-iam-rotator")
+        assert stack.rotate(stack.add_pair("untrusted"))[0]["error"]["code"] == "ksm_config_untrusted"
+
+    stale = stack.add_pair("stale")  # a run dies after IAM took the password; recovery looks hours later
+    after_aws_call("iam", "UpdateLoginProfile", SimulatedCrash())
+    _clear_caches()  # the function's next clients are built on the session that carries the crash
+    with pytest.raises(SimulatedCrash):
+        stack.rotate(stale)
+    arm_faults(stack)
+    later = time.time() + 4 * 3600
+    with monkeypatch.context() as clock:
+        clock.setattr(time, "time", lambda: later)
+        stack.invoke({"action": "recover"})  # signals StaleOpenEntries (the lease's own clock is not moved)
 
 
 def arm_faults(stack: Any, *faults: tuple[str, str, str, int]) -> None:
@@ -98,8 +116,8 @@ def _searches(expression: str) -> list[list[str]]:
     return [[*(part.strip() for part in schema.split(",")), name] for schema, name in SEARCH.findall(expression)]
 
 
-def test_alarms_and_dashboard_select_the_metrics_the_function_emits(stack, capsys):
-    run_every_outcome(stack)
+def test_alarms_and_dashboard_select_the_metrics_the_function_emits(stack, capsys, monkeypatch):
+    run_every_outcome(stack, monkeypatch)
     emitted = emitted_metrics(capsys.readouterr().out)
     template = translate()
 

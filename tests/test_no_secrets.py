@@ -16,7 +16,9 @@ import app  # imported before capsys replaces the streams Powertools' Logger bin
 from keeper_iam_rotator import rotation
 from keeper_iam_rotator.observability import CHATTY_LOGGERS
 from keeper_iam_rotator.passwords import generate_password
+from rotator_sandbox.accounts import create_target_role, iam_password, member_session, roles_must_exist
 from rotator_sandbox.stack import load_event
+from test_fleet import HUB_ROLE, MEMBER, member_pair
 
 from conftest import INITIAL_PASSWORD, _clear_caches
 from faults import AwsFaults, SimulatedCrash, after_aws_call
@@ -173,3 +175,45 @@ def test_no_secret_when_every_level_is_raised_after_import(stack, debug_after_im
         "name=UpdateLoginProfile" in logged.getvalue() and "'Password': '***'" in logged.getvalue()
     )  # botocore's DEBUG
     assert "20261128T031500Z" in logged.getvalue() and '"Authorization":"***"' in logged.getvalue()  # the API event
+
+
+# --- member accounts: the STS credentials of every AssumeRole, and the ExternalId ----------------------------------
+
+EXTERNAL_ID = "member-external-id-7f3c2a9b"
+
+
+@pytest.fixture
+def member_account(stack, monkeypatch):
+    """A member account whose role requires the ExternalId, and a record of one of its users; set up before the
+    levels are raised (the setup's own calls would log the role's trust policy)."""
+    with roles_must_exist():
+        iam = member_session(boto3.session.Session, MEMBER).client("iam")
+        create_target_role(iam, HUB_ROLE, external_id=EXTERNAL_ID)
+        monkeypatch.setenv("TARGET_ACCOUNT_IDS", MEMBER)
+        monkeypatch.setenv("TARGET_EXTERNAL_ID", EXTERNAL_ID)
+        yield member_pair(stack, MEMBER, "maria")
+
+
+def test_no_sts_credential_or_external_id_when_every_level_is_raised_after_import(
+    stack, member_account, debug_after_import, caplog, capfd
+):
+    """A member account's rotation with everything at DEBUG: botocore logs AssumeRole's parameters (the ExternalId)
+    and its XML answer (SecretAccessKey, SessionToken), and every later request signs with them."""
+    logged = debug_after_import
+    issued: list[dict] = []
+    _clear_caches()
+    boto3.DEFAULT_SESSION._session.get_component("event_emitter").register(
+        "after-call.sts.AssumeRole", lambda parsed, **_: issued.append(parsed["Credentials"])
+    )
+    results = stack.rotate(member_account)
+
+    assert [(r["status"], r["accountId"]) for r in results] == [("rotated", MEMBER)]
+    assert len(issued) == 1
+    secrets = {EXTERNAL_ID, issued[0]["SecretAccessKey"], issued[0]["SessionToken"]}
+    secrets |= {INITIAL_PASSWORD, iam_password(MEMBER, "maria")}
+    captured = capfd.readouterr()
+    records = [repr(vars(record)) for record in caplog.records]
+    haystack = "\n".join([logged.getvalue(), captured.out, captured.err, caplog.text, *records, json.dumps(results)])
+    assert "<SecretAccessKey>" in haystack and "name=AssumeRole" in haystack  # botocore's DEBUG really ran
+    leaked = [f"{secret[:3]}...({len(secret)} chars)" for secret in secrets if secret in haystack]
+    assert leaked == []

@@ -28,6 +28,7 @@ CALLS = [
     ("iam GetLoginProfile", "aws", ("iam", "GetLoginProfile"), 1),
     ("iam GetAccountPasswordPolicy", "aws", ("iam", "GetAccountPasswordPolicy"), 1),
     ("kms GenerateDataKey (journal)", "aws", ("kms", "GenerateDataKey"), 1),
+    ("kms GenerateMac (journal integrity)", "aws", ("kms", "GenerateMac"), 1),
     ("dynamodb PutItem (journal open)", "aws", ("dynamodb", "PutItem"), 2),
     ("keeper update_secret (stage)", "keeper", "update_secret", 1),
     ("iam UpdateLoginProfile", "aws", ("iam", "UpdateLoginProfile"), 1),
@@ -211,15 +212,17 @@ def test_keeper_throttling_is_retried(stack):
     record("Keeper throttles staging twice", "rotated", "rotated")
 
 
-def test_an_entry_left_by_another_record_is_not_recovered_from_this_one(stack, short_lease, patches):
-    """Two records naming one IAM user: only the record that started a rotation may finish it."""
+def test_an_entry_whose_record_was_changed_is_neither_recovered_nor_dropped(stack, short_lease, patches):
+    """Only the record that started a rotation may finish it; an entry rewritten to name another record fails its
+    integrity check and stays, with the password IAM holds, for an operator."""
     uid = died_after_iam_changed(stack)
     ddb = boto3.client("dynamodb")
     item = open_entries()[0]
     item["recordUid"] = {"S": "AAAAAAAAAAAAAAAAAAAAAA"}
     ddb.put_item(TableName=JOURNAL_TABLE, Item=item)
     disarm(stack, patches)
-    assert run(stack, uid) == "skipped/locked"  # the entry names another record: not this run's to recover
+    assert run(stack, uid) == "failed/journal_tampered"
+    assert len(open_entries()) == 1
 
 
 def test_scheduled_run_reports_an_unfinished_rotation_whose_record_is_gone(stack):

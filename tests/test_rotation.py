@@ -45,8 +45,9 @@ def only(results: list[dict]) -> dict:
 
 def _seed_event_record(stack, name="alice"):
     """The shipped events name a fixed record uid."""
-    stack.add_record(name, uid=EVENT_UID)
-    return stack.add_user(name)
+    arn = stack.add_user(name)
+    stack.add_record(name, uid=EVENT_UID, dn=arn)
+    return arn
 
 
 def test_direct_invoke_event_rotates(stack):
@@ -135,7 +136,7 @@ def test_rotated_password_meets_the_account_policy(stack, policy):
 def test_user_without_console_password_is_skipped_and_gets_none(stack):
     stack.add_user("svc", password=None)
     uid = stack.add_record("svc")
-    result = only(stack.rotate(uid))
+    result = only(stack.rotate(uid, bind=True))
     assert (result["status"], result["error"]["code"]) == ("skipped", "no_login_profile")
     with pytest.raises(stack.iam.exceptions.NoSuchEntityException):
         stack.iam.get_login_profile(UserName="svc")
@@ -170,7 +171,7 @@ def test_record_without_login_is_skipped(stack):
 
 def test_missing_iam_user_is_skipped(stack):
     uid = stack.add_record("ghost")
-    assert only(stack.rotate(uid))["error"]["code"] == "iam_user_not_found"
+    assert only(stack.rotate(uid, bind=True))["error"]["code"] == "iam_user_not_found"
 
 
 def test_arn_in_distinguished_name_wins(stack):
@@ -350,7 +351,7 @@ def test_parallel_scheduled_run_keeps_every_pair_in_agreement(stack, monkeypatch
 def test_two_records_for_one_user_in_one_run_rotate_once(stack):
     first = stack.add_pair("alice")
     twin = stack.add_record("alice", title="a second record for alice")
-    results = {r["recordUid"]: r for r in stack.rotate(first, twin)}
+    results = {r["recordUid"]: r for r in stack.rotate(first, twin, bind=True)}
     assert results[first]["status"] == "rotated"
     assert (results[twin]["status"], results[twin]["error"]["code"]) == ("skipped", "duplicate_user")
     assert first in results[twin]["error"]["message"]
@@ -364,14 +365,14 @@ def test_a_second_record_for_a_rotated_user_is_refused_until_the_first_lets_go(s
     first = stack.add_pair("alice")
     assert only(stack.rotate(first))["status"] == "rotated"
     twin = stack.add_record("alice", title="a second record for alice")
-    assert only(stack.rotate(twin))["error"]["code"] == "duplicate_user"
+    assert only(stack.rotate(twin, bind=True))["error"]["code"] == "duplicate_user"
     stack.add_user("bob")
     sdk = SecretsManager(config=InMemoryKeyValueStorage(keeper.client_config()))  # an admin repoints the first record
     record = sdk.get_secrets([first])[0]
     record.set_standard_field_value("login", "bob")
     record.set_standard_field_value("distinguishedName", "")
     sdk.save(record)
-    assert only(stack.rotate(twin))["status"] == "rotated"  # the user now belongs to the second record
+    assert only(stack.rotate(twin, bind=True))["status"] == "rotated"  # the user now belongs to the second record
     assert_rotated(stack, twin, "alice", previous=stack.keeper_password(first))
 
 

@@ -64,7 +64,7 @@ def test_recovery_schedule_sends_the_recover_action_with_retries_and_the_dead_le
 def test_the_dead_letter_queue_accepts_both_schedules_and_its_alarm_reaches_the_topic():
     stack = translate()
 
-    (policy,) = stack.resources("AWS::SQS::QueuePolicy").values()
+    policy = stack.resource("ScheduleDeadLetterQueuePolicy")
     (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
     alarm = stack.resource("ScheduleDeadLetterAlarm")["Properties"]
 

@@ -28,9 +28,10 @@ from .errors import CliError
 from .permissions import PermissionCheck, Resources, principal_of
 from .resolve import Target
 from .rotate import unseen_folders, unseen_folders_message
+from .steering import config_secret_policy, keeper_host, user_scope
 from .verdicts import Check, Verdict
 
-HOW: Final = "rotating it by --record binds it"
+HOW: Final = "`rotate --record UID --bind` binds it"
 
 
 def policy_detail(policy: PasswordPolicy, length: int) -> str:
@@ -68,6 +69,7 @@ class Preflight:
         clients = self.target.clients
         self.iam = IamGateway(clients("iam"), clients("iam", writes=True), clients("sts"))
         caller = self._identity()
+        self.checks.append(user_scope(self.target.required_user_tag))
         users = self._records(self._config())
         if caller:
             self._member_accounts()
@@ -97,7 +99,11 @@ class Preflight:
             self.add("ksm-config", Verdict.FAIL, error.message)
             return None
         self.add("ksm-config", Verdict.PASS, f"read from {source.label}; the SDK parses it as a bound client config")
-        return text
+        if source.secret_id:
+            self.checks.append(config_secret_policy(self.target.clients("secretsmanager"), source.secret_id))
+        host = keeper_host(text, self.target.keeper_region)
+        self.checks.append(host)
+        return text if host.result is Verdict.PASS else None  # never read records from a Keeper the function refuses
 
     def _records(self, config: str | None) -> list[PamUser]:
         if config is None:
@@ -187,7 +193,9 @@ class Preflight:
             else:
                 self.add(check, Verdict.PASS, f"assumed {role}; it reads the password policy (records below use it)")
         clients = self.target.clients
-        journal = Journal(clients("dynamodb"), clients("kms"), self.target.journal_table, "")
+        journal = Journal(
+            clients("dynamodb"), clients("kms"), self.target.journal_table, "", self.target.journal_mac_key
+        )
         try:
             items = list(journal.entries())
         except JournalUnavailableError:

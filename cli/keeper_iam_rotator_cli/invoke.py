@@ -53,13 +53,16 @@ def choose_endpoint(stack: str | None, function_name: str | None, api_url: str |
 
 
 def call_deployed(
-    endpoint: Endpoint, uids: tuple[str, ...], dry_run: bool, idempotency_key: str | None = None
+    endpoint: Endpoint, uids: tuple[str, ...], dry_run: bool, idempotency_key: str | None = None, bind: bool = False
 ) -> list[dict[str, Any]]:
     """The function's results. With an idempotency key a retry of the same request returns the first run's results
-    (for an hour) instead of rotating again."""
+    (for an hour) instead of rotating again. `bind` asks the function to bind records that have only a login (the
+    API refuses it unless the caller is on BindCallerArns)."""
     body: dict[str, Any] = {"records": list(dict.fromkeys(uids)), "dryRun": dry_run}
     if idempotency_key is not None:
         body["idempotencyKey"] = idempotency_key
+    if bind:
+        body["bind"] = True
     try:
         parse_request(body, Trigger.INVOKE)  # the function's own validation: refuse here what it would refuse there
     except BadRequestError as error:

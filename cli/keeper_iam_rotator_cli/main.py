@@ -58,6 +58,11 @@ def cli() -> None:
 @click.option("--record", "records", multiple=True, metavar="UID", help="Record to rotate (repeatable).")
 @click.option("--folder", "folders", multiple=True, metavar="UID", help="Without --record: only this shared folder.")
 @click.option("--dry-run", is_flag=True, help="Plan only: check every record and generate, change nothing.")
+@click.option(
+    "--bind",
+    is_flag=True,
+    help="With --record: also bind records that have only a login (writes the IAM user's ARN into the record).",
+)
 @click.option("--json", "as_json", is_flag=True, help='Print the Lambda\'s {"results": [...]} document.')
 @_target_options
 @guarded
@@ -65,6 +70,7 @@ def rotate(
     records: tuple[str, ...],
     folders: tuple[str, ...],
     dry_run: bool,
+    bind: bool,
     as_json: bool,
     config_secret: str | None,
     config_file: Path | None,
@@ -75,15 +81,18 @@ def rotate(
     """Rotate now, locally: the same code as the Lambda, with your AWS credentials.
 
     Without --record, every pamUser record the KSM application sees (or those in --folder) is rotated, like the
-    scheduled run. Exit 0 only if every record was rotated (or planned, with --dry-run); 1 otherwise; 2 for bad
-    input or configuration (then nothing was changed).
+    scheduled run. A record with only a login (no distinguishedName) is skipped (not_bound) unless --bind: pamUser
+    records also hold AD, Linux and database accounts. Exit 0 only if every record was rotated (or planned, with
+    --dry-run); 1 otherwise; 2 for bad input or configuration (then nothing was changed).
     """
     uids = check_uids(records)
     if folders and uids:
         raise click.UsageError("--folder selects records when no --record is given; do not combine them")
+    if bind and not uids:
+        raise click.UsageError("--bind binds the records named with --record; the schedule never binds")
     check_uids(folders)
     target = resolve_target(aws.clients(), config_secret, config_file, journal_table, journal_key, stack)
-    results = run_local(target, uids, folders, dry_run)
+    results = run_local(target, uids, folders, dry_run, bind)
     sys.exit(show_results(results, as_json, "Dry run: planned rotations" if dry_run else "Rotation results"))
 
 
@@ -91,7 +100,13 @@ def rotate(
 @click.option("--record", "records", multiple=True, metavar="UID", help="Record to check (default: all in scope).")
 @click.option("--folder", "folders", multiple=True, metavar="UID", help="Without --record: only this shared folder.")
 @click.option("--user-path", metavar="/PATH/", help="Require every IAM user to be under this path.")
-@click.option("--required-tag", "required_tags", multiple=True, metavar="KEY=VALUE", help="Require this user tag.")
+@click.option(
+    "--required-tag",
+    "required_tags",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Require this user tag (default: the stack's RequiredUserTag).",
+)
 @click.option(
     "--role-arn",
     metavar="ARN",
@@ -128,10 +143,11 @@ def check(
     check_uids(folders)
     if user_path is not None and not (user_path.startswith("/") and user_path.endswith("/")):
         raise click.BadParameter("a user path starts and ends with '/', like /rotatable/", param_hint="--user-path")
-    tags = parse_pairs(required_tags, "--required-tag")
+    explicit_tags = parse_pairs(required_tags, "--required-tag")
     target = resolve_target(
         aws.clients(), config_secret, config_file, journal_table, journal_key, stack, idempotency_table
     )
+    tags = explicit_tags or target.required_user_tag or {}
     preflight = Preflight(target, uids, folders, user_path, tags, role_arn or target.outputs.get("RotatorRoleArn"))
     sys.exit(show_checks(preflight.run(), as_json))
 
@@ -191,6 +207,9 @@ def init(
     metavar="KEY",
     help="Retry-safe: the same key and records within an hour return the first run's results, not a new rotation.",
 )
+@click.option(
+    "--bind", is_flag=True, help="Ask the function to bind records that have only a login (API: BindCallerArns only)."
+)
 @click.option("--json", "as_json", is_flag=True, help='Print the function\'s {"results": [...]} document.')
 @guarded
 def invoke(
@@ -201,6 +220,7 @@ def invoke(
     api_url: str | None,
     via: str,
     idempotency_key: str | None,
+    bind: bool,
     as_json: bool,
 ) -> None:
     """Rotate now through the deployed function: direct Lambda invoke or the IAM-signed API.
@@ -209,5 +229,5 @@ def invoke(
     the call failed); 2 for bad input.
     """
     endpoint = choose_endpoint(stack, function_name, api_url, via)
-    results = call_deployed(endpoint, records, dry_run, idempotency_key)
+    results = call_deployed(endpoint, records, dry_run, idempotency_key, bind)
     sys.exit(show_results(results, as_json, "Dry run: planned rotations" if dry_run else "Rotation results"))

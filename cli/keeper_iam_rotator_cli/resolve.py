@@ -103,6 +103,7 @@ class Target:
     journal_key: str
     outputs: dict[str, str]
     idempotency_table: str | None = None  # only the Lambda uses it; `check` verifies it when known
+    journal_mac_key: str = Settings.journal_mac_key_id  # the HMAC key of the journal's integrity MAC
 
     def settings(self, folder_uids: tuple[str, ...] = (), dry_run: bool = False) -> Settings:
         """The rotator's Settings: the environment's tuning (PASSWORD_LENGTH, RETRY_DELAY, ...) with our values. A
@@ -118,9 +119,27 @@ class Target:
             dry_run=dry_run or base.dry_run,
             journal_table=self.journal_table,
             journal_key_id=self.journal_key,
+            journal_mac_key_id=self.journal_mac_key,
             idempotency_table=self.idempotency_table or "",
             rotation_queue_url="",
+            keeper_region=self.keeper_region,
         )
+
+    @property
+    def required_user_tag(self) -> dict[str, str] | None:
+        """The tag the stack's role requires on a user (its RequiredUserTag output, `key=value` or `none`): {} when
+        it requires none (unsafe), None when there is no stack to ask."""
+        output = self.outputs.get("RequiredUserTag")
+        if output is None:
+            return None
+        key, sep, value = output.partition("=")
+        return {key: value} if sep else {}
+
+    @property
+    def keeper_region(self) -> str | None:
+        """The deployment's Keeper region: the stack's KeeperRegion output, else KEEPER_REGION; None (any Keeper
+        region's host) when neither says."""
+        return self.outputs.get("KeeperRegion") or os.environ.get("KEEPER_REGION", "").strip().upper() or None
 
     @cached_property
     def config_text(self) -> str:
@@ -167,6 +186,8 @@ def resolve_target(
         ),
         outputs=outputs,
         idempotency_table=_setting(idempotency_table, outputs, "IdempotencyTableName", "IDEMPOTENCY_TABLE_NAME"),
+        journal_mac_key=_setting(None, outputs, "JournalMacKeyArn", "JOURNAL_MAC_KEY_ID")
+        or Settings.journal_mac_key_id,
     )
 
 

@@ -71,15 +71,18 @@ def _progress(total: int | None) -> Iterator[Callable[[RecordResult, float], Non
         yield lambda result, seconds: bar.advance(task)
 
 
-def run_local(target: Target, uids: tuple[str, ...], folders: tuple[str, ...], dry_run: bool) -> list[dict[str, Any]]:
-    """Rotate (or plan) the records and return the Lambda-shaped result documents."""
+def run_local(
+    target: Target, uids: tuple[str, ...], folders: tuple[str, ...], dry_run: bool, bind: bool = False
+) -> list[dict[str, Any]]:
+    """Rotate (or plan) the records and return the Lambda-shaped result documents. `bind`: bind named records that
+    have only a login (the operator's own credentials must allow UpdateLoginProfile on those users)."""
     settings = target.settings(folder_uids=folders, dry_run=dry_run)
     config = target.config_text  # read and validated before anything can change: a bad config is exit 2
     missing = unseen_folders(KeeperVault(config, settings.keeper_timeout), folders)
     if missing:
         raise CliError(f"{unseen_folders_message(missing)}: nothing was rotated")
     # named records run as a direct invoke would; without, the records in scope that are due, as the schedule would
-    request = RotationRequest(Trigger.INVOKE if uids else Trigger.SCHEDULE, uids, dry_run=dry_run)
+    request = RotationRequest(Trigger.INVOKE if uids else Trigger.SCHEDULE, uids, dry_run=dry_run, bind=bind)
     with _progress(len(uids) if uids else None) as observe:
         invocation = Invocation(
             settings=settings,

@@ -26,6 +26,7 @@ from keeper_iam_rotator.observability import (
     publish_metrics,
     quiet_chatty_loggers,
     report,
+    signal,
     traced,
 )
 from keeper_iam_rotator.request import (
@@ -59,9 +60,10 @@ def execute(request: RotationRequest, context: LambdaContext) -> dict[str, Any]:
         lease_seconds=context.get_remaining_time_in_millis() / 1000 + settings.lease_margin,
         load_ksm_config=lambda: load_ksm_config(CLIENTS("secretsmanager"), secret_id, settings.ksm_config_max_age),
         observe=report,
+        signal=signal,
     )
     return once(
-        request.idempotency_key,
+        request.scoped_key,
         request.to_dict(),
         settings.idempotency_table,
         CLIENTS("dynamodb"),
@@ -94,7 +96,7 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
         return execute(request, context)
 
     if queue_worker.is_sqs(event):
-        return queue_worker.handle(event, context, run)
+        return queue_worker.handle(event, run)
     if api.is_api_event(event):
         return api.handle(event, context, run)
     try:

@@ -90,8 +90,10 @@ def stack_document(
     key: str = "alias/keeper-iam-rotator-journal",
     idempotency_table: str = "keeper-iam-rotator-idempotency",
     role: str = ROLE_ARN,
+    **more: str,
 ) -> dict[str, Any]:
-    """A DescribeStacks answer with the SAM stack's outputs (moto's CloudFormation is slow to create stacks)."""
+    """A DescribeStacks answer with the SAM stack's outputs (moto's CloudFormation is slow to create stacks); `more`
+    adds or replaces outputs by name."""
     outputs = {
         "FunctionName": function,
         "FunctionArn": f"arn:aws:lambda:us-east-1:123456789012:function:{function}",
@@ -102,7 +104,9 @@ def stack_document(
         "RotatorRoleArn": role,
         "ConfigSecretArn": config_secret,
         "AlarmTopicArn": "arn:aws:sns:us-east-1:123456789012:keeper-iam-rotator-alarms",
-    }
+        "KeeperRegion": "US",
+        "RequiredUserTag": "keeper-iam-rotator=managed",
+    } | more
     return {
         "Stacks": [
             {

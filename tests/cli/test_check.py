@@ -316,3 +316,54 @@ def test_check_reports_member_accounts_and_whether_each_record_is_due(stack, run
     assert "account_not_allowed" in checks[f"record {outsider}"]["detail"]
     assert "not due (last rotated" in checks[f"record {fresh}"]["detail"]
     assert stack.keeper_password(member) == INITIAL_PASSWORD
+
+
+def test_check_says_which_keeper_the_config_names_and_who_may_rewrite_it(ready, run, monkeypatch):
+    simulate({})
+    checks = checks_of(run("check", "--json", *TARGET))
+    assert checks["keeper-host"]["result"] == "PASS"
+    assert checks["config-secret-policy"]["result"] == "WARN"
+    assert "any principal allowed secretsmanager:PutSecretValue" in checks["config-secret-policy"]["detail"]
+
+    admin = "arn:aws:iam::123456789012:role/ksm-config-admins"
+    statement = {"Effect": "Deny", "Principal": "*", "Action": ["secretsmanager:PutSecretValue"], "Resource": "*"}
+    statement["Condition"] = {"ArnNotEquals": {"aws:PrincipalArn": admin}}
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [statement]})
+    boto3.client("secretsmanager").put_resource_policy(SecretId=TARGET[1], ResourcePolicy=policy)
+    checks = checks_of(run("check", "--json", *TARGET))
+    assert (checks["config-secret-policy"]["result"], checks["config-secret-policy"]["detail"]) == (
+        "PASS",
+        f"only {admin} may write the config",
+    )
+
+    monkeypatch.delenv("SANDBOX_KEEPER_HOST")  # the emulator is not Keeper: the function would refuse this config
+    result = run("check", "--json", *TARGET)
+    assert result.exit_code == 1
+    checks = checks_of(result)
+    assert checks["keeper-host"]["result"] == "FAIL" and "ksm_config_untrusted" in checks["keeper-host"]["detail"]
+    assert checks["keeper-records"]["result"] == "SKIP"  # nothing is read from a Keeper the function refuses
+
+
+def test_check_verifies_the_stacks_tag_on_every_user(ready, run, stack):
+    simulate({})
+    untagged = stack.add_record("carol", dn=stack.iam.create_user(UserName="carol")["User"]["Arn"])
+    stack.iam.create_login_profile(UserName="carol", Password=INITIAL_PASSWORD)
+    answer_stack()
+    checks = checks_of(run("check", "--json", "--stack", "s", env={"KSM_CONFIG_SECRET_ID": ""}))
+    assert checks["user-scope"] == {
+        "check": "user-scope",
+        "result": "PASS",
+        "detail": "only users tagged keeper-iam-rotator=managed (IAM enforces it)",
+    }
+    assert checks[f"record {ready['alice']}"]["result"] == "PASS"
+    assert checks[f"record {untagged}"]["result"] == "FAIL"
+    assert "tag keeper-iam-rotator=managed missing" in checks[f"record {untagged}"]["detail"]
+    assert checks_of(run("check", "--json", *TARGET))["user-scope"]["result"] == "SKIP"  # no stack to ask
+
+
+def test_check_calls_a_stack_without_a_required_tag_unsafe(ready, run):
+    simulate({})
+    answer_stack(RequiredUserTag="none")
+    checks = checks_of(run("check", "--json", "--stack", "s", env={"KSM_CONFIG_SECRET_ID": ""}))
+    assert checks["user-scope"]["result"] == "WARN" and "UNSAFE" in checks["user-scope"]["detail"]
+    assert checks[f"record {ready['alice']}"]["result"] == "PASS"

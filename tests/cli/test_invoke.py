@@ -105,8 +105,7 @@ def test_api_rotates_through_the_real_handler(stack, run, api):
 
 def test_api_dry_run_table_and_skips_exit_1(stack, run, api):
     uid = stack.add_pair("alice")
-    stack.add_user("svc", password=None)
-    no_console = stack.add_record("svc")
+    no_console = stack.add_record("svc", dn=stack.add_user("svc", password=None))
     planned = run("invoke", "--record", uid, "--dry-run", "--api-url", api.url)
     assert planned.exit_code == 0
     assert "planned" in planned.stdout
@@ -114,6 +113,18 @@ def test_api_dry_run_table_and_skips_exit_1(stack, run, api):
     assert skipped.exit_code == 1
     assert "no_login_profile" in skipped.stdout
     assert stack.iam_password("alice") == stack.keeper_password(uid) == INITIAL_PASSWORD
+
+
+def test_bind_reaches_the_function_which_refuses_an_api_caller_not_allowed_to_bind(stack, run, api, monkeypatch):
+    uid = stack.add_pair("alice", bound=False)
+    refused = run("invoke", "--record", uid, "--bind", "--api-url", api.url)
+    assert refused.exit_code == 1
+    assert "HTTP 403: bind_not_allowed" in refused.stderr
+    assert stack.iam_password("alice") == stack.keeper_password(uid) == INITIAL_PASSWORD
+    caller = load_event("api-post-rotations.json")["requestContext"]["identity"]["userArn"]
+    monkeypatch.setenv("BIND_CALLER_ARNS", caller)
+    assert run("invoke", "--record", uid, "--bind", "--api-url", api.url).exit_code == 0
+    assert stack.iam_password("alice") == stack.keeper_password(uid) != INITIAL_PASSWORD
 
 
 def test_api_refusal_is_a_clean_failure(stack, run, api, monkeypatch):

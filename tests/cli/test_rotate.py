@@ -93,8 +93,8 @@ def test_dry_run_plans_and_changes_nothing(stack, run):
 def test_skipped_record_exits_1_and_others_still_rotate(stack, run):
     uid = stack.add_pair("alice")
     stack.add_user("svc", password=None)
-    no_console = stack.add_record("svc")
-    result = run("rotate", "--record", uid, "--record", no_console, "--record", MISSING_UID, *TARGET)
+    no_console = stack.add_record("svc")  # a login only: --bind lets the run look the user up
+    result = run("rotate", "--record", uid, "--record", no_console, "--record", MISSING_UID, "--bind", *TARGET)
     assert result.exit_code == 1
     assert "no_login_profile" in result.stdout and "record_not_found" in result.stdout
     assert_rotated(stack, uid, "alice")
@@ -103,6 +103,17 @@ def test_skipped_record_exits_1_and_others_still_rotate(stack, run):
         raise AssertionError("a login profile was created")
     except stack.iam.exceptions.NoSuchEntityException:
         pass
+
+
+def test_a_login_only_record_is_bound_only_with_bind(stack, run):
+    uid = stack.add_pair("alice", bound=False)
+    refused = run("rotate", "--record", uid, "--json", *TARGET)
+    assert refused.exit_code == 1
+    assert results_of(refused)[0]["error"]["code"] == "not_bound"
+    assert_unchanged(stack, uid, "alice")
+    assert run("rotate", "--bind", *TARGET).exit_code == 2  # --bind names records: the schedule never binds
+    assert run("rotate", "--record", uid, "--bind", *TARGET).exit_code == 0
+    assert_rotated(stack, uid, "alice")
 
 
 def test_iam_refusal_is_a_failure_with_exit_1(stack, run):
@@ -241,8 +252,7 @@ def test_mistyped_folder_is_an_error_not_nothing_to_rotate(stack, run):
 def test_results_are_readable_at_80_columns(stack, run):
     """Narrow: one line per record, the code and message indented below it; wide: one bordered row per record."""
     rotated = stack.add_pair("a-user-with-a-rather-long-iam-name")
-    stack.add_user("svc", password=None)
-    no_console = stack.add_record("svc")
+    no_console = stack.add_record("svc", dn=stack.add_user("svc", password=None))
     result = run("rotate", "--record", rotated, "--record", no_console, *TARGET, env={"COLUMNS": "80"})
     assert result.exit_code == 1
     lines = result.stdout.splitlines()

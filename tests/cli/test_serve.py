@@ -28,7 +28,9 @@ CONSOLE_SCRIPT = Path(sys.executable).parent / "keeper-iam-rotator"
 STARTUP_SECONDS = 120
 ALICE, BOB, SVC = (uid for _, uid, _, _ in SEED)
 # Whatever the developer's shell points at must not leak into the session: it gets only what `serve` exports.
-_FOREIGN_ENV = ("AWS_", "KSM_", "JOURNAL_", "IDEMPOTENCY_", "ROTATION_", "POWERTOOLS_", "REQUESTS_CA_BUNDLE")
+_FOREIGN_ENV = (
+    *("AWS_", "KSM_", "JOURNAL_", "IDEMPOTENCY_", "ROTATION_", "POWERTOOLS_", "REQUESTS_CA_BUNDLE", "SANDBOX_"),
+)
 
 
 class Served:

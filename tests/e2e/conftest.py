@@ -17,7 +17,15 @@ import pytest
 
 from rotator_sandbox import Sandbox, SeededUser
 from rotator_sandbox.queue import QUEUE_NAME
-from rotator_sandbox.stack import CONFIG_SECRET, IDEMPOTENCY_TABLE, JOURNAL_KEY, JOURNAL_TABLE, Invocation, field_value
+from rotator_sandbox.stack import (
+    CONFIG_SECRET,
+    IDEMPOTENCY_TABLE,
+    JOURNAL_KEY,
+    JOURNAL_MAC_KEY,
+    JOURNAL_TABLE,
+    Invocation,
+    field_value,
+)
 
 from template_tools import FUNCTION_ROLE, TranslatedStack, function_role_policies, translate
 
@@ -73,6 +81,7 @@ def sandbox_template(sb: Sandbox, parameters: dict[str, str] | None = None) -> T
         "JournalTable.Arn": aws("dynamodb").describe_table(TableName=JOURNAL_TABLE)["Table"]["TableArn"],
         "IdempotencyTable.Arn": aws("dynamodb").describe_table(TableName=IDEMPOTENCY_TABLE)["Table"]["TableArn"],
         "JournalKey.Arn": aws("kms").describe_key(KeyId=JOURNAL_KEY)["KeyMetadata"]["Arn"],
+        "JournalMacKey.Arn": aws("kms").describe_key(KeyId=JOURNAL_MAC_KEY)["KeyMetadata"]["Arn"],
         "RotationQueue.Arn": f"arn:aws:sqs:us-east-1:{account}:{QUEUE_NAME}",
     }
     secret_arn = aws("secretsmanager").describe_secret(SecretId=CONFIG_SECRET)["ARN"]

@@ -4,11 +4,8 @@ with nothing but its own STS identity, and rotate away an administrator's change
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
-from rotator_sandbox.stack import JOURNAL_TABLE
 from test_drift import OUT_OF_BAND, change_event
 
 from .conftest import assert_converged, assert_no_leak, record_outcome, sandbox_template, statuses
@@ -17,22 +14,11 @@ from template_tools import FUNCTION_ROLE
 pytestmark = pytest.mark.e2e
 
 
-def age_rotation(sb, arn: str, seconds: float) -> None:
-    key = {"userArn": {"S": arn}}
-    at = str(time.time() - seconds)
-    sb.aws("dynamodb").update_item(
-        TableName=JOURNAL_TABLE,
-        Key=key,
-        UpdateExpression="SET rotatedAt = :t, passwordSetFrom = :t, passwordSetUntil = :t",
-        ExpressionAttributeValues={":t": {"N": at}},
-    )
-
-
 def test_the_handlers_own_change_is_ignored_and_an_administrators_is_rotated_away(sb):
     user = sb.add_user("e2e-alice")
     first = sb.invoke({"records": [user.uid]})
     assert [r["status"] for r in first.results] == ["rotated"], first.stdout[-2000:]
-    age_rotation(sb, user.arn, 3600)  # the event comes an hour later: only the role tells it apart
+    sb.age_rotations(1 / 24, user.uid)  # the event comes an hour later: only the role tells it apart
     own_role = sandbox_template(sb).get_att(FUNCTION_ROLE, "Arn")
     rotated = sb.iam_password(user.name)
 

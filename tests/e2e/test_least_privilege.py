@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rotator_sandbox.stack import ACCOUNT, CONFIG_SECRET, JOURNAL_KEY, REGION, load_event
+from rotator_sandbox.stack import ACCOUNT, CONFIG_SECRET, JOURNAL_KEY, JOURNAL_MAC_KEY, REGION, load_event
 
 from .conftest import assert_converged, sandbox_template
 from template_tools import function_role_policies, policies_allow
@@ -52,17 +52,22 @@ def test_every_call_is_granted_on_the_resource_it_touches_and_no_further(sb, tmp
         resource = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{table}" if table else resource_of[service]
         if action == "iam:GetAccountPasswordPolicy":
             resource = "*"  # an account-level action: IAM has no resource to scope it to
+        if action == "kms:GenerateMac":  # the journal's integrity MAC has its own (HMAC) key
+            resource = aws("kms").describe_key(KeyId=JOURNAL_MAC_KEY)["KeyMetadata"]["Arn"]
         sids = policies_allow(policies, action, resource)
         assert sids, f"{action} on {resource} is not granted"
         granted.append(f"{action:32} {resource:80} {', '.join(sids)}")
     print("\n".join(["calls of a scheduled and a direct run, as the role:", *granted]))
-    assert {"iam:UpdateLoginProfile", "kms:GenerateDataKey", "dynamodb:Scan"} <= {action for action, _ in made}
+    assert {"iam:UpdateLoginProfile", "kms:GenerateDataKey", "kms:GenerateMac", "dynamodb:Scan"} <= {
+        action for action, _ in made
+    }
 
     other = f"arn:aws:{{}}:{REGION}:{ACCOUNT}:{{}}"
     for action, resource in (
         ("iam:CreateLoginProfile", user.arn),
         ("iam:DeleteLoginProfile", user.arn),
         ("kms:Decrypt", other.format("kms", "key/another-key")),
+        ("kms:GenerateMac", other.format("kms", "key/another-key")),
         ("secretsmanager:GetSecretValue", other.format("secretsmanager", "secret:another-secret")),
         ("dynamodb:PutItem", other.format("dynamodb", "table/another-table")),
         ("dynamodb:DeleteItem", other.format("dynamodb", f"table/{table_of(made, 'dynamodb:Scan')}")),

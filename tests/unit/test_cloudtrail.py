@@ -42,7 +42,7 @@ def test_a_drift_request_carries_its_change_and_compares_it_for_idempotency():
         RotationRequest(Trigger.DRIFT)
     with pytest.raises(ValueError, match="carries a password change"):
         RotationRequest(Trigger.SCHEDULE, change=change)
-    assert not Trigger.DRIFT.names_records and not Trigger.DRIFT.operator_named
+    assert not Trigger.DRIFT.names_records and not Trigger.DRIFT.may_bind and not Trigger.DRIFT.checks_due
 
 
 def test_drift_action_defaults_to_rotate_and_refuses_anything_else():

@@ -23,14 +23,14 @@ def test_the_xray_sdk_is_imported_only_when_calls_are_traced(trace_calls, loaded
 
 
 # What the handler's import must not load: each is loaded by the first invocation that needs it. A recovery run that
-# finds the journal empty (every 15 minutes) needs none of them; only queue workers need the batch utility.
+# finds the journal empty (every 15 minutes) needs none of them.
 LOADED_LATER = {
     "keeper_secrets_manager_core": "the Keeper SDK (with requests and cryptography): the first vault",
     "cryptography": "the first journal key",
     "aws_lambda_powertools.utilities.idempotency": "the first request with an idempotency key",
     "aws_lambda_powertools.utilities.parameters": "the first read of the KSM config",
-    "aws_lambda_powertools.utilities.batch": "the first rotation-queue event",
-    "asyncio": "nothing here (Powertools' batch utility imports it)",
+    "aws_lambda_powertools.utilities.batch": "nothing: the queue worker answers batchItemFailures itself",
+    "asyncio": "nothing here (Powertools' batch utility would import it)",
 }
 
 

@@ -57,15 +57,20 @@ def test_select_counts_what_it_leaves_and_keeps_unfinished_work():
     assert select([fresh, stale], last, 30, 100 * DAY, always={fresh.uid}) == ([fresh, stale], 0)
 
 
-@pytest.mark.parametrize("body", ["", "nope", "[]", "{}", '{"recordUid": 7}', '{"recordUid": ""}'])
+@pytest.mark.parametrize(
+    "body",
+    ["", "nope", "[]", "{}", '{"recordUid": 7}', '{"recordUid": ""}', '{"recordUid": "u", "plannedAt": "soon"}'],
+)
 def test_a_message_that_is_not_a_handoff_is_refused(body):
     with pytest.raises(BadQueueMessageError):
         Handoff.parse(body)
 
 
 def test_handoffs_round_trip_and_interleave_in_runs_of_a_batch():
-    handoff = Handoff("AbCdEfGhIjKlMnOpQrStUv", "222222222222", vouched=True)
+    handoff = Handoff("AbCdEfGhIjKlMnOpQrStUv", "222222222222", planned_at=1_796_000_000.5)
     assert Handoff.parse(handoff.body()) == handoff
+    earlier_version = '{"recordUid": "AbCdEfGhIjKlMnOpQrStUv", "accountId": "1", "vouched": true}'
+    assert Handoff.parse(earlier_version) == Handoff("AbCdEfGhIjKlMnOpQrStUv", "1")  # `vouched` is not trusted
     mixed = [Handoff(f"a{i}", "A") for i in range(25)] + [Handoff(f"b{i}", "B") for i in range(12)]
     ordered = interleave(mixed)
     assert sorted(h.record_uid for h in ordered) == sorted(h.record_uid for h in mixed)
@@ -100,3 +105,12 @@ def test_a_fleet_sized_answer_lists_failures_first_and_counts_what_it_omits():
 def test_a_hostile_message_body_is_refused_not_raised():
     with pytest.raises(BadQueueMessageError):
         Handoff.parse("[" * 100_000 + "]" * 100_000)
+
+
+def test_the_recovery_period_comes_from_the_schedules_rate_expression():
+    env = {"KSM_CONFIG_SECRET_ID": "s"}
+    assert Settings.from_env(env).recovery_period == 900
+    assert Settings.from_env(env | {"RECOVERY_SCHEDULE_EXPRESSION": "rate(1 hour)"}).recovery_period == 3600
+    assert Settings.from_env(env | {"RECOVERY_SCHEDULE_EXPRESSION": "rate(5 minutes)"}).recovery_period == 300
+    with pytest.raises(ConfigurationError, match="RECOVERY_SCHEDULE_EXPRESSION"):
+        Settings.from_env(env | {"RECOVERY_SCHEDULE_EXPRESSION": "cron(0 * * * ? *)"})

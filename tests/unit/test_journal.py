@@ -4,11 +4,24 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from keeper_iam_rotator.errors import JournalUnavailableError, LeaseHeldError
+from keeper_iam_rotator.errors import (
+    JournalTamperedError,
+    JournalUnavailableError,
+    LeaseHeldError,
+    NotDueError,
+    OwnedElsewhereError,
+)
+from keeper_iam_rotator.integrity import Verdict
 from keeper_iam_rotator.journal import Journal
+from keeper_iam_rotator.sealing import Sealer
 from keeper_iam_rotator.sensitive import Secret
 
 ARN = "arn:aws:iam::123456789012:user/alice"
+
+
+def mac_key(kms) -> str:
+    spec = {"KeySpec": "HMAC_256", "KeyUsage": "GENERATE_VERIFY_MAC"}
+    return kms.create_key(Description="journal MAC", **spec)["KeyMetadata"]["KeyId"]
 
 
 @pytest.fixture
@@ -23,7 +36,8 @@ def journal(monkeypatch):
             BillingMode="PAY_PER_REQUEST",
         )
         clock = {"now": 1000.0}
-        yield Journal(ddb, kms, "journal", kms.create_key()["KeyMetadata"]["KeyId"], clock=lambda: clock["now"]), clock
+        key, mac = kms.create_key()["KeyMetadata"]["KeyId"], mac_key(kms)
+        yield Journal(ddb, kms, "journal", key, mac, clock=lambda: clock["now"]), clock
 
 
 def test_password_is_stored_only_encrypted_and_comes_back(journal):
@@ -77,21 +91,21 @@ def kms_calls(kms) -> dict[str, int]:
     return counts
 
 
-def test_one_data_key_per_invocation_and_one_decrypt_per_data_key_on_recovery(journal):
+def test_one_data_key_and_one_mac_key_per_invocation_and_one_decrypt_per_data_key_on_recovery(journal):
     ddb, kms = boto3.client("dynamodb"), boto3.client("kms")
-    key = kms.create_key()["KeyMetadata"]["KeyId"]
-    writing = Journal(ddb, kms, "journal", key)
+    key, mac = kms.create_key()["KeyMetadata"]["KeyId"], mac_key(kms)
+    writing = Journal(ddb, kms, "journal", key, mac)
     writes = kms_calls(kms)
     for name in ("alice", "bob", "carol"):
         writing.open(f"{ARN[:-5]}{name}", "rec-" + name, Secret(f"{name}-Pw1!"), owner="run-1", lease_seconds=60)
-    assert writes == {"GenerateDataKey": 1}
+    assert writes == {"GenerateDataKey": 1, "GenerateMac": 1}
 
     later_kms = boto3.client("kms")
-    recovering = Journal(ddb, later_kms, "journal", key)  # a later invocation
+    recovering = Journal(ddb, later_kms, "journal", key, mac)  # a later invocation
     reads = kms_calls(later_kms)
     found = sorted((e.user_arn, [p.reveal() for p in recovering.passwords(e)]) for e in recovering.open_entries())
     assert [pw for _, pw in found] == [["alice-Pw1!"], ["bob-Pw1!"], ["carol-Pw1!"]]
-    assert reads == {"Decrypt": 1}
+    assert reads == {"Decrypt": 1, "GenerateMac": 1}  # every item of the Scan verified with one derived key
 
 
 def test_an_entry_in_the_earlier_format_is_unreadable_and_stays_open(journal):
@@ -111,3 +125,86 @@ def test_an_entry_in_the_earlier_format_is_unreadable_and_stays_open(journal):
     with pytest.raises(JournalUnavailableError, match="no sealed passwords"):
         j.passwords(entry)
     assert j.find(ARN) is not None
+
+
+# --- integrity: whoever can write the table cannot steer the rotator with it -----------------------------------------
+
+
+def item() -> dict:
+    return boto3.client("dynamodb").get_item(TableName="journal", Key={"userArn": {"S": ARN}})["Item"]
+
+
+def put(changed: dict) -> None:
+    boto3.client("dynamodb").put_item(TableName="journal", Item=changed)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"recordUid": {"S": "attacker"}},
+        {"rotatedAt": {"N": "99999999999"}},
+        {"state": {"S": "pending"}},
+        {"leaseUntil": {"N": "99999999999"}},
+        {"mac": {"B": b"\0" * 32}},
+    ],
+)
+def test_a_changed_item_is_tampered_and_never_used(journal, change):
+    j, _ = journal
+    j.close(j.open(ARN, "rec", Secret("a"), owner="run-1", lease_seconds=60), rotated=True)
+    assert [e.integrity for e in j.entries()] == [Verdict.VERIFIED]
+    put(item() | change)
+    assert [e.integrity for e in j.entries()] == [Verdict.TAMPERED]
+    uses = [
+        lambda: j.owner_of(ARN),  # the duplicate rule
+        lambda: j.find(ARN),  # recovery
+        lambda: j.open(ARN, "attacker", Secret("b"), "run-2", 60),  # taking the user over
+        lambda: j.open(ARN, "rec", Secret("b"), "run-2", 60, rotated_before=500.0),  # the schedule's "not due"
+    ]
+    for use in uses:
+        with pytest.raises(JournalTamperedError):
+            use()
+
+
+def test_the_owner_the_mac_names_still_rotates_on_request_and_its_write_replaces_the_forged_item(journal):
+    j, _ = journal
+    j.close(j.open(ARN, "rec", Secret("a"), owner="run-1", lease_seconds=60), rotated=True)
+    put(item() | {"recordUid": {"S": "attacker"}, "rotatedAt": {"N": "99999999999"}})
+    assert j.open(ARN, "rec", Secret("b"), "run-2", 60).previous_owner == "rec"
+    assert [e.integrity for e in j.entries()] == [Verdict.VERIFIED]
+
+
+def test_an_unsigned_closed_item_counts_as_absent_and_is_re_signed(journal):
+    j, _ = journal
+    j.close(j.open(ARN, "rec", Secret("a"), owner="run-1", lease_seconds=60), rotated=True)
+    stripped = {name: value for name, value in item().items() if name not in ("mac", "ownerMac")}
+    put(stripped | {"recordUid": {"S": "attacker"}, "rotatedAt": {"N": "99999999999"}})
+    assert [e.integrity for e in j.entries()] == [Verdict.UNSIGNED]
+    assert j.owner_of(ARN) is None  # neither its owner ...
+    entry = j.open(ARN, "rec", Secret("b"), owner="run-2", lease_seconds=60, rotated_before=2000.0)  # ... nor its due
+    assert entry.previous_owner is None  # a first binding (BindingChanged)
+    assert [e.integrity for e in j.entries()] == [Verdict.VERIFIED]
+
+
+def test_ownership_and_due_are_decided_inside_the_conditional_write(journal):
+    j, _ = journal
+    j.close(j.open(ARN, "rec", Secret("a"), owner="run-1", lease_seconds=60), rotated=True)  # rotatedAt = 1000
+    with pytest.raises(OwnedElsewhereError):
+        j.open(ARN, "other", Secret("b"), owner="run-2", lease_seconds=60)
+    with pytest.raises(NotDueError):
+        j.open(ARN, "rec", Secret("b"), owner="run-2", lease_seconds=60, rotated_before=999.0)
+    assert j.open(ARN, "rec", Secret("b"), "run-2", 60, rotated_before=1000.0).previous_owner == "rec"
+    j.close(j.find(ARN) or pytest.fail("open"), rotated=True)
+    with pytest.raises(OwnedElsewhereError):  # adopting needs the owner the journal really names
+        j.open(ARN, "other", Secret("c"), owner="run-3", lease_seconds=60, adopt="someone-else")
+    adopted = j.open(ARN, "other", Secret("c"), owner="run-3", lease_seconds=60, adopt="rec")
+    assert adopted.previous_owner == "rec"
+
+
+def test_sealed_passwords_open_only_under_the_journal_key(journal):
+    j, _ = journal
+    kms = boto3.client("kms")
+    foreign = Sealer(kms, kms.create_key(Description="an attacker's key")["KeyMetadata"]["KeyId"])
+    entry = j.open(ARN, "rec", Secret("a"), owner="run-1", lease_seconds=60)
+    entry.sealed = foreign.seal(ARN, "rec", [Secret("attacker-knows-this")])  # a forged entry under another key
+    with pytest.raises(JournalUnavailableError, match="KMS Decrypt failed"):
+        j.passwords(entry)

@@ -12,9 +12,10 @@ import subprocess
 
 import pytest
 
+from keeper_iam_rotator.fanout import Handoff
 from rotator_sandbox.cfn_yaml import load_template
 from rotator_sandbox.paths import EVENTS_DIR, ROOT, TOOLS_DIR
-from rotator_sandbox.stack import CONFIG_SECRET, IDEMPOTENCY_TABLE, JOURNAL_KEY, JOURNAL_TABLE
+from rotator_sandbox.stack import CONFIG_SECRET, IDEMPOTENCY_TABLE, JOURNAL_KEY, JOURNAL_MAC_KEY, JOURNAL_TABLE
 from sam_local.host_network import TESTED_SAM_CLI, container_extras
 from sam_local.steps import STEPS, answer_results, unstepped_events
 
@@ -38,6 +39,7 @@ def test_sandbox_env_vars_name_the_sandboxs_resources_and_every_declared_variabl
         "KSM_CONFIG_SECRET_ID": CONFIG_SECRET,
         "JOURNAL_TABLE_NAME": JOURNAL_TABLE,
         "JOURNAL_KEY_ID": JOURNAL_KEY,
+        "JOURNAL_MAC_KEY_ID": JOURNAL_MAC_KEY,
         "IDEMPOTENCY_TABLE_NAME": IDEMPOTENCY_TABLE,
         "DRY_RUN": "false",
     }
@@ -56,7 +58,7 @@ def test_the_queue_and_recovery_events_are_what_their_sources_send():
     (record,) = event("sqs-rotation.json")["Records"]
     assert record["eventSource"] == "aws:sqs"
     assert record["md5OfBody"] == hashlib.md5(record["body"].encode(), usedforsecurity=False).hexdigest()  # SQS's own
-    assert json.loads(record["body"]) == {"recordUid": EVENT_UID, "accountId": "123456789012", "vouched": False}
+    assert Handoff.parse(record["body"]) == Handoff(EVENT_UID, "123456789012", 1796428800.0)  # what fanout.py sends
 
 
 @pytest.mark.parametrize(

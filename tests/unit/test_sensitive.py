@@ -26,6 +26,15 @@ TRICKY = "a'b\"c&d=e f%g"  # quotes, separators and spaces, as IAM allows in a p
         ("Authorization: AWS4-HMAC-SHA256 Credential=AKIA/x, SignedHeaders=host, Signature=f00d", "Authorization"),
         ('{"Plaintext": "eyJwYXNzd29yZHMiOiBbXX0=", "KeyId": "k"}', '"k"'),
         ("https://x/?X-Amz-Security-Token=FQoG%2Fabc&X-Amz-Signature=f00d&X-Amz-Date=2026", "X-Amz-Date=2026"),
+        # STS: AssumeRole's query body and botocore's parameter dump (ExternalId), and its XML answer as bytes
+        ("Action=AssumeRole&RoleArn=arn%3Ax&ExternalId=f00d&Version=2011-06-15", "Version=2011-06-15"),
+        (repr({"RoleArn": "arn:x", "ExternalId": "f00d"}), "'arn:x'"),
+        (
+            "b'<Credentials><AccessKeyId>ASIAEXAMPLE</AccessKeyId><SecretAccessKey>f00d/x+y</SecretAccessKey>"
+            "<SessionToken>FQoGZXIvYXdzEBk</SessionToken><Expiration>2026</Expiration></Credentials>'",
+            "<AccessKeyId>ASIAEXAMPLE</AccessKeyId>",
+        ),
+        ("<sessiontoken>FQoG</sessiontoken>", "<sessiontoken>***</sessiontoken>"),
     ],
 )
 def test_secret_looking_values_are_masked(text, kept):

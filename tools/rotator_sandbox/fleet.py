@@ -28,6 +28,7 @@ from rotator_sandbox.stack import (
     ACCOUNT,
     DEFAULT_LIMITS,
     REGION,
+    SCOPE_TAG,
     KeeperLimits,
     Sandbox,
     add_bound_record,
@@ -77,7 +78,7 @@ class Fleet:
         for i in range(records):
             account = self.accounts[i % len(self.accounts)]
             name, password = f"fleet-user-{i + 1:05d}", initial_password()
-            arn = self._iam[account].create_user(UserName=name)["User"]["Arn"]
+            arn = self._iam[account].create_user(UserName=name, Tags=[SCOPE_TAG])["User"]["Arn"]
             self._iam[account].create_login_profile(UserName=name, Password=password, PasswordResetRequired=False)
             uid = add_bound_record(self.sb.keeper.vault, name, password, arn)
             self.users.append(FleetUser(account, name, uid, password))

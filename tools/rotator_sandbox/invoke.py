@@ -101,21 +101,17 @@ def main() -> int:
 
 
 def _rotation_ager() -> Callable[[], None]:
-    """Ages the journal's `rotatedAt` through a client made before the hooks exist: its calls are not counted."""
+    """Ages the journal's `rotatedAt` through clients made before the hooks exist: their calls are not counted."""
     import boto3  # noqa: PLC0415 - the handler's imports are measured separately; this is sandbox plumbing
 
-    dynamodb = boto3.session.Session().client("dynamodb")
-    table = os.environ["JOURNAL_TABLE_NAME"]
+    from rotator_sandbox.aging import age_rotations  # noqa: PLC0415
+
+    session = boto3.session.Session()
+    dynamodb, kms = session.client("dynamodb"), session.client("kms")
+    table, mac_key = os.environ["JOURNAL_TABLE_NAME"], os.environ["JOURNAL_MAC_KEY_ID"]
 
     def age() -> None:
-        pages = dynamodb.get_paginator("scan").paginate(TableName=table, FilterExpression="attribute_exists(rotatedAt)")
-        for item in (item for page in pages for item in page["Items"]):
-            dynamodb.update_item(
-                TableName=table,
-                Key={"userArn": item["userArn"]},
-                UpdateExpression="SET rotatedAt = :t",
-                ExpressionAttributeValues={":t": {"N": str(float(item["rotatedAt"]["N"]) - 400 * 86400)}},
-            )
+        age_rotations(dynamodb, kms, table, mac_key, days=400)
 
     return age
 

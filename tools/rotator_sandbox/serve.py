@@ -28,8 +28,10 @@ from rotator_sandbox.stack import (
     DEFAULT_LIMITS,
     IDEMPOTENCY_TABLE,
     JOURNAL_KEY,
+    JOURNAL_MAC_KEY,
     JOURNAL_TABLE,
     REGION,
+    SCOPE_TAG,
     KeeperLimits,
     Sandbox,
     load_event,
@@ -73,9 +75,12 @@ def create_stack(sb: Sandbox, front_door: str) -> dict[str, str]:
         "ApiUrl": f"{front_door}{API_PATH}",
         "JournalTableName": JOURNAL_TABLE,
         "JournalKeyArn": sb.aws("kms").describe_key(KeyId=JOURNAL_KEY)["KeyMetadata"]["Arn"],
+        "JournalMacKeyArn": sb.aws("kms").describe_key(KeyId=JOURNAL_MAC_KEY)["KeyMetadata"]["Arn"],
         "IdempotencyTableName": IDEMPOTENCY_TABLE,
         "RotatorRoleArn": {"Fn::GetAtt": ["RotatorFunctionRole", "Arn"]},
         "ConfigSecretArn": sb.aws("secretsmanager").describe_secret(SecretId=CONFIG_SECRET)["ARN"],
+        "KeeperRegion": "US",  # the emulator stands in for it (SANDBOX_KEEPER_HOST in the exports)
+        "RequiredUserTag": f"{SCOPE_TAG['Key']}={SCOPE_TAG['Value']}",
     }
     template = {
         "Resources": {
@@ -196,11 +201,13 @@ def exports(sb: Sandbox, door_url: str, config_file: Path) -> list[str]:
         "KSM_CONFIG_SECRET_ID": CONFIG_SECRET,
         "JOURNAL_TABLE_NAME": JOURNAL_TABLE,
         "JOURNAL_KEY_ID": JOURNAL_KEY,
+        "JOURNAL_MAC_KEY_ID": JOURNAL_MAC_KEY,
         "IDEMPOTENCY_TABLE_NAME": IDEMPOTENCY_TABLE,
         "ROTATOR_STACK": STACK_NAME,
         "ROTATOR_API_URL": f"{door_url}{API_PATH}",
         "ROTATOR_KSM_CONFIG_FILE": str(config_file),
         "KSM_EMULATOR_HOST": sb.keeper.host,
+        "SANDBOX_KEEPER_HOST": sb.keeper.host,  # lets the CLI's rotate and check use the emulator's KSM config
         "KSM_EMULATOR_PUBLIC_KEY": sb.keeper.server_public_key,
     }
     return ["unset AWS_PROFILE"] + [f"export {name}={shlex.quote(value)}" for name, value in values.items()]

@@ -27,14 +27,19 @@ from moto.server import ThreadedMotoServer
 from keeper_iam_rotator.journal import Entry, Journal
 from ksm_emulator import EmulatorServer
 from ksm_emulator.throttle import BurstLimit, RateLimit
+from rotator_sandbox.aging import age_rotations
 from rotator_sandbox.paths import EVENTS_DIR, FUNCTION_DIR, ROOT, TOOLS_DIR
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 JOURNAL_TABLE = "keeper-iam-rotator-journal"
 JOURNAL_KEY = "alias/keeper-iam-rotator-journal"
+JOURNAL_MAC_KEY = "alias/keeper-iam-rotator-journal-mac"
 IDEMPOTENCY_TABLE = "keeper-iam-rotator-idempotency"
 CONFIG_SECRET = "keeper-iam-rotator/ksm-config"  # noqa: S105 - a secret's name
+# template.yaml's default RequiredUserTagValue: an IAM administrator opts each user in (moto does not evaluate the
+# condition, so the tag is seeded to make the sandbox look like a real deployment, not to make anything pass)
+SCOPE_TAG = {"Key": "keeper-iam-rotator", "Value": "managed"}
 
 # Keeper throttles (the SDK's model: more than 100 requests per device and endpoint without a 10 s pause), and the
 # sandbox should too: DEFAULT_THROTTLE = BurstLimit(100, 10). It stays off until the rotator paces its Keeper calls.
@@ -61,8 +66,9 @@ DEFAULT_LIMITS = KeeperLimits()
 
 
 def create_function_resources(aws: Callable[[str], Any], ksm_config: str) -> None:
-    """What template.yaml creates: the journal and idempotency tables, the journal's KMS key + alias, and the KSM
-    config secret (which `keeper-iam-rotator init` creates in real life). `aws` makes a client for a service."""
+    """What template.yaml creates: the journal and idempotency tables, the journal's KMS keys (encryption, and the
+    HMAC key of its integrity MAC) + aliases, and the KSM config secret (which `keeper-iam-rotator init` creates in
+    real life). `aws` makes a client for a service."""
     for table, key in ((JOURNAL_TABLE, "userArn"), (IDEMPOTENCY_TABLE, "id")):
         aws("dynamodb").create_table(
             TableName=table,
@@ -73,6 +79,10 @@ def create_function_resources(aws: Callable[[str], Any], ksm_config: str) -> Non
     kms = aws("kms")
     key_id = kms.create_key(Description="keeper-iam-rotator journal")["KeyMetadata"]["KeyId"]
     kms.create_alias(AliasName=JOURNAL_KEY, TargetKeyId=key_id)
+    mac = kms.create_key(
+        Description="keeper-iam-rotator journal MAC", KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC"
+    )
+    kms.create_alias(AliasName=JOURNAL_MAC_KEY, TargetKeyId=mac["KeyMetadata"]["KeyId"])
     aws("secretsmanager").create_secret(Name=CONFIG_SECRET, SecretString=ksm_config)
 
 
@@ -226,7 +236,7 @@ class Sandbox:
         bound to the user (login = user name, distinguishedName = the user's ARN), shared directly or in `folder`."""
         password = password or initial_password()
         iam = self.aws("iam")
-        arn = iam.create_user(UserName=name)["User"]["Arn"]
+        arn = iam.create_user(UserName=name, Tags=[SCOPE_TAG])["User"]["Arn"]
         if console:
             iam.create_login_profile(UserName=name, Password=password, PasswordResetRequired=False)
         uid = add_bound_record(self.keeper.vault, name, password, arn, uid=uid, folder=folder)
@@ -261,10 +271,14 @@ class Sandbox:
         items = self.aws("dynamodb").scan(TableName=JOURNAL_TABLE, ConsistentRead=True)["Items"]
         return {item["userArn"]["S"]: item for item in items}
 
+    def age_rotations(self, days: float, record_uid: str = "") -> int:
+        """Move last rotations `days` into the past, as time would (aging.py)."""
+        return age_rotations(self.aws("dynamodb"), self.aws("kms"), JOURNAL_TABLE, JOURNAL_MAC_KEY, days, record_uid)
+
     def journal_passwords(self) -> list[str]:
         """Every password held in an open journal entry (decrypted the way the function does, with the sandbox's
         KMS)."""
-        journal = Journal(self.aws("dynamodb"), self.aws("kms"), JOURNAL_TABLE, JOURNAL_KEY)
+        journal = Journal(self.aws("dynamodb"), self.aws("kms"), JOURNAL_TABLE, JOURNAL_KEY, JOURNAL_MAC_KEY)
         entries = [Entry.from_item(item) for item in self.journal_items().values()]
         return [p.reveal() for entry in entries if entry.sealed for p in journal.passwords(entry)]
 
@@ -285,6 +299,8 @@ class Sandbox:
                 "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
                 "AWS_EC2_METADATA_DISABLED": "true",
                 "AWS_LAMBDA_FUNCTION_NAME": "keeper-iam-rotator",
+                "AWS_SAM_LOCAL": "true",  # not a real Lambda (as under `sam local invoke`): SANDBOX_KEEPER_HOST counts
+                "SANDBOX_KEEPER_HOST": self.keeper.host,
                 "REQUESTS_CA_BUNDLE": self.keeper.ca_file,
                 "NO_PROXY": "127.0.0.1,localhost",
                 "no_proxy": "127.0.0.1,localhost",
@@ -295,6 +311,7 @@ class Sandbox:
                 "KSM_CONFIG_SECRET_ID": CONFIG_SECRET,
                 "JOURNAL_TABLE_NAME": JOURNAL_TABLE,
                 "JOURNAL_KEY_ID": JOURNAL_KEY,
+                "JOURNAL_MAC_KEY_ID": JOURNAL_MAC_KEY,
                 "IDEMPOTENCY_TABLE_NAME": IDEMPOTENCY_TABLE,
                 "RETRY_DELAY": "0",
                 "PYTHONDONTWRITEBYTECODE": "1",

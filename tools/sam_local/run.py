@@ -221,7 +221,10 @@ def sam_env(sb: Sandbox) -> dict[str, str]:
             "REQUESTS_CA_BUNDLE": sb.keeper.ca_file,
             "NO_PROXY": "127.0.0.1,localhost",
             "no_proxy": "127.0.0.1,localhost",
-            "SAM_LOCAL_PASS_ENV": "AWS_ENDPOINT_URL REQUESTS_CA_BUNDLE NO_PROXY",
+            # the emulator's host: trust.py lets it stand in for Keeper outside a real Lambda (sam local sets
+            # AWS_SAM_LOCAL), and the template can never declare it, so --env-vars cannot pass it
+            "SANDBOX_KEEPER_HOST": sb.keeper.host,
+            "SAM_LOCAL_PASS_ENV": "AWS_ENDPOINT_URL REQUESTS_CA_BUNDLE NO_PROXY SANDBOX_KEEPER_HOST",
         }
     )
     return env

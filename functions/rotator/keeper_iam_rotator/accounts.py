@@ -16,9 +16,11 @@ from collections.abc import Callable, Collection
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Final
 
-from .errors import AWS_ERRORS, RotationHaltedError, describe_aws_error, fail, skip
+from .aws import load_secret
+from .errors import AWS_ERRORS, RotationHaltedError, SecretUnavailableError, describe_aws_error, fail, skip
 from .iam import IamGateway
 from .results import Code
+from .sensitive import remember
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -30,8 +32,9 @@ _NOT_SESSION_CHARS: Final = re.compile(r"[^\w+=,.@-]", re.ASCII)
 
 
 def account_of(arn: str) -> str:
-    """The account field of an ARN (arn:partition:service:region:account:resource)."""
-    return arn.split(":")[4]
+    """The account field of an ARN (arn:partition:service:region:account:resource); "" for anything else."""
+    fields = arn.split(":")
+    return fields[4] if len(fields) > 4 else ""
 
 
 def session_name(record_uid: str) -> str:
@@ -39,11 +42,27 @@ def session_name(record_uid: str) -> str:
     return (SESSION_PREFIX + _NOT_SESSION_CHARS.sub("_", record_uid))[:SESSION_NAME_MAX]
 
 
+def external_id(settings: Settings, clients: ClientFactory) -> str:
+    """The ExternalId the member roles require: TARGET_EXTERNAL_ID (the CLI's), else the secret the template keeps it
+    in (cached like the KSM config; never in the function's environment); "" when none. Remembered, so no log
+    record can carry it (botocore logs AssumeRole's parameters at DEBUG)."""
+    value = settings.target_external_id
+    if not value and settings.target_external_id_secret:
+        secretsmanager = clients("secretsmanager")
+        value = load_secret(
+            secretsmanager, settings.target_external_id_secret, settings.ksm_config_max_age, "ExternalId secret"
+        )
+    remember(value, pinned=True)
+    return value
+
+
 def assumed_gateway(assumed: dict[str, Any], clients: ClientFactory, retry_delay: float) -> IamGateway:
     """An IAM gateway acting with a member account's role (`assumed`: the AssumeRole answer). The clients come from
     the process's shared boto3 session, so the service models it has loaded are reused (a new session per account
     would reload them), and the account is known from the role's ARN (no GetCallerIdentity)."""
     credentials, arn = assumed["Credentials"], assumed["AssumedRoleUser"]["Arn"]
+    for secret in (credentials["SecretAccessKey"], credentials["SessionToken"]):
+        remember(secret)  # masked in every log record from now on, whatever logs it (botocore signs with them)
     keys = {
         "aws_access_key_id": credentials["AccessKeyId"],
         "aws_secret_access_key": credentials["SecretAccessKey"],
@@ -69,7 +88,7 @@ class Accounts:
         allowed: Collection[str],
         role_name: str,
         connect: Callable[[dict[str, Any]], IamGateway],  # the AssumeRole answer -> its account's gateway
-        external_id: str = "",
+        external_id: Callable[[], str] = str,  # read on the first AssumeRole ("" when none is required)
         bulk_directory: bool = False,
     ) -> None:
         self.hub = hub
@@ -94,7 +113,7 @@ class Accounts:
             settings.target_account_ids,
             settings.target_role_name,
             lambda assumed: assumed_gateway(assumed, clients, settings.retry_delay),
-            settings.target_external_id,
+            lambda: external_id(settings, clients),
             bulk_directory,
         )
 
@@ -123,7 +142,10 @@ class Accounts:
 
     def _assume(self, account_id: str, record_uid: str) -> IamGateway | RotationHaltedError:
         role_arn = self.role_arn(account_id)
-        extra = {"ExternalId": self._external_id} if self._external_id else {}
+        try:
+            extra = {"ExternalId": known} if (known := self._external_id()) else {}
+        except SecretUnavailableError as error:
+            return fail(Code.ASSUME_ROLE_FAILED, f"{error}; no role was assumed and nothing was changed")
         try:
             assumed = self._sts.assume_role(RoleArn=role_arn, RoleSessionName=session_name(record_uid), **extra)
         except AWS_ERRORS as error:

@@ -9,13 +9,15 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from fnmatch import fnmatchcase
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final
 
 from .errors import BadRequestError, IdempotencyKeyReusedError, PayloadTooLargeError, RequestInProgressError
 from .observability import logger
 from .request import IN_PROGRESS, KEY_REUSED, MAX_RECORDS, ErrorCode, RotationRequest, Trigger, parse_request, refusal
+from .settings import Settings
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
@@ -25,6 +27,8 @@ Run = Callable[[RotationRequest], dict[str, Any]]
 MAX_BODY_CHARS: Final = 256 * 1024  # a full request is under 3 KB; API Gateway would pass 10 MB
 MAX_JSON_DEPTH: Final = 32  # a request nests 2 levels; json.loads recurses once per level
 JSON_STRING: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+ASSUMED_ROLE: Final = re.compile(r"arn:(?P<partition>[\w-]+):sts::(?P<account>\d{12}):assumed-role/(?P<role>[^/]+)/.+")
+BIND_REFUSED: Final = 'only principals on BindCallerArns may bind records ("bind": true); nothing was changed'
 # API Gateway's REST proxy envelope: field -> accepted types (absent counts as None). Only a direct invoke that
 # imitates API Gateway can break it; it is checked before the router reads it.
 ENVELOPE_FIELDS: Final[dict[str, tuple[type, ...]]] = {
@@ -57,9 +61,10 @@ def handle(event: dict[str, Any], context: LambdaContext, run: Run) -> dict[str,
     except BadRequestError as error:  # no router response: it cannot read this event
         body = json.dumps(refusal(ErrorCode.BAD_REQUEST, str(error)))
         return {"statusCode": 400, "headers": {"Content-Type": "application/json"}, "body": body}
-    logger.append_keys(callerArn=(event["requestContext"].get("identity") or {}).get("userArn"))
+    caller = (event["requestContext"].get("identity") or {}).get("userArn")
+    logger.append_keys(callerArn=caller)
     router = _router()
-    router.context["run"] = run  # cleared by resolve() when it returns
+    router.context.update(run=run, caller=caller or "")  # cleared by resolve() when it returns
     return router.resolve(event, context)
 
 
@@ -82,11 +87,14 @@ def post_rotations() -> dict[str, Any] | Response[str]:
         header_key = event.headers.get("Idempotency-Key")  # Powertools' headers are case-insensitive
         if isinstance(body, dict) and header_key and "idempotencyKey" not in body:
             body["idempotencyKey"] = header_key
-        request = parse_request(body, Trigger.API)
+        caller: str = router.context["caller"]
+        request = parse_request(body, Trigger.API, caller=caller)
     except PayloadTooLargeError as error:
         return _error(413, ErrorCode.PAYLOAD_TOO_LARGE, str(error))
     except BadRequestError as error:
         return _error(400, ErrorCode.BAD_REQUEST, str(error))
+    if request.bind and not may_bind(caller, Settings.from_env().bind_caller_arns):
+        return _error(403, ErrorCode.BIND_NOT_ALLOWED, BIND_REFUSED)
     run: Run = router.context["run"]
     try:
         return run(request)
@@ -94,6 +102,16 @@ def post_rotations() -> dict[str, Any] | Response[str]:
         return _error(409, ErrorCode.IN_PROGRESS, IN_PROGRESS)
     except IdempotencyKeyReusedError:
         return _error(422, ErrorCode.IDEMPOTENCY_KEY_REUSED, KEY_REUSED)
+
+
+def may_bind(caller: str, allowed: Sequence[str]) -> bool:
+    """Whether the API caller is on BindCallerArns (wildcards `*` and `?`, as API Gateway's ArnLike). API Gateway
+    gives the caller's session ARN; a role's session also matches the role's ARN when the role has no path
+    (`arn:aws:iam::<account>:role/<name>`), so the values AllowedCallerArns takes work here too."""
+    names = [caller]
+    if session := ASSUMED_ROLE.fullmatch(caller):
+        names.append(f"arn:{session['partition']}:iam::{session['account']}:role/{session['role']}")
+    return bool(caller) and any(fnmatchcase(name, pattern) for name in names for pattern in allowed)
 
 
 def _error(status: int, code: ErrorCode, message: str) -> Response[str]:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 import boto3
 from botocore.config import Config
 
-from .errors import KsmConfigUnavailableError
+from .errors import KsmConfigUnavailableError, SecretUnavailableError
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.parameters import SecretsProvider
@@ -66,10 +66,21 @@ def clear_ksm_config_cache() -> None:
 
 def load_ksm_config(secretsmanager: Any, secret_id: str, max_age: int) -> str:
     """The KSM config (base64 or JSON) from Secrets Manager, cached for `max_age` seconds per process."""
+    return load_secret(secretsmanager, secret_id, max_age, "KSM config secret", KsmConfigUnavailableError)
+
+
+def load_secret(
+    secretsmanager: Any,
+    secret_id: str,
+    max_age: int,
+    what: str = "secret",
+    error_type: type[SecretUnavailableError] = SecretUnavailableError,
+) -> str:
+    """A secret's value from Secrets Manager, cached for `max_age` seconds per process."""
     from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError  # noqa: PLC0415
 
     try:
         value = _secrets_provider(secretsmanager).get(secret_id, max_age=max_age)
     except GetParameterError as error:
-        raise KsmConfigUnavailableError(f"cannot read the KSM config secret {secret_id}: {str(error)[:300]}") from None
+        raise error_type(f"cannot read the {what} {secret_id}: {str(error)[:300]}") from None
     return value.decode() if isinstance(value, bytes) else str(value)

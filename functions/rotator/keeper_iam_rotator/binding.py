@@ -6,9 +6,12 @@ happens to equal an IAM user name proves nothing. The rules:
 
 - *Bound*: distinguishedName is an IAM user ARN and IAM returns exactly that ARN (path included) for the user.
 - *Another system's*: distinguishedName is anything else (an LDAP DN, a host): never touched (`not_iam_record`).
-- *Unbound*: no distinguishedName, only a login. Rotated only when an operator vouched for it: an explicit request
-  (API, direct invoke, CLI), a folder declared AWS-only (ROTATION_FOLDER_UIDS), or an unfinished rotation the journal
-  holds for it. The rotation then binds it by writing the ARN IAM returned.
+- *Unbound*: no distinguishedName, only a login. Rotated only when someone allowed to bind vouched for it: a request
+  that asks to bind (`"bind": true`: a direct invoke, an API caller on BindCallerArns, the CLI's `rotate --bind`), a
+  folder declared AWS-only (ROTATION_FOLDER_UIDS). The rotation then binds it by writing the ARN IAM returned.
+- *Unfinished*: a record whose rotation a dead run left open in the journal is bound to the user the journal entry
+  names, in the account it names (bind_unfinished), never to the user the record names now: recovery finishes that
+  user's rotation, or reports the password the journal holds, and touches no other user.
 
 Every ARN used afterwards (duplicate claims, the journal key) is the one IAM returned, never one built from the record.
 """
@@ -43,26 +46,19 @@ IAM_USER_ARN: Final = re.compile(
 HOW_TO_BIND: Final = (
     "it has a login but no distinguishedName, so nothing proves it is an AWS account (pamUser records also hold "
     "AD, Linux and database accounts); bind it by setting distinguishedName to the user's ARN, by rotating it once "
-    "on request (API, invoke or CLI), or list its shared folder in ROTATION_FOLDER_UIDS"
+    'with "bind": true (CLI: rotate --bind), or list its shared folder in ROTATION_FOLDER_UIDS'
 )
 
 
 @dataclass(frozen=True)
 class Vouched:
-    """What lets a run rotate an unbound record: the operator named it, its folder, or the journal's open entry."""
+    """What lets a run rotate an unbound record: a caller allowed to bind asked to, or its folder."""
 
     explicit: bool = False
     folder_uids: Collection[str] = ()
-    unfinished_record_uids: Collection[str] = ()
-    planned_record_uids: Collection[str] = ()  # queued by a scheduled run that vouched for them
 
     def covers(self, user: PamUser) -> bool:
-        return (
-            self.explicit
-            or bool(user.folder_uids & set(self.folder_uids))
-            or user.uid in self.unfinished_record_uids
-            or user.uid in self.planned_record_uids
-        )
+        return self.explicit or bool(user.folder_uids & set(self.folder_uids))
 
 
 @dataclass(frozen=True)
@@ -90,7 +86,7 @@ def bind(user: PamUser, accounts: Accounts, vouched: Vouched) -> Claim:
     account `accounts` decides on."""
     if user.type != RecordType.PAM_USER:
         raise skip(Code.NOT_PAM_USER, f"record type is {user.type or 'unknown'!r}, not {RecordType.PAM_USER!r}")
-    require_not_keeperpam(user, vouched.unfinished_record_uids)
+    require_not_keeperpam(user)
     dn = user.distinguished_name
     arn = IAM_USER_ARN.fullmatch(dn)
     if dn and arn is None:
@@ -112,6 +108,35 @@ def bind(user: PamUser, accounts: Accounts, vouched: Vouched) -> Claim:
     if real_arn is None:
         raise skip(Code.IAM_USER_NOT_FOUND, f"IAM has no user named {user.login!r}")
     return Claim(user, IamUser(name=user.login, arn=real_arn), accounts.hub)
+
+
+def bind_unfinished(user: PamUser, user_arn: str, accounts: Accounts) -> Claim:
+    """Step 1 for a record whose rotation of `user_arn` a dead run left open: the journal's user, in the journal's
+    account, provided the record still names that user and IAM still has it. Anything else fails the record with
+    `password_in_journal` (RecoveryRequired): the journal keeps the password IAM may hold, and no other user is
+    rotated in its place."""
+    arn = IAM_USER_ARN.fullmatch(user_arn)
+    hub = accounts.hub.account_id
+    names = arn is not None and names_user(user, IamUser(arn["name"], user_arn))
+    if arn is None or not names or (not user.distinguished_name and arn["account"] != hub) or not user.editable:
+        raise _stranded(user_arn, "the record no longer names that user (or may not be edited)")
+    try:
+        iam = accounts.gateway(arn["account"], user.uid)
+        real_arn = _lookup(iam, arn["name"])
+    except RotationHaltedError as halt:  # the account left TargetAccountIds, AssumeRole or the IAM read failed
+        raise _stranded(user_arn, halt.message) from None
+    if real_arn != user_arn:
+        raise _stranded(user_arn, f"IAM's user {arn['name']!r} is now {real_arn or 'gone'}")
+    return Claim(user, IamUser(name=arn["name"], arn=user_arn), iam)
+
+
+def _stranded(user_arn: str, why: str) -> RotationHaltedError:
+    return fail(
+        Code.PASSWORD_IN_JOURNAL,
+        f"the journal holds an unfinished rotation of {user_arn} from this record, but {why}; the journal keeps the "
+        "password IAM may hold and no other user was changed: point the record back at that user, or recover it by "
+        "hand (README: Failure modes)",
+    )
 
 
 def _bound(dn: str, arn: re.Match[str], iam: IamGateway) -> IamUser:

@@ -3,10 +3,13 @@ hub account and Keeper (a RunContext)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+import time
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from . import due
 from .accounts import Accounts, account_of
 from .binding import target_account
 from .iam import IamGateway
@@ -29,10 +32,15 @@ def _ignore(result: RecordResult, seconds: float) -> None:
     """The default observer: a run reports through its results only."""
 
 
+def _ignore_signal(metric: str, count: int) -> None:
+    """The default for run-level signals: none are published."""
+
+
 @dataclass(frozen=True)
 class Invocation:
     """Who runs the rotator and with what: settings, AWS clients, the journal lease owner and duration, where the
-    KSM config comes from, and who is told about each record as it finishes."""
+    KSM config comes from, who is told about each record as it finishes, and where run-level signals go (a count
+    metric such as StaleOpenEntries)."""
 
     settings: Settings
     clients: ClientFactory
@@ -40,10 +48,16 @@ class Invocation:
     lease_seconds: float
     load_ksm_config: Callable[[], str]
     observe: Callable[[RecordResult, float], None] = _ignore
+    signal: Callable[[str, int], None] = _ignore_signal
 
     def journal(self) -> Journal:
+        settings = self.settings
         return Journal(
-            self.clients("dynamodb"), self.clients("kms"), self.settings.journal_table, self.settings.journal_key_id
+            self.clients("dynamodb"),
+            self.clients("kms"),
+            settings.journal_table,
+            settings.journal_key_id,
+            settings.journal_mac_key_id,
         )
 
     def hub(self) -> IamGateway:
@@ -81,7 +95,8 @@ class RunContext:
         """The hub and the member accounts records may name (one AssumeRole each, on first use)."""
         return Accounts.for_settings(self.hub, self.invocation.clients, self.settings, bulk_directory)
 
-    def rotation(self) -> Rotation:
+    def rotation(self, forced: Collection[str] = ()) -> Rotation:
+        """The protocol's shared parts; `forced`: records this run rotates whether due or not (drift)."""
         inv, settings = self.invocation, self.settings
         return Rotation(
             self.vault,
@@ -90,4 +105,21 @@ class RunContext:
             inv.lease_seconds,
             settings.password_length,
             settings.commit_attempts,
+            rotated_before=self._due_rule(frozenset(forced)),
         )
+
+    def _due_rule(self, forced: frozenset[str]) -> Callable[[PamUser], float | None]:
+        """For the schedule and the queue: the latest last rotation at which a record may be rotated now (due now,
+        and not rotated since its hand-off was planned). The journal's open enforces it, so neither a queue message
+        nor a stale plan can rotate a record early. A caller's request, and a record the plan forces, always
+        rotate (None)."""
+        if not self.request.trigger.checks_due:
+            return lambda user: None
+        now, period, planned = time.time(), self.settings.rotation_period_days, self.request.planned_at
+
+        def rotated_before(user: PamUser) -> float | None:
+            if user.uid in forced:
+                return None
+            return min(due.rotated_before(user, period, now), planned.get(user.uid, math.inf))
+
+        return rotated_before

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Final
 from .accounts import account_of
 from .binding import iam_read_halt
 from .cloudtrail import PasswordCall, PasswordChange
-from .errors import AWS_ERRORS, JournalUnavailableError, RotationHaltedError, fail, skip
+from .errors import AWS_ERRORS, JournalTamperedError, JournalUnavailableError, RotationHaltedError, fail, skip
 from .iam import IamUser
 from .journal import Entry
 from .keeper import PamUser
@@ -130,6 +130,8 @@ def _changed_user(context: RunContext, change: PasswordChange) -> tuple[IamUser,
         last = context.journal.latest(arn)
     except JournalUnavailableError as error:
         raise fail(Code.JOURNAL_UNAVAILABLE, f"{error}; nothing was changed") from None
+    except JournalTamperedError as tampered:  # an item someone else wrote cannot say which record owns the user
+        raise fail(Code.JOURNAL_TAMPERED, str(tampered)) from None
     if last is None:
         raise skip(
             Code.NOT_MANAGED,

@@ -31,10 +31,11 @@ W = TypeVar("W")
 
 
 def last_rotations(entries: Iterable[Entry]) -> dict[str, float]:
-    """Record uid -> the time this rotator last rotated that record's user successfully."""
+    """Record uid -> the time this rotator last rotated that record's user successfully, from the items whose
+    integrity MAC verifies (an unsigned or tampered item's `rotatedAt` counts for nothing: the record is due)."""
     last: dict[str, float] = {}
     for entry in entries:
-        if entry.rotated_at:
+        if entry.rotated_at and entry.trusted_history:
             last[entry.record_uid] = max(entry.rotated_at, last.get(entry.record_uid, 0.0))
     return last
 
@@ -52,12 +53,15 @@ def period_days(user: PamUser, default_days: int) -> int:
     return default_days
 
 
+def rotated_before(user: PamUser, default_days: int, now: float) -> float:
+    """The latest last-rotation time at which the record is due now (the journal refuses a later one)."""
+    period = period_days(user, default_days) * DAY
+    return now - (period - EARLY_SECONDS - JITTER_SHARE * period * _share(user.uid))
+
+
 def is_due(user: PamUser, last: dict[str, float], default_days: int, now: float) -> bool:
     rotated_at = last.get(user.uid)
-    if rotated_at is None:
-        return True
-    period = period_days(user, default_days) * DAY
-    return now - rotated_at >= period - EARLY_SECONDS - JITTER_SHARE * period * _share(user.uid)
+    return rotated_at is None or rotated_at <= rotated_before(user, default_days, now)
 
 
 def select(

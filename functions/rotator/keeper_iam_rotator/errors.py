@@ -61,8 +61,16 @@ class PayloadTooLargeError(BadRequestError):
     """A body far larger than any rotation request (HTTP 413)."""
 
 
-class KsmConfigUnavailableError(RotatorError):
-    """The KSM config secret could not be read; the message names the secret, never its value."""
+class SecretUnavailableError(RotatorError):
+    """A Secrets Manager secret could not be read; the message names the secret, never its value."""
+
+
+class KsmConfigUnavailableError(SecretUnavailableError):
+    """The KSM config secret could not be read, or is not a KSM config; the message never quotes its value."""
+
+
+class KsmConfigUntrustedError(RotatorError):
+    """The KSM config points at a host or server key that is not Keeper's (trust.py); nothing was sent there."""
 
 
 class KeeperCallError(RotatorError):
@@ -85,6 +93,19 @@ class JournalUnavailableError(RotatorError):
     """The journal could not be read or written (DynamoDB or KMS)."""
 
 
+class JournalTamperedError(RotatorError):
+    """A journal item fails its integrity check (integrity.py): someone other than the rotator changed it. It is
+    reported and never used to skip, re-own or rotate; the message says so and what to do."""
+
+    def __init__(self, user_arn: str) -> None:
+        super().__init__(
+            f"the journal item for {user_arn[:200]!r} fails its integrity check (changed by someone other than the "
+            "rotator): it is not used to skip, re-own or rotate; nothing was changed. Find the writer in CloudTrail, "
+            "then delete the item (the user's next rotation writes a new one)"
+        )
+        self.user_arn = user_arn
+
+
 class LeaseHeldError(RotatorError):
     """Another invocation holds this user's lease (or took it over since we read it)."""
 
@@ -97,6 +118,15 @@ class OwnedElsewhereError(RotatorError):
         self.record_uid = record_uid
 
 
+class NotDueError(RotatorError):
+    """The user's last rotation (from this record) is too recent: the record is not due, or it was rotated after
+    its hand-off was planned."""
+
+    def __init__(self, rotated_at: float) -> None:
+        super().__init__(rotated_at)
+        self.rotated_at = rotated_at
+
+
 class RequestInProgressError(RotatorError):
     """The same request is being processed by another invocation right now."""
 
@@ -107,10 +137,6 @@ class IdempotencyKeyReusedError(RotatorError):
 
 class BadQueueMessageError(RotatorError, ValueError):
     """A queue message that is not a hand-off; it fails, and the queue moves it to the dead-letter queue."""
-
-
-class QueuedRotationFailedError(RotatorError):
-    """A queued record's rotation failed; SQS delivers its message again."""
 
 
 class RunFailedError(RotatorError):

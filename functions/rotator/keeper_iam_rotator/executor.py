@@ -15,10 +15,10 @@ from contextlib import suppress
 from typing import TypeVar
 
 from . import drift, fanout
-from .accounts import Accounts
-from .binding import Claim, bind, duplicate_halt, settle_duplicates, still_names
+from .accounts import Accounts, account_of
+from .binding import Claim, bind, bind_unfinished, duplicate_halt, settle_duplicates, still_names
 from .context import RunContext
-from .errors import JournalUnavailableError, KeeperCallError, RotationHaltedError
+from .errors import JournalTamperedError, JournalUnavailableError, KeeperCallError, RotationHaltedError
 from .iam import IamUser
 from .keeper import PamUser
 from .planner import Plan, Work
@@ -57,9 +57,13 @@ def _accounts(plan: Plan) -> Accounts:
 
 
 def _bind(item: Work, context: RunContext, accounts: Accounts, plan: Plan) -> Step:
-    """Step 1 for one record; a record with a result already keeps it."""
+    """Step 1 for one record (to the user its unfinished rotation names, if it has one); a record with a result
+    already keeps it."""
     if isinstance(item, RecordResult):
         return item
+    owed = plan.unfinished.get(item.uid)
+    if owed is not None:
+        return _guarded(item.uid, account_of(owed), lambda: bind_unfinished(item, owed, accounts))
     return _guarded(item.uid, context.account_for(item), lambda: bind(item, accounts, plan.vouched))
 
 
@@ -80,7 +84,8 @@ def _settle_duplicates(steps: list[Step], context: RunContext) -> list[Step]:
 def _journal_owner(context: RunContext, user_arn: str) -> str | None:
     try:
         return context.journal.owner_of(user_arn)
-    except JournalUnavailableError as error:  # fall back to the claim order; the journal's own check guards step 4
+    except (JournalUnavailableError, JournalTamperedError) as error:
+        # fall back to the claim order; step 4's conditional write guards (and reports) the item itself
         log.warning("could not read the journal's owner of a contested user", extra={"error": str(error)})
         return None
 
@@ -96,7 +101,7 @@ def _hand_off(steps: list[Step], plan: Plan) -> list[Step]:
     """Beyond InlineRotationLimit, bound records go to the rotation queue (fanout.py); unfinished ones stay here."""
     settings = plan.context.settings
     queue = fanout.RotationQueue(plan.context.invocation.clients("sqs"), settings.rotation_queue_url)
-    return fanout.hand_off(steps, queue, settings.inline_rotation_limit, plan.first, plan.vouched)
+    return fanout.hand_off(steps, queue, settings.inline_rotation_limit, plan.first, plan.planned_at)
 
 
 def _rotate_all(
@@ -104,7 +109,7 @@ def _rotate_all(
 ) -> list[RecordResult]:
     """Steps 2-8 for every claim, in parallel; each record is reported (observed) on this thread as it finishes,
     with what drifted when it is rotated because of drift."""
-    rotation, dry_run = context.rotation(), context.dry_run
+    rotation, dry_run = context.rotation(forced=findings.keys()), context.dry_run
 
     def one(step: Step) -> tuple[RecordResult, float]:
         started = time.monotonic()

@@ -1,10 +1,12 @@
 """Fan-out for large scheduled runs: the run rotates up to InlineRotationLimit due records itself and hands the rest,
 one SQS message per record, to the rotation queue, whose events the same function handles (queue_worker.py).
 
-The planner has already bound every record and settled duplicates, so a message carries what the worker needs to
-apply the schedule's binding rules again: the record uid, the account, and whether the planner vouched for an
-unbound record (its folder is AWS-only). Only the function's role may send to the queue. Messages are interleaved
-across accounts, so the queue's concurrent workers spread IAM calls over accounts instead of draining one account.
+A message carries only what the worker cannot re-derive: the record uid, its account (for interleaving) and when the
+run planned it. The worker trusts nothing else in it: it binds the record again under the schedule's rules (vouching
+only from the record's folder), and the journal refuses a record that is not due or was rotated after `plannedAt`
+(a redelivered message rotates nothing). Only the function's role may send to the queue (its queue policy). Messages
+are interleaved across accounts, so the queue's concurrent workers spread IAM calls over accounts instead of
+draining one account.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from itertools import chain, zip_longest
 from typing import Any, Final
 
-from .binding import Claim, Vouched
+from .binding import Claim
 from .errors import AWS_ERRORS, BadQueueMessageError, describe_aws_error
 from .results import Code, RecordResult, Status
 
@@ -26,12 +28,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Handoff:
+    """One queued record. `planned_at`: when the scheduled run planned it (0: unknown, a message of an earlier
+    version); a record rotated after that is skipped. Other fields a body carries (an earlier version's `vouched`)
+    are ignored: the worker decides binding and vouching itself."""
+
     record_uid: str
     account_id: str
-    vouched: bool = False
+    planned_at: float = 0.0
 
     def body(self) -> str:
-        return json.dumps({"recordUid": self.record_uid, "accountId": self.account_id, "vouched": self.vouched})
+        return json.dumps({"recordUid": self.record_uid, "accountId": self.account_id, "plannedAt": self.planned_at})
 
     @classmethod
     def parse(cls, body: str) -> Handoff:
@@ -41,9 +47,12 @@ class Handoff:
             raise BadQueueMessageError("the message body is not JSON") from None
         if not isinstance(data, dict) or not isinstance(data.get("recordUid"), str) or not data["recordUid"]:
             raise BadQueueMessageError(
-                'the message is not a hand-off: {"recordUid": ..., "accountId": ..., "vouched": ...}'
+                'the message is not a hand-off: {"recordUid": ..., "accountId": ..., "plannedAt": ...}'
             )
-        return cls(data["recordUid"], str(data.get("accountId", "")), data.get("vouched") is True)
+        planned_at = data.get("plannedAt", 0.0)
+        if isinstance(planned_at, bool) or not isinstance(planned_at, int | float) or not 0 <= planned_at < 1e11:
+            raise BadQueueMessageError('"plannedAt" must be the epoch seconds the hand-off was planned at')
+        return cls(data["recordUid"], str(data.get("accountId", "")), float(planned_at))
 
 
 class RotationQueue:
@@ -78,7 +87,7 @@ def interleave(handoffs: Sequence[Handoff]) -> list[Handoff]:
 
 
 def hand_off(
-    items: list[Claim | RecordResult], queue: RotationQueue, limit: int, first: Collection[str], vouched: Vouched
+    items: list[Claim | RecordResult], queue: RotationQueue, limit: int, first: Collection[str], planned_at: float
 ) -> list[Claim | RecordResult]:
     """Keep `limit` bound records to rotate inline (those in `first`, unfinished rotations, before any other) and
     queue the rest; each queued record's result is `queued`, or `failed`/`queue_unavailable` if it was not sent."""
@@ -87,7 +96,7 @@ def hand_off(
     inline += [claim for claim in claims if claim.user.uid not in first][: max(limit - len(inline), 0)]
     kept = {claim.user.uid for claim in inline}
     queued = [claim for claim in claims if claim.user.uid not in kept]
-    unsent = queue.send(interleave([Handoff(c.user.uid, c.account_id, vouched.covers(c.user)) for c in queued]))
+    unsent = queue.send(interleave([Handoff(c.user.uid, c.account_id, planned_at) for c in queued]))
     results = {claim.user.uid: _queued(claim, claim.user.uid in unsent) for claim in queued}
     return [item if isinstance(item, RecordResult) else results.get(item.user.uid, item) for item in items]
 

@@ -13,7 +13,6 @@ link says its PAM settings do not allow rotation.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import Any, Final
 
 from .errors import skip
@@ -42,10 +41,10 @@ def opted_in(user: PamUser) -> bool:
     return user.custom(OPT_IN_FIELD).lower() == OPT_IN_VALUE
 
 
-def require_not_keeperpam(user: PamUser, unfinished: Collection[str] = ()) -> None:
-    """Step 1's refusal of a record KeeperPAM rotates. A rotation this rotator already began (`unfinished`) is
-    always finished: the journal may hold the password IAM has."""
-    if user.uid not in unfinished and rotates(user) and not opted_in(user):
+def require_not_keeperpam(user: PamUser) -> None:
+    """Step 1's refusal of a record KeeperPAM rotates. (A rotation this rotator already began is always finished:
+    recovery binds through binding.bind_unfinished, which does not ask; the journal may hold the password IAM has.)"""
+    if rotates(user) and not opted_in(user):
         raise skip(
             Code.MANAGED_BY_KEEPERPAM,
             "KeeperPAM rotates this record itself (its rotation settings are enabled); two rotators would overwrite "

@@ -18,7 +18,7 @@ from typing import Any, TypeVar, cast
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-from .results import RECOVERY_PENDING_CODES, RecordResult, Status
+from .results import RECOVERY_PENDING_CODES, TAMPERING_CODES, RecordResult, Status
 from .sensitive import redact, redact_value
 from .settings import flag
 
@@ -63,14 +63,22 @@ def quiet_chatty_loggers() -> None:
 def report(result: RecordResult, seconds: float) -> None:
     """One structured log line and the metrics for one record's outcome."""
     log = logger.warning if result.status is Status.FAILED else logger.info
-    log("rotation result", extra={**result.to_dict(), "durationMs": round(seconds * 1000)})
+    changed = result.binding_changed and result.status is Status.ROTATED
+    log(
+        "rotation result",
+        extra={**result.to_dict(), "durationMs": round(seconds * 1000)} | ({"bindingChanged": True} if changed else {}),
+    )
     metrics.add_metric(name=STATUS_METRIC[result.status], unit=MetricUnit.Count, value=1)
+    if changed:  # a user's first binding, or its ownership moved to another record: someone may have aimed it
+        metrics.add_metric(name="BindingChanged", unit=MetricUnit.Count, value=1)
     if result.status is Status.ROTATED:
         metrics.add_metric(name="RotationDuration", unit=MetricUnit.Milliseconds, value=seconds * 1000)
     if result.code in RECOVERY_PENDING_CODES:
         metrics.add_metric(name="RecoveryRequired", unit=MetricUnit.Count, value=1)
     if result.drift:  # a password changed (or console access removed) outside the rotator: DriftAlarm
         metrics.add_metric(name="DriftDetected", unit=MetricUnit.Count, value=1)
+    if result.code in TAMPERING_CODES:
+        metrics.add_metric(name="TamperingDetected", unit=MetricUnit.Count, value=1)
     if result.status is Status.FAILED and result.code:
         # {code, service} whatever the environment: single_metric adds `service` only from POWERTOOLS_SERVICE_NAME.
         with single_metric(
@@ -81,6 +89,11 @@ def report(result: RecordResult, seconds: float) -> None:
             default_dimensions=SERVICE_DIMENSION,
         ) as m:
             m.add_dimension(name="code", value=str(result.code))
+
+
+def signal(metric: str, count: int) -> None:
+    """A run-level count metric (with the `service` dimension only, like every other): StaleOpenEntries."""
+    metrics.add_metric(name=metric, unit=MetricUnit.Count, value=count)
 
 
 def publish_metrics(handler: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:

@@ -23,17 +23,21 @@ from .binding import Vouched
 from .context import Invocation, RunContext
 from .errors import (
     AWS_ERRORS,
+    JournalTamperedError,
     JournalUnavailableError,
     KeeperCallError,
     KsmConfigUnavailableError,
+    KsmConfigUntrustedError,
     RunFailedError,
     describe_aws_error,
 )
+from .integrity import Verdict
 from .journal import Entry, Journal
 from .keeper import PamUser, RecordType, vault_for
 from .reconcile import reconcile
-from .request import RotationRequest, Trigger
+from .request import RECORD_UID, RotationRequest, Trigger
 from .results import WHOLE_RUN, Code, Outcome, RecordResult, Status
+from .trust import require_trusted
 
 log = logging.getLogger(__name__)
 Work = PamUser | RecordResult  # a record to rotate, or the result it already has
@@ -43,85 +47,136 @@ RECORD_GONE = "the journal holds an unfinished rotation for {arn}, but its recor
 
 @dataclass(frozen=True)
 class Plan:
-    """What a run will do: `work` in order, the records whose unfinished rotations come `first` (never handed off),
-    what vouches for unbound records, whether records beyond InlineRotationLimit go to the queue, how many
-    records in scope were left alone because they are not due, and what drifted (drift.py) for the records it
-    rotates because of it."""
+    """What a run will do: `work` in order; the records whose unfinished rotations come first (never handed off),
+    each with the user its open journal entry names (the user recovery binds it to); what vouches for unbound
+    records; whether records beyond InlineRotationLimit go to the queue; how many records in scope were left alone
+    because they are not due; when the plan was made (what a hand-off carries); and what drifted (drift.py) for the
+    records it rotates because of it (rotated here, never handed off)."""
 
     context: RunContext
     work: list[Work]
-    first: frozenset[str]
+    unfinished: Mapping[str, str]  # record uid -> the user ARN of its open journal entry
     vouched: Vouched
     hand_off: bool
     not_due: int = 0
+    planned_at: float = 0.0
     findings: Mapping[str, drift.Finding] = field(default_factory=dict)
+
+    @property
+    def first(self) -> frozenset[str]:
+        return frozenset(self.unfinished) | self.findings.keys()
 
 
 def plan(request: RotationRequest, invocation: Invocation) -> Plan | Outcome:
     """The run's plan, or its whole outcome when there is nothing to do or nothing can be done."""
     journal = invocation.journal()
     try:
-        unfinished = _expired_entries(journal) if request.trigger is Trigger.RECOVER else []
+        unfinished, tampered = _expired_entries(journal, invocation) if request.trigger is Trigger.RECOVER else ([], [])
         if request.trigger is Trigger.RECOVER and not unfinished:
-            return Outcome()
+            return _reported(tampered, invocation)
         context = _connect(request, invocation, journal)
-        return _select(context, unfinished)
+        return _select(context, unfinished, tampered)
     except RunFailedError as failure:
         return _whole_run_failed(request, invocation, failure)
 
 
-def _expired_entries(journal: Journal) -> list[Entry]:
-    """Open entries whose lease ran out: a live lease is a rotation in progress, not one to finish."""
+def _expired_entries(journal: Journal, invocation: Invocation) -> tuple[list[Entry], list[RecordResult]]:
+    """Open entries whose lease ran out (a live lease is a rotation in progress, not one to finish), and a result
+    for each open entry whose item fails its integrity check (never recovered). Signals StaleOpenEntries for open
+    entries older than two recovery periods plus the lease (the function's timeout and margin): recovery should
+    have finished them by then."""
     now = time.time()
     try:
-        return [entry for entry in journal.open_entries() if entry.lease_until <= now]
+        entries, tampered = _untampered(list(journal.open_entries()))
     except JournalUnavailableError as error:
         raise RunFailedError(Code.JOURNAL_UNAVAILABLE, str(error)) from None
+    stale_after = 2 * invocation.settings.recovery_period + invocation.lease_seconds
+    stale = [entry for entry in entries if now - entry.opened_at > stale_after]
+    if stale:
+        oldest = min(stale, key=lambda entry: entry.opened_at)
+        log.warning(
+            "open journal entries older than two recovery periods plus the lease",
+            extra={
+                "count": len(stale),
+                "oldest_user_arn": oldest.user_arn[:200],
+                "seconds": round(now - oldest.opened_at),
+            },
+        )
+        invocation.signal("StaleOpenEntries", len(stale))
+    return [entry for entry in entries if entry.lease_until <= now], tampered
+
+
+def _untampered(entries: list[Entry]) -> tuple[list[Entry], list[RecordResult]]:
+    """The entries that may be used, and a `journal_tampered` result for each of the others."""
+    usable, tampered = [], []
+    for entry in entries:
+        if entry.integrity is Verdict.TAMPERED:
+            tampered.append(_tampered(entry))
+        else:
+            usable.append(entry)
+    return usable, tampered
+
+
+def _tampered(entry: Entry) -> RecordResult:
+    """A tampered item names a record and a user no one vouches for: quoted bounded, never acted on."""
+    uid = entry.record_uid if RECORD_UID.fullmatch(entry.record_uid) else WHOLE_RUN
+    message = str(JournalTamperedError(entry.user_arn))
+    return RecordResult(uid, Status.FAILED, code=Code.JOURNAL_TAMPERED, message=message)
+
+
+def _reported(results: list[RecordResult], invocation: Invocation) -> Outcome:
+    for result in results:
+        invocation.observe(result, 0.0)
+    return Outcome(results)
 
 
 def _connect(request: RotationRequest, invocation: Invocation, journal: Journal) -> RunContext:
-    """The hub account's identity and the Keeper connection: the two things every record needs."""
+    """The hub account's identity and the Keeper connection: the two things every record needs. The config must
+    point at the deployment's Keeper (trust.py) before a vault is built from it."""
     hub = invocation.hub()
     try:
         account_id = hub.account_id
     except AWS_ERRORS as error:
         raise RunFailedError(Code.IAM_ERROR, f"STS GetCallerIdentity failed: {describe_aws_error(error)}") from None
+    settings = invocation.settings
     try:  # KeeperVault only parses the config: no Keeper call yet
-        vault = vault_for(invocation.load_ksm_config(), invocation.settings.keeper_timeout)
+        config = invocation.load_ksm_config()
+        require_trusted(config, settings.keeper_region)
+        vault = vault_for(config, settings.keeper_timeout)
+    except KsmConfigUntrustedError as error:
+        message = f"{error}; nothing was sent to it and nothing was changed"
+        raise RunFailedError(Code.KSM_CONFIG_UNTRUSTED, message, account_id) from None
     except (KsmConfigUnavailableError, KeeperCallError) as error:
         raise RunFailedError(Code.KSM_CONFIG_UNREADABLE, str(error), account_id) from None
     return RunContext(invocation, request, hub, vault, journal)
 
 
-def _select(context: RunContext, unfinished: list[Entry]) -> Plan:
+def _select(context: RunContext, unfinished: list[Entry], tampered: list[RecordResult]) -> Plan:
     request, settings = context.request, context.settings
     try:
-        work, unfinished, not_due, findings = _work(context, unfinished)
+        work, unfinished, not_due, findings = _work(context, unfinished, tampered)
     except KeeperCallError as error:
         message = f"{error}; nothing was changed"
         raise RunFailedError(Code.KEEPER_UNAVAILABLE, message, context.hub.account_id) from None
-    first = frozenset(entry.record_uid for entry in unfinished)
-    vouched = Vouched(
-        explicit=request.trigger.operator_named,
-        folder_uids=settings.folder_uids,
-        unfinished_record_uids=first,
-        planned_record_uids=request.vouched_uids,
-    )
+    owed = {entry.record_uid: entry.user_arn for entry in reversed(unfinished)}  # one per record: the first listed
+    vouched = Vouched(explicit=request.bind, folder_uids=settings.folder_uids)
     hand_off = request.trigger is Trigger.SCHEDULE and bool(settings.rotation_queue_url) and not context.dry_run
-    return Plan(context, work, first | findings.keys(), vouched, hand_off, not_due, findings)
+    return Plan(context, work, owed, vouched, hand_off, not_due, planned_at=time.time(), findings=findings)
 
 
-def _work(context: RunContext, unfinished: list[Entry]) -> tuple[list[Work], list[Entry], int, drift.Findings]:
+def _work(
+    context: RunContext, unfinished: list[Entry], tampered: list[RecordResult]
+) -> tuple[list[Work], list[Entry], int, drift.Findings]:
     """The run's work by trigger, with its unfinished rotations, records not due, and drift findings."""
     trigger = context.request.trigger
     if trigger is Trigger.RECOVER:
-        return _records_of(unfinished, context), unfinished, 0, {}
+        return [*tampered, *_records_of(unfinished, context)], unfinished, 0, {}
     if trigger is Trigger.SCHEDULE:
         return _scheduled(context)
     if trigger is Trigger.DRIFT:
         work, findings = drift.plan_change(context)
         return work, [], 0, findings
-    return _named(context.request.record_uids, context), unfinished, 0, {}
+    return _named(context.request.record_uids, context), [], 0, {}
 
 
 def _named(uids: Sequence[str], context: RunContext) -> list[Work]:
@@ -138,12 +193,13 @@ def _named(uids: Sequence[str], context: RunContext) -> list[Work]:
 def _scheduled(context: RunContext) -> tuple[list[Work], list[Entry], int, drift.Findings]:
     """Every pamUser record in scope that is due or drifted, and every unfinished rotation (in scope or not; none in
     a dry run), from one Keeper read, one journal Scan and a credential report per account."""
+    entries, tampered = _untampered(_journal_entries(context.journal))
+    refused = {result.record_uid for result in tampered}  # the tampered items' records: reported, not rotated
     in_scope: list[PamUser] = [
         user
         for user in context.vault.fetch_all(context.settings.folder_uids, links=True)
-        if user.type == RecordType.PAM_USER
+        if user.type == RecordType.PAM_USER and user.uid not in refused
     ]
-    entries = _journal_entries(context.journal)
     unfinished = [] if context.dry_run else [entry for entry in entries if entry.open]
     drifted = reconcile(context, in_scope, entries)
     always = {entry.record_uid for entry in unfinished} | drifted.forced(context.settings.drift_action)
@@ -152,7 +208,7 @@ def _scheduled(context: RunContext) -> tuple[list[Work], list[Entry], int, drift
     work, not_due = drifted.complete(list[Work](selected), not_due)
     in_run = {item.uid if isinstance(item, PamUser) else item.record_uid for item in work}
     work += _records_of([entry for entry in unfinished if entry.record_uid not in in_run], context)
-    return work, unfinished, not_due, drifted.findings
+    return [*tampered, *work], unfinished, not_due, drifted.findings
 
 
 def _journal_entries(journal: Journal) -> list[Entry]:
@@ -186,6 +242,4 @@ def _whole_run_failed(request: RotationRequest, invocation: Invocation, failure:
         RecordResult(uid, Status.FAILED, account_id=failure.account_id, code=failure.code, message=failure.message)
         for uid in uids
     ]
-    for result in results:
-        invocation.observe(result, 0.0)
-    return Outcome(results)
+    return _reported(results, invocation)

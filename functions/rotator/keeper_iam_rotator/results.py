@@ -41,8 +41,10 @@ class Code(StrEnum):
     NO_DRIFT = "no_drift"
     NOT_MANAGED = "not_managed"
     CREDENTIAL_REPORT_UNAVAILABLE = "credential_report_unavailable"
+    NOT_DUE = "not_due"
     # failed, nothing changed
     KSM_CONFIG_UNREADABLE = "ksm_config_unreadable"
+    KSM_CONFIG_UNTRUSTED = "ksm_config_untrusted"
     KEEPER_UNAVAILABLE = "keeper_unavailable"
     KEEPER_STAGE_FAILED = "keeper_stage_failed"
     IAM_ERROR = "iam_error"
@@ -56,11 +58,15 @@ class Code(StrEnum):
     IAM_OUTCOME_UNKNOWN = "iam_outcome_unknown"
     PASSWORD_IN_JOURNAL = "password_in_journal"  # noqa: S105 - a code, not a password
     JOURNAL_UNREADABLE = "journal_unreadable"
+    # failed: a journal item was changed by someone other than the rotator; nothing was changed, an operator looks
+    JOURNAL_TAMPERED = "journal_tampered"
     INTERNAL_ERROR = "internal_error"
 
 
 # Codes after which IAM may hold a password Keeper's committed record does not: an operator must look.
 RECOVERY_PENDING_CODES: Final = frozenset({Code.IAM_OUTCOME_UNKNOWN, Code.PASSWORD_IN_JOURNAL, Code.JOURNAL_UNREADABLE})
+# Codes that mean someone wrote an input the rotator refuses to be steered by: an operator must look (an alarm).
+TAMPERING_CODES: Final = frozenset({Code.KSM_CONFIG_UNTRUSTED, Code.JOURNAL_TAMPERED})
 WHOLE_RUN: Final = "*"  # the record uid of a result that stands for every record of a run that failed before any
 # (and of a drift result that concerns no record: a user no record names, a whole account's credential report)
 
@@ -75,6 +81,7 @@ class RecordResult:
     message: str | None = None
     recovered: bool = False
     drift: bool = False  # the password was changed (or console access removed) outside the rotator
+    binding_changed: bool = False  # rotated for a user the journal named no owner for, or another record as owner
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"recordUid": self.record_uid, "status": str(self.status)}

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from enum import Enum
 
 from .binding import Claim, duplicate_halt, iam_read_halt, rightful_owner, still_names
@@ -23,9 +25,11 @@ from .errors import (
     AWS_ERRORS,
     IamOutcomeUnknownError,
     IamRefusedError,
+    JournalTamperedError,
     JournalUnavailableError,
     KeeperCallError,
     LeaseHeldError,
+    NotDueError,
     OwnedElsewhereError,
     RotationHaltedError,
     fail,
@@ -33,7 +37,7 @@ from .errors import (
 )
 from .iam import IamGateway
 from .journal import Entry, Journal
-from .keeper import KeeperVault
+from .keeper import KeeperVault, PamUser
 from .passwords import generate_password
 from .results import Code, RecordResult, Status
 from .sensitive import Secret
@@ -51,7 +55,8 @@ class IamHolds(Enum):
 @dataclass(frozen=True)
 class Rotation:
     """The adapters and limits one invocation shares across its records (each record's IAM gateway comes with its
-    claim: the account of its user)."""
+    claim: the account of its user). `rotated_before(user)`: the latest last rotation at which the record may be
+    rotated now (None: whenever it was; see RunContext._due_rule)."""
 
     vault: KeeperVault
     journal: Journal
@@ -59,6 +64,7 @@ class Rotation:
     lease_seconds: float
     password_length: int = 32
     commit_attempts: int = 3
+    rotated_before: Callable[[PamUser], float | None] = lambda user: None
 
 
 def rotate(claim: Claim, rot: Rotation, dry_run: bool = False) -> RecordResult:
@@ -83,6 +89,7 @@ def rotate(claim: Claim, rot: Rotation, dry_run: bool = False) -> RecordResult:
             raise fail(Code.JOURNAL_UNAVAILABLE, f"{error}; nothing was changed") from None
         else:
             passwords, holds = [password], IamHolds.KEEPER
+            result.binding_changed = entry.previous_owner != claim.user.uid
         converge(claim, entry, passwords, holds, rot)  # 5-8
     except RotationHaltedError as halt:
         result.status, result.code, result.message = halt.status, halt.code, halt.message
@@ -112,7 +119,14 @@ def open_journal(claim: Claim, password: Secret, rot: Rotation) -> Entry:
     user; binding.rightful_owner decides (the same rule as within one run) whether this record may take it over."""
     user, target = claim.user, claim.target
     try:
-        return rot.journal.open(target.arn, user.uid, password, rot.owner, rot.lease_seconds)
+        return rot.journal.open(
+            target.arn, user.uid, password, rot.owner, rot.lease_seconds, rotated_before=rot.rotated_before(user)
+        )
+    except NotDueError as recent:
+        when = datetime.fromtimestamp(recent.rotated_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        raise skip(Code.NOT_DUE, f"last rotated {when}: not due, or rotated since it was planned") from None
+    except JournalTamperedError as tampered:
+        raise tampered_halt(tampered) from None
     except OwnedElsewhereError as owned:
         last_rotator = owned.record_uid
     try:
@@ -121,7 +135,16 @@ def open_journal(claim: Claim, password: Secret, rot: Rotation) -> Entry:
         raise fail(Code.KEEPER_UNAVAILABLE, f"{error}; nothing was changed") from None
     if owner != user.uid:
         raise duplicate_halt(owner, target)
-    return rot.journal.open(target.arn, user.uid, password, rot.owner, rot.lease_seconds, adopt=True)
+    try:
+        return rot.journal.open(target.arn, user.uid, password, rot.owner, rot.lease_seconds, adopt=last_rotator)
+    except JournalTamperedError as tampered:
+        raise tampered_halt(tampered) from None
+    except OwnedElsewhereError as owned:  # another record took the user in the meantime
+        raise duplicate_halt(owned.record_uid, target) from None
+
+
+def tampered_halt(tampered: JournalTamperedError) -> RotationHaltedError:
+    return fail(Code.JOURNAL_TAMPERED, str(tampered))
 
 
 def claim_unfinished(claim: Claim, rot: Rotation) -> tuple[Entry, list[Secret], IamHolds]:
@@ -131,16 +154,23 @@ def claim_unfinished(claim: Claim, rot: Rotation) -> tuple[Entry, list[Secret], 
         entry = rot.journal.find(claim.target.arn)
         if entry is None or entry.record_uid != claim.user.uid:
             raise skip(Code.LOCKED, _locked_message(entry))
+        passwords = _sealed_passwords(rot, entry)  # before taking it over: only an entry the rotator sealed is used
         entry = rot.journal.take_over(entry, rot.owner, rot.lease_seconds)
     except LeaseHeldError:
         raise skip(Code.LOCKED, "another invocation is rotating this user now") from None
+    except JournalTamperedError as tampered:
+        raise tampered_halt(tampered) from None
     except JournalUnavailableError as error:
         raise fail(Code.JOURNAL_UNAVAILABLE, f"{error}; nothing was changed") from None
+    return entry, passwords, IamHolds.UNKNOWN
+
+
+def _sealed_passwords(rot: Rotation, entry: Entry) -> list[Secret]:
+    """The entry's passwords; they open only for the user and record they were sealed for (AES-GCM)."""
     try:
-        passwords = rot.journal.passwords(entry)
+        return rot.journal.passwords(entry)
     except JournalUnavailableError as error:
         raise fail(Code.JOURNAL_UNREADABLE, f"{error}; the unfinished rotation stays in the journal") from None
-    return entry, passwords, IamHolds.UNKNOWN
 
 
 def converge(claim: Claim, entry: Entry, passwords: list[Secret], holds: IamHolds, rot: Rotation) -> None:

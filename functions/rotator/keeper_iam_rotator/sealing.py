@@ -88,7 +88,9 @@ class Sealer:
         with self._lock:
             if data_key not in self._ciphers:
                 try:
-                    plaintext = self._kms.decrypt(CiphertextBlob=data_key, EncryptionContext=DATA_KEY_CONTEXT)
+                    plaintext = self._kms.decrypt(  # KeyId: a data key sealed under any other KMS key is refused
+                        CiphertextBlob=data_key, KeyId=self._key_id, EncryptionContext=DATA_KEY_CONTEXT
+                    )
                 except AWS_ERRORS as error:
                     raise JournalUnavailableError(f"KMS Decrypt failed: {aws_error_code(error)}") from None
                 self._ciphers[data_key] = _cipher(plaintext["Plaintext"])

@@ -1,9 +1,11 @@
 """Keeping secret strings out of logs, reprs, tracebacks and results.
 
 `Secret` masks itself wherever it is printed. Libraries see the revealed values, though (botocore logs
-UpdateLoginProfile's parameters at DEBUG), so every secret value this process has held is also remembered, and
-`redact` removes remembered values and anything under a secret-looking name (Password=…, "Authorization": …,
-SecretString, Plaintext, KSM keys) from text a log record is about to carry.
+UpdateLoginProfile's parameters at DEBUG), so every secret value this process has held is also remembered (the
+passwords, the KSM config, each AssumeRole credential, the ExternalId), and `redact` removes remembered values and
+anything under a secret-looking name from text a log record is about to carry: `Password=…` (query bodies),
+`'Password': '…'` and `"Password": "…"` (parameter dumps, JSON), `<SecretAccessKey>…</SecretAccessKey>` (STS's XML
+answers, which botocore logs before the caller sees them), headers such as `Authorization: …`.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ KSM_CONFIG_SECRETS = ("privateKey", "appKey", "clientKey")
 _NAMES = (
     r"password|oldpassword|newpassword|authorization|x-amz-security-token|x-amz-signature|signature|"
     r"securitytoken|sessiontoken|secretaccesskey|secretstring|secretbinary|plaintext|privatekey|appkey|clientkey|"
-    r"transmissionkey"
+    r"transmissionkey|externalid"
 )
 SECRET_NAME = re.compile(rf"(?i)(?:{_NAMES})")
 # a quoted value ends at an unescaped quote; `\\+.` also skips JSON escaped once more (JSON in a bytes repr)
 _QUOTED = re.compile(rf"""(?i)(?P<key>(["'])(?:{_NAMES})\2\s*:\s*b?)(?P<q>["'])(?:\\+.|(?!(?P=q)).)*(?P=q)""")
 _ASSIGNED = re.compile(rf"""(?i)(?<![\w-])(?P<key>(?:{_NAMES})=)[^&\s,'"]+""")
 _HEADER = re.compile(rf"""(?i)(?<![\w-])(?P<key>(?:{_NAMES})[ \t]*:[ \t]*)[^\s'"][^\r\n]*""")
+_XML = re.compile(rf"""(?i)(?P<open><(?P<tag>{_NAMES})>)[^<]*(?P<close></(?P=tag)>)""")
 
 _lock = threading.Lock()
 _recent: OrderedDict[str, None] = OrderedDict()
@@ -105,6 +108,7 @@ def redact(text: str) -> str:
     for value in known:
         if value in text:
             text = text.replace(value, MASK)
+    text = _XML.sub(rf"\g<open>{MASK}\g<close>", text)
     text = _QUOTED.sub(rf"\g<key>\g<q>{MASK}\g<q>", text)
     text = _ASSIGNED.sub(rf"\g<key>{MASK}", text)
     return _HEADER.sub(rf"\g<key>{MASK}", text)
