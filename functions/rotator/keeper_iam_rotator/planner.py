@@ -6,12 +6,16 @@ What the trigger decides (request.py):
 - RECOVER: only the records whose rotation a dead run left open in the journal (an idle run makes one Scan, no
   other call);
 - SCHEDULE: every pamUser record in scope that is due (due.py), plus every open rotation, in one journal Scan;
+  (`rotate_all`, the CLI's `rotate --all`: every record in scope, due or not);
 - API, INVOKE, QUEUE: the records the request names.
+
+Fail closed: a scheduled or recovery run that cannot read the journal rotates and queues nothing. An unreadable journal
+says nothing about what is due, nor which rotations are unfinished; treating it as "never rotated" would rotate the
+whole fleet every day while the fault lasts. Every record fails `journal_unavailable`, which the failure metric alarms.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,7 +36,6 @@ from .keeper import PamUser, RecordType, vault_for
 from .request import RotationRequest, Trigger
 from .results import WHOLE_RUN, Code, Outcome, RecordResult, Status
 
-log = logging.getLogger(__name__)
 Work = PamUser | RecordResult  # a record to rotate, or the result it already has
 NOT_SHARED = "no such record is shared with the KSM application"
 RECORD_GONE = "the journal holds an unfinished rotation for {arn}, but its record is no longer shared with the KSM app"
@@ -124,26 +127,30 @@ def _named(uids: Sequence[str], context: RunContext) -> list[Work]:
 
 def _scheduled(context: RunContext) -> tuple[list[Work], list[Entry], int]:
     """Every pamUser record in scope that is due, and every unfinished rotation (in scope or not; none in a dry
-    run), from one Keeper read and one journal Scan."""
+    run), from one journal Scan and one Keeper read."""
+    entries = _journal_entries(context)
     in_scope: list[Work] = [
         user for user in context.vault.fetch_all(context.settings.folder_uids) if user.type == RecordType.PAM_USER
     ]
-    entries = _journal_entries(context.journal)
     unfinished = [] if context.dry_run else [entry for entry in entries if entry.open]
     always = {entry.record_uid for entry in unfinished}
     period = context.settings.rotation_period_days
-    work, not_due = due.select(in_scope, due.last_rotations(entries), period, time.time(), always=always)
+    if context.request.rotate_all:
+        work, not_due = in_scope, 0
+    else:
+        work, not_due = due.select(in_scope, due.last_rotations(entries), period, time.time(), always=always)
     in_run = {item.uid if isinstance(item, PamUser) else item.record_uid for item in work}
     work += _records_of([entry for entry in unfinished if entry.record_uid not in in_run], context)
     return work, unfinished, not_due
 
 
-def _journal_entries(journal: Journal) -> list[Entry]:
+def _journal_entries(context: RunContext) -> list[Entry]:
+    """The journal's every item, or the end of the run: without it nothing is known to be due or unfinished."""
     try:
-        return list(journal.entries())
+        return list(context.journal.entries())
     except JournalUnavailableError as error:
-        log.warning("could not scan the journal for unfinished rotations", extra={"error": str(error)})
-        return []
+        message = f"{error}; without the journal nothing is known to be due or unfinished: nothing was changed"
+        raise RunFailedError(Code.JOURNAL_UNAVAILABLE, message, context.hub.account_id) from None
 
 
 def _records_of(entries: list[Entry], context: RunContext) -> list[Work]:

@@ -56,17 +56,22 @@ class Trigger(StrEnum):
 @dataclass(frozen=True)
 class RotationRequest:
     """One run's request. `idempotency_key`: a retry with the same key returns the first answer (None: every
-    request runs). `vouched_uids`: for the queue, the records the planning run vouched for."""
+    request runs). `vouched_uids`: for the queue, the records the planning run vouched for. `rotate_all`: a
+    scheduled run that rotates every record in scope, due or not: the CLI's `rotate --all`, an operator's explicit
+    choice; no event or request body can set it."""
 
     trigger: Trigger
     record_uids: tuple[str, ...] = ()
     dry_run: bool = False
     idempotency_key: str | None = None
     vouched_uids: frozenset[str] = frozenset()
+    rotate_all: bool = False
 
     def __post_init__(self) -> None:
         if self.trigger.names_records != bool(self.record_uids):
             raise ValueError(f"a {self.trigger} request {'needs' if self.trigger.names_records else 'takes no'} uids")
+        if self.rotate_all and self.trigger is not Trigger.SCHEDULE:
+            raise ValueError("only a scheduled run selects records by due date: rotate_all needs Trigger.SCHEDULE")
 
     def to_dict(self) -> dict[str, Any]:
         """The request as idempotency compares it: a key reused with another body is refused."""
