@@ -58,7 +58,8 @@ class Preflight:
     required_tags: dict[str, str]
     role_arn: str | None
     checks: list[Check] = field(default_factory=list)
-    last_rotated: dict[str, float] = field(default_factory=dict)  # record uid -> last rotation (the journal's)
+    # record uid -> last rotation (the journal's); None: the journal cannot be read
+    last_rotated: dict[str, float] | None = field(default_factory=dict)
 
     def add(self, check: str, result: Verdict, detail: str) -> None:
         self.checks.append(Check(check, result, detail))
@@ -188,12 +189,14 @@ class Preflight:
         try:
             self.last_rotated = due.last_rotations(journal.entries())
         except JournalUnavailableError:
-            self.last_rotated = {}  # the journal check below reports why
+            self.last_rotated = None  # the journal check below reports why
 
     def _due(self, user: PamUser) -> str:
         """Whether the scheduled run would rotate the record now (it always rotates on request)."""
         default = self.target.settings().rotation_period_days
         days = due.period_days(user, default)
+        if self.last_rotated is None:
+            return "due: unknown, the journal cannot be read (a scheduled run now fails journal_unavailable)"
         rotated_at = self.last_rotated.get(user.uid)
         if rotated_at is None:
             return f"due (never rotated by this rotator; period {days} d)"
