@@ -7,12 +7,14 @@ import re
 import pytest
 
 from keeper_iam_rotator.accounts import session_name
-from keeper_iam_rotator.due import DAY, EARLY_SECONDS, JITTER_SHARE, is_due, select
+from keeper_iam_rotator.due import is_due, select
 from keeper_iam_rotator.errors import BadQueueMessageError
 from keeper_iam_rotator.fanout import Handoff, interleave
 from keeper_iam_rotator.keeper import PamUser
 from keeper_iam_rotator.results import MAX_LISTED_RESULTS, Code, Outcome, RecordResult, Status
 from keeper_iam_rotator.settings import ConfigurationError, Settings
+
+DAY = 86400
 
 
 class _Record:
@@ -33,13 +35,20 @@ def test_session_names_fit_sts_rules(uid):
 
 
 def test_due_boundaries_hold_for_every_record():
+    """The documented rule in plain figures (not due.py's constants): a 30-day record is never due before 26 days
+    22 hours (at most 2 h plus 10% of its period early), always due at 29 days 22 hours, and due when never rotated.
+    In between, each record's own share of the spread decides, and records really are spread over that window."""
     now = 1_000 * DAY
+    hour = 3600
+    due_at_28_days = 0
     for i in range(200):
         record = user(f"record-{i:04d}-xxxxxxxxxxxx")
-        never_early = now - (30 * DAY - EARLY_SECONDS - JITTER_SHARE * 30 * DAY) + 1
-        assert not is_due(record, {record.uid: never_early}, 30, now)
+        assert not is_due(record, {record.uid: now - (26 * DAY + 21 * hour)}, 30, now)
+        assert is_due(record, {record.uid: now - (29 * DAY + 22 * hour)}, 30, now)
         assert is_due(record, {record.uid: now - 30 * DAY}, 30, now)
         assert is_due(record, {}, 30, now)
+        due_at_28_days += is_due(record, {record.uid: now - 28 * DAY}, 30, now)
+    assert 40 < due_at_28_days < 110  # due at 28 days: a share of at least 46 h / 72 h, about 36% of records
 
 
 def test_the_record_period_wins_and_garbage_falls_back():
