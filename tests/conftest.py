@@ -189,6 +189,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     write = terminalreporter.write_line
     terminalreporter.section(f"fault matrix: {len(OUTCOMES)} cells, 0 lost passwords unless a test above failed")
     width = max(len(case) for case, _, _ in OUTCOMES)
-    write(f"{'case':<{width}}  {'faulted run':<42}  after recovery run")
+    first_width = max(len(first) for _, first, _ in OUTCOMES)
+    write(f"{'case':<{width}}  {'faulted run':<{first_width}}  after recovery run")
     for case, first, after in sorted(OUTCOMES):
-        write(f"{case:<{width}}  {first:<42}  {after}")
+        write(f"{case:<{width}}  {first:<{first_width}}  {after}")
