@@ -5,7 +5,7 @@ SAM_VENV ?= .venv-sam
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help test lint demo serve bench bench-fleet bench-import bench-cold validate build lock clean package-check
+.PHONY: help docs test lint demo serve bench bench-fleet bench-import bench-cold validate build lock clean package-check
 .DEFAULT_GOAL := help
 
 help:  ## this list
@@ -37,6 +37,10 @@ demo: $(STAMP)  ## the product end to end on this machine (moto + KSM emulator, 
 # moto server + the KSM emulator, seeded, until Ctrl-C; prints the exports that point the CLI at them.
 serve: $(STAMP)  ## a sandbox stack for the CLI until Ctrl-C; prints the exports that point the CLI at it
 	$(DEV) -m rotator_sandbox serve $(SERVE_ARGS)
+
+# README.md and docs/*.md: the CLI transcripts (run against `serve`), the demo sample, the environment tables.
+docs: $(STAMP)  ## regenerate the transcripts and tables in README.md and docs/ (tests/test_docs.py checks them)
+	$(DEV) tools/generate_docs.py
 
 bench: $(STAMP)  ## rotation throughput and CPU per record against the sandbox (BENCH_ARGS=...)
 	$(DEV) -m rotator_sandbox bench $(BENCH_ARGS)

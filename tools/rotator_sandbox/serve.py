@@ -50,6 +50,7 @@ ONE_TIME_ACCESS_COMMAND = (
     " | python3 -c 'import json, sys; print(json.load(sys.stdin)[\"token\"])' > token"
 )
 FORBIDDEN = {"message": "Missing Authentication Token"}  # API Gateway's answer to unsigned calls and unknown routes
+RANDOM_SEED = 17  # moto's ids and ARN suffixes are the same every run, so the docs' transcripts can be checked
 
 
 def create_stack(sb: Sandbox, front_door: str) -> dict[str, str]:
@@ -216,7 +217,7 @@ def notes(sb: Sandbox) -> list[str]:
 
 def run_serve(env_file: Path | None = None) -> int:
     with (
-        Sandbox(users=0) as sb,
+        Sandbox(users=0, random_seed=RANDOM_SEED) as sb,
         front_door(sb) as door,
         tempfile.TemporaryDirectory(prefix="rotator-sandbox-") as tmp,
     ):

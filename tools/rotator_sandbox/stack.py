@@ -145,8 +145,15 @@ class Sandbox:
     """`with Sandbox(users=3) as sb:` starts both servers, creates the function's resources and seeds `users` pairs
     (IAM user + login profile, pamUser record); both servers stop on exit, Ctrl-C included."""
 
-    def __init__(self, users: int = 0, pending_policy: str = "replace", user_prefix: str = "sandbox-user") -> None:
+    def __init__(
+        self,
+        users: int = 0,
+        pending_policy: str = "replace",
+        user_prefix: str = "sandbox-user",
+        random_seed: int | None = None,
+    ) -> None:
         self.user_count = users
+        self.random_seed = random_seed  # moto's ids and ARN suffixes: the same every run when set
         self.pending_policy = pending_policy
         self.user_prefix = user_prefix
         self.users: list[SeededUser] = []
@@ -198,6 +205,8 @@ class Sandbox:
     def reset(self, users: int | None = None) -> None:
         """Empty both sides, re-create the function's resources and seed `users` (default: the constructor's)."""
         self._moto_api("reset")
+        if self.random_seed is not None:
+            self._moto_api(f"seed?a={self.random_seed}")
         self.handler_credentials = {}
         self._handlers_running = 0
         self._moto_api("reset-auth", b"inf")  # even after a test that never collected its handler
