@@ -5,7 +5,7 @@ SAM_VENV ?= .venv-sam
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help docs test lint demo serve bench bench-fleet bench-import bench-cold validate build lock clean package-check
+.PHONY: help docs mutation test lint demo serve bench bench-fleet bench-import bench-cold validate build lock clean package-check
 .DEFAULT_GOAL := help
 
 help:  ## this list
@@ -41,6 +41,10 @@ serve: $(STAMP)  ## a sandbox stack for the CLI until Ctrl-C; prints the exports
 # README.md and docs/*.md: the CLI transcripts (run against `serve`), the demo sample, the environment tables.
 docs: $(STAMP)  ## regenerate the transcripts and tables in README.md and docs/ (tests/test_docs.py checks them)
 	$(DEV) tools/generate_docs.py
+
+# Each mutant of the core runs the tests that execute its line; the score and the survivors are in the README.
+mutation: $(STAMP)  ## mutation testing of rotation.py, binding.py, due.py, journal.py (its own target: not in make test)
+	$(DEV) tools/mutation.py $(MUTATION_ARGS)
 
 bench: $(STAMP)  ## rotation throughput and CPU per record against the sandbox (BENCH_ARGS=...)
 	$(DEV) -m rotator_sandbox bench $(BENCH_ARGS)

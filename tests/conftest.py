@@ -169,6 +169,20 @@ def stack(keeper: Any) -> Iterator[Stack]:
 
 
 @pytest.fixture
+def short_lease(stack, monkeypatch):
+    """A dead run's lease expires at once, so the very next run may recover it."""
+    monkeypatch.setenv("JOURNAL_LEASE_MARGIN_SECONDS", "0")
+    stack.remaining_ms = 0
+
+
+@pytest.fixture
+def patches():
+    """Fault patches, undone by `disarm` while the test's environment stays."""
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+@pytest.fixture
 def function_log() -> Iterator[io.StringIO]:
     """Everything the function's Powertools Logger writes during the test (its handler keeps the stream it found
     at import, which capsys/capfd do not capture)."""

@@ -166,20 +166,6 @@ def assert_converged(stack, uid: str, name: str) -> str:
     return iam
 
 
-@pytest.fixture
-def short_lease(stack, monkeypatch):
-    """A dead run's lease expires at once, so the very next run may recover it."""
-    monkeypatch.setenv("JOURNAL_LEASE_MARGIN_SECONDS", "0")
-    stack.remaining_ms = 0
-
-
-@pytest.fixture
-def patches():
-    """Fault patches, undone by `disarm` while the test's environment stays."""
-    with pytest.MonkeyPatch.context() as mp:
-        yield mp
-
-
 def disarm(stack, patches: pytest.MonkeyPatch) -> None:
     patches.undo()
     boto3.setup_default_session()  # drops the botocore fault hooks with the session that held them

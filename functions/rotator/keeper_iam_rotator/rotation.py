@@ -56,11 +56,11 @@ class Rotation:
     journal: Journal
     owner: str
     lease_seconds: float
-    password_length: int = 32
-    commit_attempts: int = 3
+    password_length: int
+    commit_attempts: int
 
 
-def rotate(claim: Claim, rot: Rotation, dry_run: bool = False) -> RecordResult:
+def rotate(claim: Claim, rot: Rotation, dry_run: bool) -> RecordResult:
     """Steps 2-8 for one record that step 1 (binding.bind) bound to its IAM user, and that won any duplicate claim
     on that user; every outcome, including a refusal, comes back as a result."""
     result = RecordResult(claim.user.uid, Status.ROTATED, user_name=claim.target.name, account_id=claim.account_id)
