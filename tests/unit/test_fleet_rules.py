@@ -59,6 +59,21 @@ def test_the_record_period_wins_and_garbage_falls_back():
         assert not is_due(user(period=garbage), {user().uid: last}, 30, now)
 
 
+def test_a_record_period_is_a_whole_number_of_days_from_1_to_365():
+    now = 1_000 * DAY
+    assert is_due(user(period="1"), {user().uid: now - 2 * DAY}, 30, now)
+    assert not is_due(user(period="365"), {user().uid: now - 40 * DAY}, 30, now)
+    assert is_due(user(period="366"), {user().uid: now - 40 * DAY}, 30, now)  # ignored: the default 30 applies
+
+
+def test_the_early_margin_is_two_hours():
+    """At 29 days 21 hours a few 30-day records (those with the smallest share of the spread) are not due yet."""
+    now = 1_000 * DAY
+    records = [user(f"margin-{i:05d}-xxxxxxxxxxx") for i in range(1000)]
+    waiting = [r for r in records if not is_due(r, {r.uid: now - (29 * DAY + 21 * 3600)}, 30, now)]
+    assert 0 < len(waiting) < 50  # a share under 1 h / 72 h: about 1.4% of records
+
+
 def test_select_counts_what_it_leaves_and_keeps_unfinished_work():
     fresh, stale = user("fresh-xxxxxxxxxxxxxxxx"), user("stale-xxxxxxxxxxxxxxxx")
     last = {fresh.uid: 99 * DAY, stale.uid: 1.0}

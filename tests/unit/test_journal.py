@@ -2,6 +2,7 @@
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from keeper_iam_rotator.errors import JournalUnavailableError, LeaseHeldError
@@ -111,3 +112,89 @@ def test_an_entry_in_the_earlier_format_is_unreadable_and_stays_open(journal):
     with pytest.raises(JournalUnavailableError, match="no sealed passwords"):
         j.passwords(entry)
     assert j.find(ARN) is not None
+
+
+class Failing:
+    """The journal's DynamoDB client, except that `operation` fails the way DynamoDB fails."""
+
+    def __init__(self, client, operation: str) -> None:
+        self._client, self._operation = client, operation
+
+    def __getattr__(self, name):
+        if name == self._operation:
+
+            def fail(*_, **__):
+                raise ClientError({"Error": {"Code": "InternalServerError", "Message": "injected"}}, name)
+
+            return fail
+        return getattr(self._client, name)
+
+
+def item() -> dict:
+    return boto3.client("dynamodb").get_item(TableName="journal", Key={"userArn": {"S": ARN}})["Item"]
+
+
+def test_a_closed_entry_expires_400_days_after_closing_and_an_open_one_never(journal):
+    j, clock = journal
+    entry = j.open(ARN, "rec", Secret("a"), owner="run-1", lease_seconds=60)
+    assert "expiresAt" not in item()
+    clock["now"] = 5000.0
+    j.close(entry)
+    assert item()["expiresAt"] == {"N": str(5000 + 400 * 86400)}
+
+
+def test_only_a_successful_rotation_records_its_time(journal):
+    """`rotatedAt` is what due.py reads: an entry closed after a failed attempt leaves the record due."""
+    j, clock = journal
+    j.close(j.open(ARN, "rec", Secret("a"), owner="run-1", lease_seconds=60))
+    assert "rotatedAt" not in item()
+    entry = j.open(ARN, "rec", Secret("b"), owner="run-2", lease_seconds=60)
+    assert "rotatedAt" not in item()
+    clock["now"] = 7000.0
+    j.close(entry, rotated=True)
+    assert item()["rotatedAt"] == {"N": "7000.000"}
+
+
+def test_taking_over_a_dead_runs_entry_gives_a_fresh_lease(journal):
+    j, clock = journal
+    j.open(ARN, "rec", Secret("a"), owner="run-1", lease_seconds=60)
+    clock["now"] = 1061.0
+    claimed = j.take_over(j.find(ARN), owner="run-2", lease_seconds=300)
+    assert claimed.lease_until == 1361.0 and item()["leaseUntil"] == {"N": "1361.000"}
+    clock["now"] = 1300.0
+    with pytest.raises(LeaseHeldError):  # run-2 is alive: nobody may take it from it
+        j.take_over(j.find(ARN), owner="run-3", lease_seconds=300)
+
+
+@pytest.mark.parametrize(
+    ("operation", "call"), [("get_item", "find"), ("put_item", "close"), ("get_paginator", "entries")]
+)
+def test_a_failing_table_is_journal_unavailable(journal, operation, call):
+    j, _ = journal
+    entry = j.open(ARN, "rec", Secret("a"), owner="run-1", lease_seconds=60)
+    failing = Journal(Failing(boto3.client("dynamodb"), operation), boto3.client("kms"), "journal", "k")
+    with pytest.raises(JournalUnavailableError, match="InternalServerError"):
+        if call == "find":
+            failing.find(ARN)
+        elif call == "close":
+            failing.close(entry)
+        else:
+            list(failing.entries())
+
+
+def test_reads_are_consistent_and_an_entry_never_shows_its_ciphertext(journal):
+    """moto is always consistent; DynamoDB is only when asked: a lease or history read eventually could be stale."""
+    j, _ = journal
+    entry = j.open(ARN, "rec", Secret("a"), owner="run-1", lease_seconds=60)
+    sent: list[tuple[str, bool]] = []
+    ddb = boto3.client("dynamodb")
+    for operation in ("GetItem", "Scan"):
+        ddb.meta.events.register(
+            f"before-parameter-build.dynamodb.{operation}",
+            lambda params, model, **_: sent.append((model.name, params.get("ConsistentRead"))),
+        )
+    reader = Journal(ddb, boto3.client("kms"), "journal", "k")
+    reader.find(ARN)
+    list(reader.entries())
+    assert sent == [("GetItem", True), ("Scan", True)]
+    assert "sealed" not in repr(entry) and "secret" not in repr(entry).lower()
