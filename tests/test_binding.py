@@ -273,3 +273,24 @@ def test_a_record_the_application_may_not_edit_is_skipped_before_any_call():
     with pytest.raises(RotationHaltedError) as halted:
         bind(PamUser(record), accounts=None, vouched=Vouched(explicit=True))  # no account is consulted
     assert (halted.value.status, halted.value.code) == ("skipped", "record_not_editable")
+
+
+def test_a_record_of_another_type_names_no_iam_user_and_says_its_type():
+    from types import SimpleNamespace
+
+    from keeper_iam_rotator.binding import Vouched, bind, names_user
+    from keeper_iam_rotator.errors import RotationHaltedError
+    from keeper_iam_rotator.iam import IamUser
+    from keeper_iam_rotator.keeper import PamUser
+
+    def record(record_type: str) -> PamUser:
+        fields = {"login": ["alice"], "distinguishedName": [f"arn:aws:iam::{ACCOUNT}:user/alice"]}
+        found = SimpleNamespace(uid="OtherTypeOtherTypeOt00", type=record_type, is_editable=True)
+        found.get_standard_field = lambda field_type: {"value": fields[field_type]} if field_type in fields else None
+        return PamUser(found)
+
+    alice = IamUser(name="alice", arn=f"arn:aws:iam::{ACCOUNT}:user/alice")
+    assert names_user(record("pamUser"), alice)
+    assert not names_user(record("login"), alice)  # a login record with the same fields claims nobody
+    with pytest.raises(RotationHaltedError, match="record type is 'unknown', not 'pamUser'"):
+        bind(record(""), accounts=None, vouched=Vouched(explicit=True))

@@ -137,8 +137,10 @@ def test_a_record_without_an_earlier_password_is_not_restored_to_nothing(stack):
     uid = stack.add_record("alice", password="", dn=stack.iam.get_user(UserName="alice")["User"]["Arn"])
     stack.keeper.vault.inject_fault("finalize_secret_update", kind="error", status=500, times=10)
 
-    assert run(stack, uid) == "failed/password_in_journal"
+    result = stack.rotate(uid)[0]
 
+    assert (result["status"], result["error"]["code"]) == ("failed", "password_in_journal")
+    assert result["error"]["message"] == "Keeper would not commit and holds no earlier password to restore"
     assert journaled_passwords() == [stack.iam_password("alice")] != [INITIAL_PASSWORD]
     assert len(open_entries()) == 1
 

@@ -238,8 +238,11 @@ class Runner:
             tests = sorted({t for line, ts in self.by_line.items() if line.startswith(prefix) for t in ts})
         else:
             tests = self.by_line.get(f"{mutant.module}:{mutant.line}", [])
-        with self.lock:
-            ordered = sorted(tests, key=lambda t: (-self.kills[t], self.durations.get(t, 60.0)))
+        with self.lock:  # module-level code: the fastest (the module's unit tests) first, else the likeliest killers
+            ordered = sorted(
+                tests,
+                key=lambda t: (0 if mutant.top_level else -self.kills[t], self.durations.get(t, 60.0)),
+            )
         return ordered[: self.max_tests]
 
     def run(self, mutant: Mutant) -> Mutant:

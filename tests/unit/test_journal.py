@@ -6,7 +6,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from keeper_iam_rotator.errors import JournalUnavailableError, LeaseHeldError
-from keeper_iam_rotator.journal import Journal
+from keeper_iam_rotator.journal import Entry, Journal
 from keeper_iam_rotator.sensitive import Secret
 
 ARN = "arn:aws:iam::123456789012:user/alice"
@@ -198,3 +198,14 @@ def test_reads_are_consistent_and_an_entry_never_shows_its_ciphertext(journal):
     list(reader.entries())
     assert sent == [("GetItem", True), ("Scan", True)]
     assert "sealed" not in repr(entry) and "secret" not in repr(entry).lower()
+
+
+def test_a_stale_copy_of_a_live_entry_cannot_take_it_over(journal):
+    """The lease check that counts is DynamoDB's condition, not the caller's copy of the entry: a copy read before
+    the lease was taken (or forged) says it expired; the table says it is live."""
+    j, _ = journal
+    live = j.open(ARN, "rec", Secret("a"), owner="run-1", lease_seconds=60)
+    stale = Entry(live.user_arn, live.record_uid, live.state, live.owner, lease_until=0.0, sealed=live.sealed)
+    with pytest.raises(LeaseHeldError):
+        j.take_over(stale, owner="run-2", lease_seconds=60)
+    assert j.find(ARN).owner == "run-1"

@@ -88,7 +88,7 @@ def bind(user: PamUser, accounts: Accounts, vouched: Vouched) -> Claim:
     """Step 1: the IAM user this record is bound to (or may be bound to now), checked against IAM itself in the
     account `accounts` decides on."""
     if user.type != RecordType.PAM_USER:
-        raise skip(Code.NOT_PAM_USER, f"record type is {user.type or 'unknown'!r}, not {RecordType.PAM_USER!r}")
+        raise skip(Code.NOT_PAM_USER, f"record type is {user.type or 'unknown'!r}, not {str(RecordType.PAM_USER)!r}")
     dn = user.distinguished_name
     arn = IAM_USER_ARN.fullmatch(dn)
     if dn and arn is None:
