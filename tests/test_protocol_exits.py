@@ -253,3 +253,13 @@ def test_a_live_entry_of_another_record_names_that_record(stack, patches):
     assert result["error"]["message"] == (
         "the user has an unfinished rotation from record AAAAAAAAAAAAAAAAAAAAAA; rotate that record to recover it"
     )
+
+
+def test_a_stage_keeper_refuses_closes_the_entry_without_a_rotation_time(stack):
+    """Nothing changed, so the record stays due: the next scheduled run tries again."""
+    uid = stack.add_pair("alice")
+    stack.keeper.vault.inject_fault("update_secret", kind="error", status=503, times=10)
+
+    assert run(stack, uid) == "failed/keeper_stage_failed"
+
+    assert open_entries() == [] and "rotatedAt" not in journal_item(stack, uid)

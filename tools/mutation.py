@@ -6,8 +6,9 @@ A mutant no test notices ("survived") marks a behaviour nothing checks.
 
 How it stays fast enough for 2 shared cores: the in-process suite (no e2e, no fuzzing) runs once under
 sys.monitoring to learn which test executes which line of the four modules and how long each takes; then each
-mutant runs only the tests that execute its line (at most --max-tests of them: the ones that killed the most
-mutants so far, then the fastest), in a scratch copy of the repository, with `-x`. Logging calls and docstrings are
+mutant runs only the tests that execute its line (at most --max-tests of them: one of each test file first, then
+the ones that killed the most mutants so far, then the fastest; a survivor runs again against three times as many),
+in a scratch copy of the repository, with `-x`. Logging calls and docstrings are
 not mutated (nothing can observe them but the log). Results: a table per module and every survivor, on stdout and
 in --json.
 
@@ -243,7 +244,8 @@ class Runner:
                 tests,
                 key=lambda t: (0 if mutant.top_level else -self.kills[t], self.durations.get(t, 60.0)),
             )
-        return ordered[: self.max_tests]
+        first_of_each_file = list({test.split("::")[0]: test for test in reversed(ordered)}.values())[::-1]
+        return list(dict.fromkeys([*first_of_each_file, *ordered]))[: self.max_tests]
 
     def run(self, mutant: Mutant) -> Mutant:
         tests = self.tests_for(mutant)
@@ -335,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
             for done, _ in enumerate(pool.map(runner.run, mutants), start=1):
                 if done % 25 == 0:
                     print(f"  {done}/{len(mutants)}", flush=True)
+            survivors = [m for m in mutants if m.outcome == "survived"]
+            print(f"second pass: {len(survivors)} survivors against up to {3 * args.max_tests} tests", flush=True)
+            runner.max_tests = 3 * args.max_tests  # what the first pass learnt about killers now orders the tests
+            list(pool.map(runner.run, survivors))
     text = report(mutants, time.monotonic() - started)
     print(text)
     if args.json:

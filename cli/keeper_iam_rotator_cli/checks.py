@@ -154,7 +154,7 @@ class Preflight:
             problems = self._scope_problems(target)
             if problems:
                 self.add(name, Verdict.FAIL, f"IAM user {target.name}: {'; '.join(problems)}")
-            elif user.distinguished_name or Vouched(folder_uids=folders).covers(user):
+            elif user.distinguished_name or Vouched(explicit=False, folder_uids=folders).covers(user):
                 how = (
                     "bound" if user.distinguished_name else "unbound, in a folder declared AWS-only (binds on rotation)"
                 )

@@ -5,7 +5,7 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from keeper_iam_rotator.errors import JournalUnavailableError, LeaseHeldError
+from keeper_iam_rotator.errors import JournalUnavailableError, LeaseHeldError, OwnedElsewhereError
 from keeper_iam_rotator.journal import Entry, Journal
 from keeper_iam_rotator.sensitive import Secret
 
@@ -209,3 +209,14 @@ def test_a_stale_copy_of_a_live_entry_cannot_take_it_over(journal):
     with pytest.raises(LeaseHeldError):
         j.take_over(stale, owner="run-2", lease_seconds=60)
     assert j.find(ARN).owner == "run-1"
+
+
+def test_a_user_last_rotated_from_another_record_is_opened_only_on_adoption(journal):
+    """The journal remembers the record that last rotated a user; another record gets the user only when the caller
+    decided (binding.rightful_owner) that it may adopt it."""
+    j, _ = journal
+    j.close(j.open(ARN, "first", Secret("a"), owner="run-1", lease_seconds=60), rotated=True)
+    with pytest.raises(OwnedElsewhereError) as owned:
+        j.open(ARN, "second", Secret("b"), owner="run-2", lease_seconds=60)
+    assert owned.value.record_uid == "first"
+    assert j.open(ARN, "second", Secret("b"), owner="run-2", lease_seconds=60, adopt=True).record_uid == "second"

@@ -50,7 +50,7 @@ HOW_TO_BIND: Final = (
 class Vouched:
     """What lets a run rotate an unbound record: the operator named it, its folder, or the journal's open entry."""
 
-    explicit: bool = False
+    explicit: bool  # always stated: an operator naming the record is what vouches for most unbound records
     folder_uids: Collection[str] = ()
     unfinished_record_uids: Collection[str] = ()
     planned_record_uids: Collection[str] = ()  # queued by a scheduled run that vouched for them
