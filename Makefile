@@ -7,7 +7,11 @@ SAM_CLI_VERSION ?= 1.170.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo serve bench bench-fleet bench-import bench-cold validate build lock clean package-check sam-local
+.PHONY: help docs mutation test lint demo serve bench bench-fleet bench-import bench-cold validate build lock clean package-check sam-local
+.DEFAULT_GOAL := help
+
+help:  ## this list
+	@awk -F':.*## ' '/^[a-z][a-z-]*:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,36 +22,44 @@ $(STAMP): pyproject.toml
 # The dev tools (KSM emulator, sandbox) are not part of the package: they run from tools/ in this checkout.
 DEV := PYTHONPATH=$(CURDIR)/tools $(BIN)/python
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff, ruff format --check, mypy --strict, code shape, declared dependencies
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python tools/check_code_shape.py
 	$(BIN)/python tools/check_dependencies.py
 
-test: lint
+test: lint  ## lint, then every test (unit, fault matrix, emulator, CLI, e2e, doc transcripts)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The product end to end on this machine: moto server + the KSM emulator on loopback, the handler in a subprocess.
-demo: $(STAMP)
+demo: $(STAMP)  ## the product end to end on this machine (moto + KSM emulator, the real handler, 4 triggers)
 	$(DEV) -m rotator_sandbox demo $(DEMO_ARGS)
 
 # moto server + the KSM emulator, seeded, until Ctrl-C; prints the exports that point the CLI at them.
-serve: $(STAMP)
+serve: $(STAMP)  ## a sandbox stack for the CLI until Ctrl-C; prints the exports that point the CLI at it
 	$(DEV) -m rotator_sandbox serve $(SERVE_ARGS)
 
-bench: $(STAMP)
+# README.md and docs/*.md: the CLI transcripts (run against `serve`), the demo sample, the environment tables.
+docs: $(STAMP)  ## regenerate the transcripts and tables in README.md and docs/ (tests/test_docs.py checks them)
+	$(DEV) tools/generate_docs.py
+
+# Each mutant of the core runs the tests that execute its line; the score and the survivors are in the README.
+mutation: $(STAMP)  ## mutation testing of rotation.py, binding.py, due.py, journal.py (its own target: not in make test)
+	$(DEV) tools/mutation.py $(MUTATION_ARGS)
+
+bench: $(STAMP)  ## rotation throughput and CPU per record against the sandbox (BENCH_ARGS=...)
 	$(DEV) -m rotator_sandbox bench $(BENCH_ARGS)
 
 # A fleet end to end: 10 accounts, the scheduled run's plan, the rotation queue worked by warm handler processes.
-bench-fleet: $(STAMP)
+bench-fleet: $(STAMP)  ## 10,000 records over 10 accounts through the rotation queue
 	$(DEV) -m rotator_sandbox fleet --records 10000 --accounts 10 $(BENCH_ARGS)
 
-clean:
+clean:  ## remove the virtual environments and build/test caches
 	rm -rf $(VENV) $(SAM_VENV) .venv-package .aws-sam .pytest_cache .ruff_cache .hypothesis
 
 # What an operator gets from a plain `pip install .`: the console script works, every installed module imports.
-package-check:
+package-check:  ## a plain pip install . in a fresh venv: the console script runs, modules import
 	rm -rf .venv-package && $(PYTHON) -m venv .venv-package
 	.venv-package/bin/python -m pip install --quiet .
 	.venv-package/bin/keeper-iam-rotator --help > /dev/null
@@ -60,14 +72,14 @@ $(SAM_VENV)/.installed:
 	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION) cfn-lint
 	touch $@
 
-validate: $(SAM_VENV)/.installed
+validate: $(SAM_VENV)/.installed  ## sam validate --lint, sam validate, cfn-lint (installs SAM CLI in .venv-sam)
 	SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --lint
 	SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --region us-east-1
 	$(SAM_VENV)/bin/cfn-lint template.yaml member-account.yaml
 
 # sam build runs functions/rotator/Makefile with the runtime's Python (3.13) on PATH: arm64 wheels from the hashed
 # lock, then bytecode. The check fails the build if any module of the artifact lacks its unchecked-hash .pyc.
-build: validate
+build: validate  ## validate, then sam build (arm64, python3.13) and check the artifact has its bytecode
 	PATH="$(dir $(PYTHON)):$$PATH" SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam build
 	$(PYTHON) tools/check_artifact.py .aws-sam/build/RotatorFunction
 
@@ -75,17 +87,17 @@ build: validate
 # `sam local start-api` with a signed POST, against moto + the KSM emulator on 127.0.0.1, judged by the state after each
 # step (never by SAM's exit code). Installs missing Debian packages, starts a Docker daemon when none runs (and stops
 # it), builds a stand-in Lambda base image when AWS's is absent. SAM_LOCAL_ARGS="--base official" pulls AWS's instead.
-sam-local: build $(STAMP)
+sam-local: build $(STAMP)  ## the arm64 artifact in a Lambda container (Docker, SAM CLI) with every shipped event, judged by state
 	$(DEV) -m sam_local --sam-python $(SAM_VENV)/bin/python $(SAM_LOCAL_ARGS)
 
 # The artifact's lock: requirements.in regenerated from pyproject.toml, then every package pinned with its hashes,
 # resolved for Lambda's python3.13 on manylinux aarch64.
-lock: $(STAMP)
+lock: $(STAMP)  ## regenerate requirements.in from pyproject.toml and the artifact's hashed lock
 	$(BIN)/python tools/check_dependencies.py --write
 	cd functions/rotator && ../../$(BIN)/uv pip compile requirements.in --quiet --generate-hashes --only-binary :all: \
 		--python-version 3.13 --python-platform aarch64-manylinux_2_28 -o requirements.txt
 
-bench-import: $(STAMP)
+bench-import: $(STAMP)  ## the handler's import time against a bare import boto3
 	$(DEV) tools/bench_import.py
 
 # Lambda-like cold start of the built artifact (fresh python3.13, the artifact as /var/task, no bytecode writing) to
@@ -94,7 +106,7 @@ bench-import: $(STAMP)
 # The arm64 artifact cannot run here unless this machine is arm64, so the bench runs its twin: the same Makefile and
 # lock, with this machine's wheels.
 HOST_ARCH := $(shell uname -m)
-bench-cold: build
+bench-cold: build  ## Lambda-like cold start of the built artifact
 	rm -rf .aws-sam/bench-cold && $(MAKE) --no-print-directory -C functions/rotator build-RotatorFunction \
 		PYTHON=$(PYTHON) ARTIFACTS_DIR=$(CURDIR)/.aws-sam/bench-cold \
 		PLATFORMS="--platform manylinux2014_$(HOST_ARCH) --platform manylinux_2_28_$(HOST_ARCH)"

@@ -196,6 +196,20 @@ def stack(keeper: Any) -> Iterator[Stack]:
 
 
 @pytest.fixture
+def short_lease(stack, monkeypatch):
+    """A dead run's lease expires at once, so the very next run may recover it."""
+    monkeypatch.setenv("JOURNAL_LEASE_MARGIN_SECONDS", "0")
+    stack.remaining_ms = 0
+
+
+@pytest.fixture
+def patches():
+    """Fault patches, undone by `disarm` while the test's environment stays."""
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+@pytest.fixture
 def function_log() -> Iterator[io.StringIO]:
     """Everything the function's Powertools Logger writes during the test (its handler keeps the stream it found
     at import, which capsys/capfd do not capture)."""
@@ -216,6 +230,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     write = terminalreporter.write_line
     terminalreporter.section(f"fault matrix: {len(OUTCOMES)} cells, 0 lost passwords unless a test above failed")
     width = max(len(case) for case, _, _ in OUTCOMES)
-    write(f"{'case':<{width}}  {'faulted run':<42}  after recovery run")
+    first_width = max(len(first) for _, first, _ in OUTCOMES)
+    write(f"{'case':<{width}}  {'faulted run':<{first_width}}  after recovery run")
     for case, first, after in sorted(OUTCOMES):
-        write(f"{case:<{width}}  {first:<42}  {after}")
+        write(f"{case:<{width}}  {first:<{first_width}}  {after}")

@@ -141,6 +141,14 @@ def _get_att(stack: TranslatedStack, argument: Any) -> str:
     return stack.get_att(logical_id, attribute)
 
 
+def _cfn_string(value: Any) -> Any:
+    """CloudFormation compares parameter values as strings: `!Equals [!Ref ReservedConcurrency, 0]` is true for the
+    parameter value "0"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if isinstance(value, int | float) else value
+
+
 _INTRINSICS: dict[str, Any] = {
     "Ref": TranslatedStack.ref,
     "Fn::GetAtt": _get_att,
@@ -148,7 +156,7 @@ _INTRINSICS: dict[str, Any] = {
     "Fn::Join": lambda stack, arg: str(arg[0]).join(str(v) for v in stack.resolve(arg[1])),
     "Fn::Split": lambda stack, arg: str(stack.resolve(arg[1])).split(str(arg[0])),
     "Fn::If": TranslatedStack._if,
-    "Fn::Equals": lambda stack, arg: stack.resolve(arg[0]) == stack.resolve(arg[1]),
+    "Fn::Equals": lambda stack, arg: _cfn_string(stack.resolve(arg[0])) == _cfn_string(stack.resolve(arg[1])),
     "Fn::Not": lambda stack, arg: not stack.resolve(arg[0]),
     "Fn::And": lambda stack, arg: all(stack.resolve(arg)),
     "Fn::Or": lambda stack, arg: any(stack.resolve(arg)),

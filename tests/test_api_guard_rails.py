@@ -8,59 +8,30 @@ these tests read what CloudFormation would create, not what the SAM source seems
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
-from samtranslator.translator.transform import transform
-from samtranslator.yaml_helper import yaml_parse
 
 from rotator_sandbox.stack import ACCOUNT, load_event
 
-TEMPLATE = Path(__file__).parents[1] / "template.yaml"
+from template_tools import translate
+
 CALLER = f"arn:aws:iam::{ACCOUNT}:role/rotation-operators"
-PSEUDO = {
-    "AWS::Region": "us-east-1",
-    "AWS::AccountId": ACCOUNT,
-    "AWS::Partition": "aws",
-    "AWS::StackName": "keeper-iam-rotator",
-    "AWS::StackId": "stack-id",
-    "AWS::URLSuffix": "amazonaws.com",
-    "AWS::NotificationARNs": [],
-}
-
-
-class NoManagedPolicies:
-    def load(self) -> dict[str, str]:
-        return {}
 
 
 def translated(monkeypatch: pytest.MonkeyPatch, **parameters: str) -> dict[str, Any]:
-    """CloudFormation's view of the stack: SAM translated, then `Fn::If`s resolved with these parameter values."""
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    template = yaml_parse(TEMPLATE.read_text())
-    template["Resources"]["RotatorFunction"]["Properties"]["CodeUri"] = "s3://bucket/function.zip"  # sam build's
-    values = {"KsmConfigSecretArn": f"arn:aws:secretsmanager:us-east-1:{ACCOUNT}:secret:ksm-config", **parameters}
-    resources = transform(template, {**PSEUDO, **values}, NoManagedPolicies())["Resources"]
-    conditions = {
-        "HasAllowedCallers": bool(parameters.get("AllowedCallerArns")),
-        "HasReservedConcurrency": parameters.get("ReservedConcurrency", "5") != "0",
-    }
-    return resolve_conditions(resources, conditions)
+    """CloudFormation's view of the stack for these parameter values: SAM translated, the template's own Conditions
+    evaluated, and every resource's intrinsics (Fn::If included) resolved, as CloudFormation does."""
+    stack = translate(parameters)
+    return {logical_id: stack.resource(logical_id) for logical_id in _existing(stack)}
 
 
-def resolve_conditions(node: Any, conditions: dict[str, bool]) -> Any:
-    """Evaluate the `Fn::If`s of these conditions and drop `AWS::NoValue`, as CloudFormation does."""
-    if isinstance(node, dict):
-        if set(node) == {"Fn::If"} and node["Fn::If"][0] in conditions:
-            name, when_true, when_false = node["Fn::If"]
-            return resolve_conditions(when_true if conditions[name] else when_false, conditions)
-        items = {key: resolve_conditions(value, conditions) for key, value in node.items()}
-        return {key: value for key, value in items.items() if value != {"Ref": "AWS::NoValue"}}
-    if isinstance(node, list):
-        items = [resolve_conditions(value, conditions) for value in node]
-        return [value for value in items if value != {"Ref": "AWS::NoValue"}]
-    return node
+def _existing(stack: Any) -> list[str]:
+    return [
+        logical_id
+        for logical_id, resource in stack.template["Resources"].items()
+        if stack.conditions.get(resource.get("Condition", ""), True)
+    ]
 
 
 def of_type(resources: dict[str, Any], resource_type: str) -> dict[str, Any]:
@@ -75,7 +46,7 @@ def resource_policy(resources: dict[str, Any]) -> list[dict[str, Any]]:
 def test_without_allowed_callers_the_account_decides_through_iam(monkeypatch):
     (statement,) = resource_policy(translated(monkeypatch))
     assert statement["Effect"] == "Allow" and statement["Resource"] == "execute-api:/*"
-    assert statement["Principal"] == {"AWS": {"Fn::Sub": f"arn:aws:iam::{ACCOUNT}:root"}}
+    assert statement["Principal"] == {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}
 
 
 def test_allowed_callers_are_the_only_ones_not_denied(monkeypatch):
@@ -84,7 +55,7 @@ def test_allowed_callers_are_the_only_ones_not_denied(monkeypatch):
     assert allow["Effect"] == "Allow"
     assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and deny["Action"] == "execute-api:Invoke"
     # an explicit deny: a same-account principal allowed by its identity policy is refused all the same
-    assert deny["Condition"] == {"ArnNotLike": {"aws:PrincipalArn": {"Fn::Split": [",", f"{CALLER},{other}"]}}}
+    assert deny["Condition"] == {"ArnNotLike": {"aws:PrincipalArn": [CALLER, other]}}
 
 
 def test_a_changed_caller_list_is_deployed(monkeypatch):
@@ -105,14 +76,14 @@ def test_stage_throttling_and_access_log_with_the_callers_identity(monkeypatch):
     assert method_settings["ResourcePath"] == "/*" and method_settings["HttpMethod"] == "*"
     assert {"ThrottlingRateLimit", "ThrottlingBurstLimit"} <= set(method_settings)
     access_log = stage["AccessLogSetting"]
-    assert access_log["DestinationArn"] == {"Fn::GetAtt": ["RotatorApiAccessLogGroup", "Arn"]}
+    assert access_log["DestinationArn"] == "<RotatorApiAccessLogGroup.Arn>"
     fields = json.loads(access_log["Format"])
     for variable in ("identity.userArn", "identity.caller", "identity.sourceIp", "requestId", "status"):
         assert f"$context.{variable}" in fields.values()
     assert resources["RotatorApiAccessLogGroup"]["Properties"]["RetentionInDays"] == 365
 
 
-@pytest.mark.parametrize(("reserved", "expected"), [("5", {"Ref": "ReservedConcurrency"}), ("0", None)])
+@pytest.mark.parametrize(("reserved", "expected"), [("5", "5"), ("0", None)])
 def test_reserved_concurrency_zero_means_no_reservation(monkeypatch, reserved, expected):
     resources = translated(monkeypatch, ReservedConcurrency=reserved)
     function = of_type(resources, "AWS::Lambda::Function")

@@ -216,3 +216,83 @@ def test_a_large_run_verifies_bindings_with_one_list_users(stack):
     assert code(results[moved]) == ("skipped", "arn_mismatch")
     for name, uid in uids.items():
         assert_rotated(stack, uid, name)
+
+
+# --- the duplicate rule when the journal's owner is not part of the run (found by mutation testing) ---------------
+
+
+def repoint(keeper, uid: str, login: str, dn: str) -> None:
+    """An admin edits a record in Keeper."""
+    from keeper_secrets_manager_core import SecretsManager
+    from keeper_secrets_manager_core.storage import InMemoryKeyValueStorage
+
+    sdk = SecretsManager(config=InMemoryKeyValueStorage(keeper.client_config()))
+    record = sdk.get_secrets([uid])[0]
+    record.set_standard_field_value("login", login)
+    record.set_standard_field_value("distinguishedName", dn)
+    sdk.save(record)
+
+
+@pytest.mark.parametrize("owner_still_names", [True, False])
+def test_two_new_claims_in_one_run_against_an_owner_outside_it(stack, keeper, owner_still_names):
+    """The journal's owner keeps the user while it names it, even when the run does not list it; once it names
+    another user, the first claimant of the run takes the user and the second is refused."""
+    owner = stack.add_pair("alice")
+    assert only(stack.rotate(owner))["status"] == "rotated"
+    twins = [stack.add_record("alice", title=f"twin {i}") for i in (1, 2)]
+    if not owner_still_names:
+        stack.add_user("bob")
+        repoint(keeper, owner, "bob", "")
+    results = by_uid(stack.rotate(*twins, bind=True))
+    if owner_still_names:
+        assert [code(results[t]) for t in twins] == [("skipped", "duplicate_user")] * 2
+        assert all(owner in results[t]["error"]["message"] for t in twins)
+    else:
+        assert [code(results[t]) for t in twins] == [("rotated", ""), ("skipped", "duplicate_user")]
+        assert twins[0] in results[twins[1]]["error"]["message"]
+
+
+def test_an_owner_naming_the_user_by_arn_keeps_it_whatever_its_login(stack, keeper):
+    """distinguishedName is what names the user; the login of a bound record is not compared."""
+    owner = stack.add_pair("alice")
+    assert only(stack.rotate(owner))["status"] == "rotated"
+    repoint(keeper, owner, "alice-admin", stack.iam.get_user(UserName="alice")["User"]["Arn"])
+    twin = stack.add_record("alice", title="a second record for alice")
+    before = stack.iam_password("alice")
+    assert code(only(stack.rotate(twin, bind=True))) == ("skipped", "duplicate_user")
+    assert stack.iam_password("alice") == before == stack.keeper_password(owner)
+
+
+def test_a_record_the_application_may_not_edit_is_skipped_before_any_call():
+    from types import SimpleNamespace
+
+    from keeper_iam_rotator.binding import Vouched, bind
+    from keeper_iam_rotator.errors import RotationHaltedError
+    from keeper_iam_rotator.keeper import PamUser
+
+    record = SimpleNamespace(uid="ReadOnlyReadOnlyRead00", type="pamUser", is_editable=False)
+    record.get_standard_field = lambda field_type: {"value": ["alice"]} if field_type == "login" else None
+    with pytest.raises(RotationHaltedError) as halted:
+        bind(PamUser(record), accounts=None, vouched=Vouched(explicit=True))  # no account is consulted
+    assert (halted.value.status, halted.value.code) == ("skipped", "record_not_editable")
+
+
+def test_a_record_of_another_type_names_no_iam_user_and_says_its_type():
+    from types import SimpleNamespace
+
+    from keeper_iam_rotator.binding import Vouched, bind, names_user
+    from keeper_iam_rotator.errors import RotationHaltedError
+    from keeper_iam_rotator.iam import IamUser
+    from keeper_iam_rotator.keeper import PamUser
+
+    def record(record_type: str) -> PamUser:
+        fields = {"login": ["alice"], "distinguishedName": [f"arn:aws:iam::{ACCOUNT}:user/alice"]}
+        found = SimpleNamespace(uid="OtherTypeOtherTypeOt00", type=record_type, is_editable=True)
+        found.get_standard_field = lambda field_type: {"value": fields[field_type]} if field_type in fields else None
+        return PamUser(found)
+
+    alice = IamUser(name="alice", arn=f"arn:aws:iam::{ACCOUNT}:user/alice")
+    assert names_user(record("pamUser"), alice)
+    assert not names_user(record("login"), alice)  # a login record with the same fields claims nobody
+    with pytest.raises(RotationHaltedError, match="record type is 'unknown', not 'pamUser'"):
+        bind(record(""), accounts=None, vouched=Vouched(explicit=True))

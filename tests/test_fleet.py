@@ -233,7 +233,7 @@ def test_rotation_period_days_on_the_record_overrides_the_default(stack, monkeyp
     assert stack.iam_password("bob") == stack.keeper_password(default) == passwords[default]
 
 
-def test_last_rotation_outlives_a_failed_attempt_only_as_due(stack):
+def test_a_rotation_that_failed_cleanly_leaves_the_record_due(stack):
     """A rotation that failed cleanly (nothing changed) leaves the record due again, so the next run retries."""
     uid = stack.add_pair("alice")
     stack.rotate(uid)

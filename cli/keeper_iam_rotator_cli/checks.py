@@ -60,7 +60,8 @@ class Preflight:
     required_tags: dict[str, str]
     role_arn: str | None
     checks: list[Check] = field(default_factory=list)
-    last_rotated: dict[str, float] = field(default_factory=dict)  # record uid -> last rotation (the journal's)
+    # record uid -> last rotation (the journal's); None: the journal cannot be read
+    last_rotated: dict[str, float] | None = field(default_factory=dict)
 
     def add(self, check: str, result: Verdict, detail: str) -> None:
         self.checks.append(Check(check, result, detail))
@@ -165,7 +166,7 @@ class Preflight:
                 self.add(
                     name, verdict, f"bound → IAM user {target.arn}, console password set; {self._due(user)}; {drift}"
                 )
-            elif Vouched(folder_uids=folders).covers(user):
+            elif Vouched(explicit=False, folder_uids=folders).covers(user):
                 how = "unbound, in a folder declared AWS-only (binds on rotation)"
                 self.add(name, Verdict.PASS, f"{how} → IAM user {target.arn}, console password set; {self._due(user)}")
             else:
@@ -199,14 +200,18 @@ class Preflight:
         try:
             items = list(journal.entries())
         except JournalUnavailableError:
-            items = []  # the journal check below reports why
-        self.last_rotated = due.last_rotations(items)
+            self.last_rotated = None  # the journal check below reports why
+            items = []
+        else:
+            self.last_rotated = due.last_rotations(items)
         self.drift = DriftView({item.user_arn: item for item in items})
 
     def _due(self, user: PamUser) -> str:
         """Whether the scheduled run would rotate the record now (it always rotates on request)."""
         default = self.target.settings().rotation_period_days
         days = due.period_days(user, default)
+        if self.last_rotated is None:
+            return "due: unknown, the journal cannot be read (a scheduled run now fails journal_unavailable)"
         rotated_at = self.last_rotated.get(user.uid)
         if rotated_at is None:
             return f"due (never rotated by this rotator; period {days} d)"

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from botocore import exceptions as botocore_errors
+from botocore.parsers import ResponseParserError
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the operation ran and something failed (or was skipped)
@@ -25,6 +28,47 @@ class CliError(Exception):
         super().__init__(message)
         self.message = message
         self.exit_code = exit_code
+
+
+# Configuration the operator must change before anything can run (exit 2); the rest may be transient (exit 1).
+SETUP_ERRORS = (
+    botocore_errors.NoRegionError,
+    botocore_errors.InvalidRegionError,
+    botocore_errors.NoCredentialsError,
+    botocore_errors.PartialCredentialsError,
+    botocore_errors.ProfileNotFound,
+)
+
+
+# What to do next about a failure of the CLI's own AWS setup, by botocore's exception ({where}: the endpoint).
+ADVICE: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], str], ...] = (
+    (
+        botocore_errors.NoRegionError,
+        "no AWS region: set AWS_REGION (or AWS_DEFAULT_REGION), e.g. export AWS_REGION=us-east-1",
+    ),
+    (
+        botocore_errors.InvalidRegionError,
+        "the AWS region is not a region name: correct AWS_REGION / AWS_DEFAULT_REGION",
+    ),
+    (
+        (botocore_errors.NoCredentialsError, botocore_errors.PartialCredentialsError),
+        "no usable AWS credentials: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+    ),
+    (botocore_errors.ProfileNotFound, "AWS_PROFILE names a profile your AWS config does not have"),
+    (
+        (botocore_errors.EndpointConnectionError, botocore_errors.ConnectTimeoutError),
+        "cannot reach the AWS endpoint: check AWS_REGION and the network; {where}",
+    ),
+    (ResponseParserError, "the endpoint did not answer like AWS: check AWS_REGION and AWS_ENDPOINT_URL; {where}"),
+)
+
+
+def botocore_advice(error: BaseException) -> str | None:
+    """What to do next about a failure of the CLI's own AWS setup (region, endpoint, credentials); None for others.
+    Names only variables and the endpoint, never request parameters."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL", "").strip()
+    where = f"AWS_ENDPOINT_URL is {endpoint}" if endpoint else "AWS_ENDPOINT_URL is not set: AWS's own endpoints"
+    return next((advice.format(where=where) for kind, advice in ADVICE if isinstance(error, kind)), None)
 
 
 def guarded(fn: F) -> F:
@@ -44,6 +88,10 @@ def guarded(fn: F) -> F:
             click.echo("Interrupted.", err=True)
             sys.exit(130)
         except Exception as error:
+            advice = botocore_advice(error)
+            if advice is not None:  # the operator's AWS setup: say what to change
+                click.echo(f"Error: {type(error).__name__}: {advice}", err=True)
+                sys.exit(EXIT_USAGE if isinstance(error, SETUP_ERRORS) else EXIT_FAILED)
             click.echo(
                 f"Error: unexpected {type(error).__name__} (details withheld: they may contain secrets)", err=True
             )

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ TOKEN_ENV = ("KSM_TOKEN", "KSM_CONFIG")  # the SDK would prefer these over the t
 TOKEN_KEY_BYTES = 32
 TOKEN_KEY_CHARS = 43
 TOKEN_KEY = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+KEEPER_HOSTS = frozenset(keeper_servers.values())  # the SDK knows these servers' public keys
 
 
 def read_token(token: str | None, token_file: Any) -> str:
@@ -43,11 +45,20 @@ def read_token(token: str | None, token_file: Any) -> str:
     if token_file is not None:
         token = token_file.read()
     elif token is None:
+        if not has_terminal():  # getpass would warn, then read an echoed line or fail on an empty stdin
+            raise click.UsageError(
+                "no terminal to ask for the one-time token on: give --token-file PATH (or --token-file - to read it "
+                "from standard input)"
+            )
         token = click.prompt("KSM one-time access token", hide_input=True)
     token = (token or "").strip()
     if not token:
         raise CliError("the one-time access token is empty")
     return token
+
+
+def has_terminal() -> bool:
+    return sys.stdin.isatty()
 
 
 def token_host(token: str, hostname: str | None) -> str:
@@ -119,7 +130,8 @@ def redeem(token: str, hostname: str | None, server_public_key: str | None, host
             f"cannot reach Keeper at {host} ({type(error).__name__}); nothing was stored", EXIT_FAILED
         ) from None
     except Exception as error:  # SDK messages may quote the token or a client id: keep only the error's kind
-        raise CliError(f"redeeming the one-time token failed: {_keeper_reason(error)}", EXIT_FAILED) from None
+        reason = _keeper_reason(error, host, bool(server_public_key))
+        raise CliError(f"redeeming the one-time token failed: {reason}", EXIT_FAILED) from None
     config = {key: value for key, value in storage.read_storage().items() if value is not None and key != "clientKey"}
     missing = [key for key in REQUIRED_CONFIG_KEYS if not config.get(key)]
     if missing:
@@ -129,9 +141,16 @@ def redeem(token: str, hostname: str | None, server_public_key: str | None, host
     return encoded, str(title), len(response.records or [])
 
 
-def _keeper_reason(error: Exception) -> str:
-    """The SDK's error kind (access_denied, invalid token, connection) without the message text."""
+def _keeper_reason(error: Exception, host: str, server_key: bool) -> str:
+    """The SDK's error kind (access_denied, invalid token, connection) without the message text, and what to do."""
     text = str(error)
+    if "access_denied" in text and not server_key and host not in KEEPER_HOSTS:
+        return (
+            f"{host} refused it (access_denied), and it could not have read the request: without "
+            "--server-public-key the token is sent encrypted for Keeper's own servers, not for a KSM deployment of "
+            "your own. Pass that deployment's --server-public-key and use the same token again (it was not spent); "
+            f"if {host} is Keeper's, the token is mistyped, already used or expired: create a new one"
+        )
     if "access_denied" in text:
         return "Keeper refused it (access_denied): the token is mistyped, already used or expired; create a new one"
     for reason in ("invalid_client", "invalid_client_version", "throttled", "Signature is invalid"):

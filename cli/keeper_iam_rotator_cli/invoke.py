@@ -14,7 +14,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 
 from keeper_iam_rotator.errors import AWS_ERRORS, BadRequestError
-from keeper_iam_rotator.request import Trigger, parse_request
+from keeper_iam_rotator.request import MAX_RECORDS, Trigger, parse_request
 
 from .aws import aws_error, region, stack_outputs
 from .errors import EXIT_FAILED, CliError
@@ -52,23 +52,37 @@ def choose_endpoint(stack: str | None, function_name: str | None, api_url: str |
     return Endpoint(via, outputs[key])
 
 
-def call_deployed(
-    endpoint: Endpoint, uids: tuple[str, ...], dry_run: bool, idempotency_key: str | None = None, bind: bool = False
-) -> list[dict[str, Any]]:
-    """The function's results. With an idempotency key a retry of the same request returns the first run's results
-    (for an hour) instead of rotating again. `bind` asks the function to bind records that have only a login (the
-    API refuses it unless the caller is on BindCallerArns)."""
-    body: dict[str, Any] = {"records": list(dict.fromkeys(uids)), "dryRun": dry_run}
+def request_body(
+    uids: tuple[str, ...], dry_run: bool, idempotency_key: str | None, bind: bool = False
+) -> dict[str, Any]:
+    """The function's request, refused here (in terms of this command's flags) when the function would refuse it.
+    `bind` asks the function to bind records that have only a login (the API refuses it unless the caller is on
+    BindCallerArns)."""
+    records = list(dict.fromkeys(uids))
+    if len(records) > MAX_RECORDS:
+        raise CliError(f"--record is given for {len(records)} records; the function takes at most {MAX_RECORDS}")
+    if idempotency_key is not None and not 1 <= len(idempotency_key) <= 128:
+        raise CliError(f"--idempotency-key must be 1 to 128 characters, not {len(idempotency_key)}")
+    body: dict[str, Any] = {"records": records, "dryRun": dry_run}
     if idempotency_key is not None:
         body["idempotencyKey"] = idempotency_key
     if bind:
         body["bind"] = True
     try:
-        parse_request(body, Trigger.INVOKE)  # the function's own validation: refuse here what it would refuse there
+        parse_request(body, Trigger.INVOKE)  # the function's own validation, as a backstop
     except BadRequestError as error:
         raise CliError(str(error)) from None
+    return body
+
+
+def call_deployed(
+    endpoint: Endpoint, uids: tuple[str, ...], dry_run: bool, idempotency_key: str | None = None, bind: bool = False
+) -> dict[str, Any]:
+    """The function's answer: `{"results", "summary", ...}`. With an idempotency key a retry of the same request
+    returns the first run's answer (for an hour) instead of rotating again."""
+    body = request_body(uids, dry_run, idempotency_key, bind)
     document = _invoke_lambda(endpoint.target, body) if endpoint.kind == "lambda" else _post_api(endpoint.target, body)
-    return _results(document)
+    return _answer(document)
 
 
 def _invoke_lambda(function: str, body: dict[str, Any]) -> Any:
@@ -97,8 +111,6 @@ def _post_api(url: str, body: dict[str, Any]) -> Any:
         raise CliError("no AWS credentials to sign the API request with")
     match = API_HOST.search(url)
     api_region = match.group(1) if match else region()
-    if not api_region:
-        raise CliError("cannot tell the API's region: set AWS_REGION")
     data = json.dumps(body)
     request = AWSRequest(method="POST", url=url, data=data, headers={"Content-Type": "application/json"})
     SigV4Auth(credentials.get_frozen_credentials(), "execute-api", api_region).add_auth(request)
@@ -125,7 +137,7 @@ def _error_text(document: Any) -> str:
     return "no details"
 
 
-def _results(document: Any) -> list[dict[str, Any]]:
+def _answer(document: Any) -> dict[str, Any]:
     if isinstance(document, dict) and isinstance(document.get("results"), list):
-        return list(document["results"])
+        return document
     raise CliError(f"the function answered without results: {_error_text(document)}", EXIT_FAILED)

@@ -45,30 +45,30 @@ def _target_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def cli() -> None:
     """Operate keeper-iam-rotator: rotate IAM console passwords into Keeper PAM User records.
 
-    \b
-    init    redeem a KSM one-time token and store the config in Secrets Manager
-    check   preflight: config, records, IAM users, policy, journal, permissions
-    rotate  rotate now, locally, with your AWS credentials
-    invoke  rotate now through the deployed function (Lambda invoke or the IAM-signed API)
+    AWS credentials and region are boto3's (AWS_PROFILE, AWS_REGION or AWS_DEFAULT_REGION, ...).
     """
     quiet_logging()
 
 
-@cli.command()
+@cli.command(short_help="Rotate now, locally, with your AWS credentials.")
 @click.option("--record", "records", multiple=True, metavar="UID", help="Record to rotate (repeatable).")
 @click.option("--folder", "folders", multiple=True, metavar="UID", help="Without --record: only this shared folder.")
+@click.option(
+    "--all", "rotate_all", is_flag=True, help="Without --record: every record in scope, due or not (default: due ones)."
+)
 @click.option("--dry-run", is_flag=True, help="Plan only: check every record and generate, change nothing.")
 @click.option(
     "--bind",
     is_flag=True,
     help="With --record: also bind records that have only a login (writes the IAM user's ARN into the record).",
 )
-@click.option("--json", "as_json", is_flag=True, help='Print the Lambda\'s {"results": [...]} document.')
+@click.option("--json", "as_json", is_flag=True, help="Print the Lambda's answer exactly: results and summary.")
 @_target_options
 @guarded
 def rotate(
     records: tuple[str, ...],
     folders: tuple[str, ...],
+    rotate_all: bool,
     dry_run: bool,
     bind: bool,
     as_json: bool,
@@ -80,23 +80,27 @@ def rotate(
 ) -> None:
     """Rotate now, locally: the same code as the Lambda, with your AWS credentials.
 
-    Without --record, every pamUser record the KSM application sees (or those in --folder) is rotated, like the
-    scheduled run. A record with only a login (no distinguishedName) is skipped (not_bound) unless --bind: pamUser
-    records also hold AD, Linux and database accounts. Exit 0 only if every record was rotated (or planned, with
-    --dry-run); 1 otherwise; 2 for bad input or configuration (then nothing was changed).
+    With --record, those records are rotated, due or not, like a direct invoke; a record with only a login (no
+    distinguishedName) is skipped (not_bound) unless --bind: pamUser records also hold AD, Linux and database
+    accounts. Without --record, the pamUser records the KSM application sees (or those in --folder) that are due
+    are rotated, like the scheduled run; records rotated within their rotation period are left alone and counted,
+    unless --all. Exit 0 only if every record was rotated (or planned, with --dry-run) or left alone as not due; 1
+    otherwise; 2 for bad input or configuration (then nothing was changed).
     """
     uids = check_uids(records)
     if folders and uids:
         raise click.UsageError("--folder selects records when no --record is given; do not combine them")
+    if rotate_all and uids:
+        raise click.UsageError("--all selects every record in scope; named --record ones are rotated anyway")
     if bind and not uids:
         raise click.UsageError("--bind binds the records named with --record; the schedule never binds")
-    check_uids(folders)
+    check_uids(folders, "--folder")
     target = resolve_target(aws.clients(), config_secret, config_file, journal_table, journal_key, stack)
-    results = run_local(target, uids, folders, dry_run, bind)
-    sys.exit(show_results(results, as_json, "Dry run: planned rotations" if dry_run else "Rotation results"))
+    document = run_local(target, uids, folders, dry_run, rotate_all, bind)
+    sys.exit(show_results(document, as_json, "Dry run: planned rotations" if dry_run else "Rotation results"))
 
 
-@cli.command()
+@cli.command(short_help="Preflight that changes nothing: config, records, users, policy, journal, permissions.")
 @click.option("--record", "records", multiple=True, metavar="UID", help="Record to check (default: all in scope).")
 @click.option("--folder", "folders", multiple=True, metavar="UID", help="Without --record: only this shared folder.")
 @click.option("--user-path", metavar="/PATH/", help="Require every IAM user to be under this path.")
@@ -140,7 +144,7 @@ def check(
     Exit 0 if no check FAILed, 1 otherwise, 2 for bad input.
     """
     uids = check_uids(records)
-    check_uids(folders)
+    check_uids(folders, "--folder")
     if user_path is not None and not (user_path.startswith("/") and user_path.endswith("/")):
         raise click.BadParameter("a user path starts and ends with '/', like /rotatable/", param_hint="--user-path")
     explicit_tags = parse_pairs(required_tags, "--required-tag")
@@ -152,7 +156,7 @@ def check(
     sys.exit(show_checks(preflight.run(), as_json))
 
 
-@cli.command()
+@cli.command(short_help="Redeem a KSM one-time token and store the config in Secrets Manager.")
 @click.option(
     "--token", metavar="TOKEN", help="One-time access token (visible in your shell history: prefer a prompt)."
 )
@@ -193,7 +197,7 @@ def init(
     stored.show()
 
 
-@cli.command()
+@cli.command(short_help="Rotate now through the deployed function (Lambda invoke or the IAM-signed API).")
 @click.option("--record", "records", multiple=True, required=True, metavar="UID", help="Record to rotate (repeatable).")
 @click.option("--dry-run", is_flag=True, help="Plan only: the function checks every record and changes nothing.")
 @click.option("--stack", metavar="NAME", help="Use the SAM stack's FunctionName (or ApiUrl with --via api).")
@@ -210,7 +214,7 @@ def init(
 @click.option(
     "--bind", is_flag=True, help="Ask the function to bind records that have only a login (API: BindCallerArns only)."
 )
-@click.option("--json", "as_json", is_flag=True, help='Print the function\'s {"results": [...]} document.')
+@click.option("--json", "as_json", is_flag=True, help="Print the function's answer exactly: results and summary.")
 @guarded
 def invoke(
     records: tuple[str, ...],
@@ -228,6 +232,7 @@ def invoke(
     Prints the results like `rotate`. Exit 0 only if every record was rotated (or planned); 1 otherwise (or when
     the call failed); 2 for bad input.
     """
+    uids = check_uids(records)
     endpoint = choose_endpoint(stack, function_name, api_url, via)
-    results = call_deployed(endpoint, records, dry_run, idempotency_key, bind)
-    sys.exit(show_results(results, as_json, "Dry run: planned rotations" if dry_run else "Rotation results"))
+    document = call_deployed(endpoint, uids, dry_run, idempotency_key, bind)
+    sys.exit(show_results(document, as_json, "Dry run: planned rotations" if dry_run else "Rotation results"))

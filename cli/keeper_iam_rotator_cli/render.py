@@ -85,15 +85,38 @@ def results_exit_code(results: Sequence[dict[str, Any]]) -> int:
     return EXIT_OK if all(r.get("status") in SUCCESS_STATUSES for r in results) else EXIT_FAILED
 
 
-def show_results(results: Sequence[dict[str, Any]], as_json: bool, title: str = "Rotation results") -> int:
-    """Print the results (table or the Lambda's JSON) and return the exit code."""
+def not_due_note(not_due: int, listed: int) -> str | None:
+    """What a run without --record left alone, and how to have it rotated anyway."""
+    if not not_due:
+        return None if listed else "No pamUser records in scope: nothing to rotate."
+    records = "record in scope is" if not_due == 1 else "records in scope are"
+    lead = "Nothing is due: " if not listed else ""
+    return (
+        f"{lead}{not_due} pamUser {records} not due (rotated within their rotation period) and were left alone; "
+        "--all rotates them too, --record UID one of them."
+    )
+
+
+def show_results(document: Mapping[str, Any], as_json: bool, title: str = "Rotation results") -> int:
+    """Print the Lambda's answer (`--json`: exactly as the function returns it; else a table, the counts, and the
+    records left alone because they are not due) and return the exit code."""
+    results: list[dict[str, Any]] = list(document.get("results") or [])
     if as_json:
-        click.echo(json.dumps({"results": list(results)}, indent=2))
+        click.echo(json.dumps(document, indent=2))
         return results_exit_code(results)
     out = console()
-    if not results:
-        out.print("No pamUser records in scope: nothing to rotate.")
-        return EXIT_OK
+    if results:
+        _results_table(out, results, title)
+        out.print(_counts(document, results), markup=False)
+    note = not_due_note(int((document.get("summary") or {}).get("notDue", 0)), len(results))
+    if note:
+        out.print(textwrap.fill(note, max(out.width, 40), break_on_hyphens=False), markup=False, soft_wrap=True)
+    if document.get("resultsOmitted"):
+        out.print(f"{document['resultsOmitted']} more results omitted (the function's log has each record).")
+    return results_exit_code(results)
+
+
+def _results_table(out: Console, results: list[dict[str, Any]], title: str) -> None:
     rows = []
     for r in results:
         error = r.get("error") or {}
@@ -103,11 +126,18 @@ def show_results(results: Sequence[dict[str, Any]], as_json: bool, title: str = 
         rows.append((cells, str(error.get("message", ""))))
     styles = {2: lambda cell: STATUS_STYLE.get(cell.split(" ")[0], "white")}
     print_table(out, title, ["record", "user", "status", "code"], "message", rows, styles, note_cells=1)
-    counts: dict[str, int] = {}
-    for r in results:
-        counts[str(r.get("status"))] = counts.get(str(r.get("status")), 0) + 1
-    out.print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())), markup=False)
-    return results_exit_code(results)
+
+
+def _counts(document: Mapping[str, Any], results: list[dict[str, Any]]) -> str:
+    """`2 rotated, 1 skipped`: the function's summary (it counts omitted results too), else the results'."""
+    summary = document.get("summary")
+    if isinstance(summary, dict):
+        counts = {status: int(n) for status, n in summary.items() if status != "notDue" and n}
+    else:
+        counts = {}
+        for r in results:
+            counts[str(r.get("status"))] = counts.get(str(r.get("status")), 0) + 1
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
 
 
 def show_checks(checks: Sequence[Check], as_json: bool) -> int:

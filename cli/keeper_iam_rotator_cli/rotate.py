@@ -26,11 +26,14 @@ PROGRESS_THRESHOLD = 3  # show a progress bar above this many records (or when t
 LEASE_SECONDS = 900  # the journal lease for one record's rotation: as long as the Lambda's own maximum
 
 
-def check_uids(uids: tuple[str, ...]) -> tuple[str, ...]:
-    """Keeper record uids, deduplicated in order; CliError (exit 2) for anything else."""
+def check_uids(uids: tuple[str, ...], flag: str = "--record") -> tuple[str, ...]:
+    """Keeper uids given with `flag`, deduplicated in order; CliError (exit 2) for anything else."""
+    kind = "folder" if flag == "--folder" else "record"
     for uid in uids:
         if not RECORD_UID.fullmatch(uid):
-            raise CliError(f"{uid[:40]!r} is not a Keeper record uid (url-safe base64, like 'A1ic3Rec0rdUid00000001')")
+            raise CliError(
+                f"{flag} {uid[:40]!r} is not a Keeper {kind} uid (url-safe base64, like 'A1ic3Rec0rdUid00000001')"
+            )
     return tuple(dict.fromkeys(uids))
 
 
@@ -72,17 +75,27 @@ def _progress(total: int | None) -> Iterator[Callable[[RecordResult, float], Non
 
 
 def run_local(
-    target: Target, uids: tuple[str, ...], folders: tuple[str, ...], dry_run: bool, bind: bool = False
-) -> list[dict[str, Any]]:
-    """Rotate (or plan) the records and return the Lambda-shaped result documents. `bind`: bind named records that
-    have only a login (the operator's own credentials must allow UpdateLoginProfile on those users)."""
+    target: Target,
+    uids: tuple[str, ...],
+    folders: tuple[str, ...],
+    dry_run: bool,
+    rotate_all: bool = False,
+    bind: bool = False,
+) -> dict[str, Any]:
+    """Rotate (or plan) the records and return the Lambda's answer for them (Outcome.document()). `bind`: bind
+    named records that have only a login (the operator's own credentials must allow UpdateLoginProfile on those
+    users)."""
     settings = target.settings(folder_uids=folders, dry_run=dry_run)
     config = target.config_text  # read and validated before anything can change: a bad config is exit 2
     missing = unseen_folders(KeeperVault(config, settings.keeper_timeout), folders)
     if missing:
         raise CliError(f"{unseen_folders_message(missing)}: nothing was rotated")
-    # named records run as a direct invoke would; without, the records in scope that are due, as the schedule would
-    request = RotationRequest(Trigger.INVOKE if uids else Trigger.SCHEDULE, uids, dry_run=dry_run, bind=bind)
+    # named records run as a direct invoke would; without, the records in scope that are due (all of them with
+    # --all), as the schedule would
+    if uids:
+        request = RotationRequest(Trigger.INVOKE, uids, dry_run=dry_run, bind=bind)
+    else:
+        request = RotationRequest(Trigger.SCHEDULE, dry_run=dry_run, rotate_all=rotate_all)
     with _progress(len(uids) if uids else None) as observe:
         invocation = Invocation(
             settings=settings,
@@ -92,4 +105,4 @@ def run_local(
             load_ksm_config=lambda: config,
             observe=observe,
         )
-        return [result.to_dict() for result in service.run(request, invocation).results]
+        return service.run(request, invocation).document()

@@ -64,7 +64,9 @@ def test_table_output_and_verdict(ready, run):
     simulate({})
     result = run("check", "--record", ready["alice"], *TARGET)
     assert result.exit_code == 0
-    assert "READY" in result.stdout and "PASS" in result.stdout and ready["alice"] in result.stdout
+    verdicts = [line for line in result.stdout.splitlines() if "READY" in line]
+    assert len(verdicts) == 1 and verdicts[0].startswith("READY: "), verdicts  # not "NOT READY: ..."
+    assert "PASS" in result.stdout and ready["alice"] in result.stdout
 
 
 def test_denied_action_fails(ready, run):

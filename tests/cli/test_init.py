@@ -90,7 +90,8 @@ def test_existing_secret_gets_a_new_version(stack, run):
     assert "appKey" in stored_config()
 
 
-def test_token_from_prompt_and_file(stack, run, tmp_path):
+def test_token_from_prompt_and_file(stack, run, tmp_path, monkeypatch):
+    monkeypatch.setattr("keeper_iam_rotator_cli.init.has_terminal", lambda: True)
     token = stack.keeper.one_time_token()
     result = run(*init_args(stack.keeper), input=f"{token}\n")
     assert result.exit_code == 0, result.output
@@ -131,15 +132,30 @@ def test_store_failure_after_redeeming_saves_a_private_file(stack, run, tmp_path
     assert "appKey" in json.loads(base64.b64decode(saved.read_text()))
 
 
-def test_malformed_tokens_are_usage_errors(run):
+def test_malformed_tokens_are_usage_errors(run, transcript):
     result = run("init", "--secret-name", NAME, "--token", "127.0.0.1:8443:c2VjcmV0dG9rZW4")
     assert result.exit_code == 2 and "--hostname HOST:PORT" in result.stderr
     result = run("init", "--secret-name", NAME, "--token", "c2VjcmV0dG9rZW4")
     assert result.exit_code == 2 and "give --hostname" in result.stderr
     result = run("init", "--secret-name", NAME, "--token", "x", "--token-file", "-", input="y")
-    assert result.exit_code == 2
+    assert result.exit_code == 2 and "either --token or --token-file" in result.stderr
     assert run("init", "--token", "US:abc").exit_code == 2  # --secret-name is required
-    assert "c2VjcmV0dG9rZW4" not in "".join(r for r in (result.output,))
+    assert "c2VjcmV0dG9rZW4" not in transcript.text()  # none of the runs that held it printed it
+
+
+def test_without_a_terminal_the_token_must_come_from_a_file(run, transcript):
+    result = run("init", "--secret-name", NAME, input="")
+    assert result.exit_code == 2
+    assert "no terminal to ask for the one-time token on: give --token-file PATH" in result.stderr
+    assert "Warning" not in transcript.text()  # getpass's GetPassWarning never runs
+
+
+def test_a_missing_server_key_is_not_reported_as_a_spent_token(stack, run):
+    token = stack.keeper.one_time_token()
+    without_key = run("init", "--secret-name", NAME, "--hostname", stack.keeper.host, "--token", token)
+    assert without_key.exit_code == 1
+    assert "Pass that deployment's --server-public-key and use the same token again" in without_key.stderr
+    assert run(*init_args(stack.keeper, "--token", token)).exit_code == 0  # the same token, with the key: it works
 
 
 def test_token_mistakes_are_named_before_anything_is_spent(stack, run):

@@ -232,4 +232,4 @@ def test_idempotency_key_retry_returns_the_first_results(stack, run, api, via):
     if via == "lambda":
         assert json.loads(sent[0]["Payload"])["idempotencyKey"] == "rotate-2026-11-27"
     bad = run("invoke", "--record", uid, "--idempotency-key", "", *endpoint)
-    assert bad.exit_code == 2 and "idempotencyKey" in bad.stderr
+    assert bad.exit_code == 2 and "--idempotency-key must be 1 to 128 characters, not 0" in bad.stderr

@@ -58,6 +58,7 @@ def test_no_secret_in_any_output(stack, run, transcript, tmp_path, monkeypatch):
     keeper = ["--hostname", stack.keeper.host, "--server-public-key", stack.keeper.server_public_key]
     assert run("init", "--secret-name", "cli/ksm", "--token", token, *keeper).exit_code == 0
     assert run("init", "--secret-name", "cli/ksm", "--token", token, *keeper).exit_code == 1  # spent
+    monkeypatch.setattr("keeper_iam_rotator_cli.init.has_terminal", lambda: True)  # the prompt path, as on a terminal
     assert run("init", "--secret-name", "cli/ksm", *keeper, input=f"{stack.keeper.one_time_token()}\n").exit_code == 0
     stored = boto3.client("secretsmanager").get_secret_value(SecretId="cli/ksm")["SecretString"]
     secrets += config_secrets(stored)

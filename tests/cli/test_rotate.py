@@ -13,10 +13,10 @@ from faults import AwsFaults
 MISSING_UID = "ZZZZZZZZZZZZZZZZZZZZZZ"
 
 
-def assert_rotated(stack, uid: str, name: str) -> None:
+def assert_rotated(stack, uid: str, name: str, previous: str = INITIAL_PASSWORD) -> None:
     password = stack.iam_password(name)
     assert password == stack.keeper_password(uid)
-    assert password and password != INITIAL_PASSWORD
+    assert password and password != previous
     assert stack.keeper.vault.staged(uid) is None
 
 
@@ -34,14 +34,43 @@ def test_rotates_a_record_and_prints_a_table(stack, run):
     assert "1 rotated" in result.stdout
 
 
-def test_json_is_the_lambdas_results_document(stack, run):
+def test_json_is_the_lambdas_document(stack, run):
     uid = stack.add_pair("alice")
     result = run("rotate", "--record", uid, "--json", *TARGET)
     assert result.exit_code == 0
     assert json.loads(result.stdout) == {
-        "results": [{"recordUid": uid, "status": "rotated", "userName": "alice", "accountId": "123456789012"}]
+        "results": [{"recordUid": uid, "status": "rotated", "userName": "alice", "accountId": "123456789012"}],
+        "summary": {"rotated": 1, "planned": 0, "skipped": 0, "failed": 0, "queued": 0, "notDue": 0},
     }
     assert_rotated(stack, uid, "alice")
+
+
+def test_without_records_not_due_ones_are_counted_and_all_rotates_them(stack, run):
+    """The scheduled run's rule (records rotated within their period are left alone) is said, never silent."""
+    folder = stack.keeper.vault.add_folder(name="production")
+    uids = {name: stack.add_pair(name, folder=folder) for name in ("alice", "bob")}
+    assert run("rotate", *TARGET).exit_code == 0  # never rotated by this rotator: both due
+    rotated = {name: stack.keeper_password(uid) for name, uid in uids.items()}
+
+    again = run("rotate", "--folder", folder, *TARGET)
+    assert again.exit_code == 0, again.output
+    assert "No pamUser records in scope" not in again.stdout
+    text = " ".join(again.stdout.split())
+    assert "Nothing is due: 2 pamUser records in scope are not due" in text
+    assert "--all rotates them too" in text
+    assert {name: stack.keeper_password(uid) for name, uid in uids.items()} == rotated
+    as_json = run("rotate", "--folder", folder, "--json", *TARGET)
+    assert json.loads(as_json.stdout) == {
+        "results": [],
+        "summary": {"rotated": 0, "planned": 0, "skipped": 0, "failed": 0, "queued": 0, "notDue": 2},
+    }
+
+    forced = run("rotate", "--folder", folder, "--all", "--json", *TARGET)
+    assert forced.exit_code == 0, forced.output
+    assert sorted(r["recordUid"] for r in results_of(forced)) == sorted(uids.values())
+    for name, uid in uids.items():
+        assert_rotated(stack, uid, name, previous=rotated[name])
+    assert run("rotate", "--all", "--record", uids["alice"], *TARGET).exit_code == 2
 
 
 def test_without_records_rotates_every_pam_user_in_scope(stack, run):

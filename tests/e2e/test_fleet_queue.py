@@ -30,7 +30,7 @@ def test_a_fleet_rotates_through_the_queue_despite_a_missing_role_and_a_killed_w
         by_account = {u.uid: u.account for u in fleet.users}
         refusals = {r["error"]["code"] for r in plan.results if by_account[r["recordUid"]] == refused}
         assert refusals == {"assume_role_failed"}
-        assert plan.result["summary"] | {"notDue": 0} == {
+        assert plan.result["summary"] == {  # notDue 0: none of them was ever rotated
             "rotated": INLINE,
             "queued": RECORDS * 2 // 3 - INLINE,
             "failed": RECORDS // 3,

@@ -7,12 +7,14 @@ import re
 import pytest
 
 from keeper_iam_rotator.accounts import session_name
-from keeper_iam_rotator.due import DAY, EARLY_SECONDS, JITTER_SHARE, is_due, select
+from keeper_iam_rotator.due import is_due, select
 from keeper_iam_rotator.errors import BadQueueMessageError
 from keeper_iam_rotator.fanout import Handoff, interleave
 from keeper_iam_rotator.keeper import PamUser
 from keeper_iam_rotator.results import MAX_LISTED_RESULTS, Code, Outcome, RecordResult, Status
 from keeper_iam_rotator.settings import ConfigurationError, Settings
+
+DAY = 86400
 
 
 class _Record:
@@ -33,13 +35,20 @@ def test_session_names_fit_sts_rules(uid):
 
 
 def test_due_boundaries_hold_for_every_record():
+    """The documented rule in plain figures (not due.py's constants): a 30-day record is never due before 26 days
+    22 hours (at most 2 h plus 10% of its period early), always due at 29 days 22 hours, and due when never rotated.
+    In between, each record's own share of the spread decides, and records really are spread over that window."""
     now = 1_000 * DAY
+    hour = 3600
+    due_at_28_days = 0
     for i in range(200):
         record = user(f"record-{i:04d}-xxxxxxxxxxxx")
-        never_early = now - (30 * DAY - EARLY_SECONDS - JITTER_SHARE * 30 * DAY) + 1
-        assert not is_due(record, {record.uid: never_early}, 30, now)
+        assert not is_due(record, {record.uid: now - (26 * DAY + 21 * hour)}, 30, now)
+        assert is_due(record, {record.uid: now - (29 * DAY + 22 * hour)}, 30, now)
         assert is_due(record, {record.uid: now - 30 * DAY}, 30, now)
         assert is_due(record, {}, 30, now)
+        due_at_28_days += is_due(record, {record.uid: now - 28 * DAY}, 30, now)
+    assert 40 < due_at_28_days < 110  # due at 28 days: a share of at least 46 h / 72 h, about 36% of records
 
 
 def test_the_record_period_wins_and_garbage_falls_back():
@@ -48,6 +57,21 @@ def test_the_record_period_wins_and_garbage_falls_back():
     assert is_due(user(period="7"), {user().uid: last}, 30, now)
     for garbage in ("0", "-3", "seven", "366", "7.5"):
         assert not is_due(user(period=garbage), {user().uid: last}, 30, now)
+
+
+def test_a_record_period_is_a_whole_number_of_days_from_1_to_365():
+    now = 1_000 * DAY
+    assert is_due(user(period="1"), {user().uid: now - 2 * DAY}, 30, now)
+    assert not is_due(user(period="365"), {user().uid: now - 40 * DAY}, 30, now)
+    assert is_due(user(period="366"), {user().uid: now - 40 * DAY}, 30, now)  # ignored: the default 30 applies
+
+
+def test_the_early_margin_is_two_hours():
+    """At 29 days 21 hours a few 30-day records (those with the smallest share of the spread) are not due yet."""
+    now = 1_000 * DAY
+    records = [user(f"margin-{i:05d}-xxxxxxxxxxx") for i in range(1000)]
+    waiting = [r for r in records if not is_due(r, {r.uid: now - (29 * DAY + 21 * 3600)}, 30, now)]
+    assert 0 < len(waiting) < 50  # a share under 1 h / 72 h: about 1.4% of records
 
 
 def test_select_counts_what_it_leaves_and_keeps_unfinished_work():

@@ -2,6 +2,7 @@
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from keeper_iam_rotator.errors import (
@@ -12,7 +13,7 @@ from keeper_iam_rotator.errors import (
     OwnedElsewhereError,
 )
 from keeper_iam_rotator.integrity import Verdict
-from keeper_iam_rotator.journal import Journal
+from keeper_iam_rotator.journal import Entry, Journal
 from keeper_iam_rotator.sealing import Sealer
 from keeper_iam_rotator.sensitive import Secret
 
@@ -35,8 +36,9 @@ def journal(monkeypatch):
             AttributeDefinitions=[{"AttributeName": "userArn", "AttributeType": "S"}],
             BillingMode="PAY_PER_REQUEST",
         )
-        clock = {"now": 1000.0}
+        clock: dict = {"now": 1000.0}
         key, mac = kms.create_key()["KeyMetadata"]["KeyId"], mac_key(kms)
+        clock["keys"] = (key, mac)  # for a second Journal on the same table (another invocation's view)
         yield Journal(ddb, kms, "journal", key, mac, clock=lambda: clock["now"]), clock
 
 
@@ -127,6 +129,22 @@ def test_an_entry_in_the_earlier_format_is_unreadable_and_stays_open(journal):
     assert j.find(ARN) is not None
 
 
+class Failing:
+    """The journal's DynamoDB client, except that `operation` fails the way DynamoDB fails."""
+
+    def __init__(self, client, operation: str) -> None:
+        self._client, self._operation = client, operation
+
+    def __getattr__(self, name):
+        if name == self._operation:
+
+            def fail(*_, **__):
+                raise ClientError({"Error": {"Code": "InternalServerError", "Message": "injected"}}, name)
+
+            return fail
+        return getattr(self._client, name)
+
+
 # --- integrity: whoever can write the table cannot steer the rotator with it -----------------------------------------
 
 
@@ -208,3 +226,91 @@ def test_sealed_passwords_open_only_under_the_journal_key(journal):
     entry.sealed = foreign.seal(ARN, "rec", [Secret("attacker-knows-this")])  # a forged entry under another key
     with pytest.raises(JournalUnavailableError, match="KMS Decrypt failed"):
         j.passwords(entry)
+
+
+def test_a_closed_entry_expires_400_days_after_closing_and_an_open_one_never(journal):
+    j, clock = journal
+    entry = j.open(ARN, "rec", Secret("a"), owner="run-1", lease_seconds=60)
+    assert "expiresAt" not in item()
+    clock["now"] = 5000.0
+    j.close(entry)
+    assert item()["expiresAt"] == {"N": str(5000 + 400 * 86400)}
+
+
+def test_only_a_successful_rotation_records_its_time(journal):
+    """`rotatedAt` is what due.py reads: an entry closed after a failed attempt leaves the record due."""
+    j, clock = journal
+    j.close(j.open(ARN, "rec", Secret("a"), owner="run-1", lease_seconds=60))
+    assert "rotatedAt" not in item()
+    entry = j.open(ARN, "rec", Secret("b"), owner="run-2", lease_seconds=60)
+    assert "rotatedAt" not in item()
+    clock["now"] = 7000.0
+    j.close(entry, rotated=True)
+    assert item()["rotatedAt"] == {"N": "7000.000"}
+
+
+def test_taking_over_a_dead_runs_entry_gives_a_fresh_lease(journal):
+    j, clock = journal
+    j.open(ARN, "rec", Secret("a"), owner="run-1", lease_seconds=60)
+    clock["now"] = 1061.0
+    claimed = j.take_over(j.find(ARN), owner="run-2", lease_seconds=300)
+    assert claimed.lease_until == 1361.0 and item()["leaseUntil"] == {"N": "1361.000"}
+    clock["now"] = 1300.0
+    with pytest.raises(LeaseHeldError):  # run-2 is alive: nobody may take it from it
+        j.take_over(j.find(ARN), owner="run-3", lease_seconds=300)
+
+
+@pytest.mark.parametrize(
+    ("operation", "call"), [("get_item", "find"), ("put_item", "close"), ("get_paginator", "entries")]
+)
+def test_a_failing_table_is_journal_unavailable(journal, operation, call):
+    j, clock = journal
+    entry = j.open(ARN, "rec", Secret("a"), owner="run-1", lease_seconds=60)
+    failing = Journal(Failing(boto3.client("dynamodb"), operation), boto3.client("kms"), "journal", *clock["keys"])
+    with pytest.raises(JournalUnavailableError, match="InternalServerError"):
+        if call == "find":
+            failing.find(ARN)
+        elif call == "close":
+            failing.close(entry)
+        else:
+            list(failing.entries())
+
+
+def test_reads_are_consistent_and_an_entry_never_shows_its_ciphertext(journal):
+    """moto is always consistent; DynamoDB is only when asked: a lease or history read eventually could be stale."""
+    j, clock = journal
+    entry = j.open(ARN, "rec", Secret("a"), owner="run-1", lease_seconds=60)
+    sent: list[tuple[str, bool]] = []
+    ddb = boto3.client("dynamodb")
+    for operation in ("GetItem", "Scan"):
+        ddb.meta.events.register(
+            f"before-parameter-build.dynamodb.{operation}",
+            lambda params, model, **_: sent.append((model.name, params.get("ConsistentRead"))),
+        )
+    reader = Journal(ddb, boto3.client("kms"), "journal", *clock["keys"])
+    reader.find(ARN)
+    list(reader.entries())
+    assert sent == [("GetItem", True), ("Scan", True)]
+    assert "sealed" not in repr(entry) and "secret" not in repr(entry).lower()
+
+
+def test_a_stale_copy_of_a_live_entry_cannot_take_it_over(journal):
+    """The lease check that counts is DynamoDB's condition, not the caller's copy of the entry: a copy read before
+    the lease was taken (or forged) says it expired; the table says it is live."""
+    j, _ = journal
+    live = j.open(ARN, "rec", Secret("a"), owner="run-1", lease_seconds=60)
+    stale = Entry(live.user_arn, live.record_uid, live.state, live.owner, lease_until=0.0, sealed=live.sealed)
+    with pytest.raises(LeaseHeldError):
+        j.take_over(stale, owner="run-2", lease_seconds=60)
+    assert j.find(ARN).owner == "run-1"
+
+
+def test_a_user_last_rotated_from_another_record_is_opened_only_on_adoption(journal):
+    """The journal remembers the record that last rotated a user; another record gets the user only when the caller
+    decided (binding.rightful_owner) that it may adopt it."""
+    j, _ = journal
+    j.close(j.open(ARN, "first", Secret("a"), owner="run-1", lease_seconds=60), rotated=True)
+    with pytest.raises(OwnedElsewhereError) as owned:
+        j.open(ARN, "second", Secret("b"), owner="run-2", lease_seconds=60)
+    assert owned.value.record_uid == "first"
+    assert j.open(ARN, "second", Secret("b"), owner="run-2", lease_seconds=60, adopt="first").record_uid == "second"

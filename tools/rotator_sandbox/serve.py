@@ -58,6 +58,7 @@ ONE_TIME_ACCESS_COMMAND = (
     " | python3 -c 'import json, sys; print(json.load(sys.stdin)[\"token\"])' > token"
 )
 FORBIDDEN = {"message": "Missing Authentication Token"}  # API Gateway's answer to unsigned calls and unknown routes
+RANDOM_SEED = 17  # moto's ids and ARN suffixes are the same every run, so the docs' transcripts can be checked
 
 
 def create_stack(sb: Sandbox, front_door: str) -> dict[str, str]:
@@ -238,7 +239,7 @@ def seed(sb: Sandbox, event_records: bool = False) -> None:
 
 def run_serve(env_file: Path | None = None, limits: KeeperLimits = DEFAULT_LIMITS, event_records: bool = False) -> int:
     with (
-        Sandbox(users=0, limits=limits) as sb,
+        Sandbox(users=0, limits=limits, random_seed=RANDOM_SEED) as sb,
         front_door(sb) as door,
         tempfile.TemporaryDirectory(prefix="rotator-sandbox-") as tmp,
     ):

@@ -19,10 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, NamedTuple
+from xml.sax.saxutils import escape
 
 import boto3
 from moto.iam.models import iam_backends
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.server import ThreadedMotoServer
+from werkzeug.serving import make_server
 
 from keeper_iam_rotator.journal import Entry, Journal
 from ksm_emulator import EmulatorServer
@@ -110,6 +113,42 @@ def initial_password() -> str:
     return f"Init-{secrets.token_urlsafe(12)}-Aa1!"
 
 
+class NotImplementedAsAwsError:
+    """WSGI middleware: a call moto does not implement is answered as AWS answers an unknown action (HTTP 501, error
+    code NotImplemented, in the protocol the client speaks), not with a traceback on the server's terminal and an
+    HTML page the client cannot parse."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        try:
+            return self.app(environ, start_response)
+        except NotImplementedError as error:
+            message = f"moto does not implement this call ({str(error)[:200]})"
+            if environ.get("HTTP_X_AMZ_TARGET") or "json" in environ.get("CONTENT_TYPE", ""):
+                body = json.dumps({"__type": "NotImplemented", "message": message}).encode()
+                headers = [("Content-Type", "application/x-amz-json-1.1"), ("x-amzn-ErrorType", "NotImplemented")]
+            else:
+                body = (
+                    "<ErrorResponse><Error><Type>Sender</Type><Code>NotImplemented</Code>"
+                    f"<Message>{escape(message)}</Message></Error><RequestId>sandbox</RequestId></ErrorResponse>"
+                ).encode()
+                headers = [("Content-Type", "text/xml")]
+            start_response("501 Not Implemented", [*headers, ("Content-Length", str(len(body)))])
+            return [body]
+
+
+class QuietMotoServer(ThreadedMotoServer):
+    """moto's threaded server with NotImplementedAsAwsError around its app."""
+
+    def _server_entry(self) -> None:
+        app = NotImplementedAsAwsError(DomainDispatcherApplication(create_backend_app))
+        self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
+        self._server_ready_event.set()
+        self._server.serve_forever()
+
+
 class Invocation(NamedTuple):
     exit_code: int
     result: dict[str, Any] | None
@@ -146,9 +185,11 @@ class Sandbox:
         pending_policy: str = "replace",
         user_prefix: str = "sandbox-user",
         limits: KeeperLimits = DEFAULT_LIMITS,
+        random_seed: int | None = None,
     ) -> None:
         self.user_count = users
         self.limits = limits
+        self.random_seed = random_seed  # moto's ids and ARN suffixes: the same every run when set
         self.pending_policy = pending_policy
         self.user_prefix = user_prefix
         self.users: list[SeededUser] = []
@@ -183,7 +224,7 @@ class Sandbox:
 
     def start(self) -> None:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log lines on the terminal
-        self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._moto = QuietMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self._moto.start()
         self.aws_url = f"http://127.0.0.1:{self._moto._server.server_port}"
         self.keeper = EmulatorServer(
@@ -205,6 +246,8 @@ class Sandbox:
     def reset(self, users: int | None = None) -> None:
         """Empty both sides, re-create the function's resources and seed `users` (default: the constructor's)."""
         self._moto_api("reset")
+        if self.random_seed is not None:
+            self._moto_api(f"seed?a={self.random_seed}")
         self.handler_credentials = {}
         self._handlers_running = 0
         self._moto_api("reset-auth", b"inf")  # even after a test that never collected its handler

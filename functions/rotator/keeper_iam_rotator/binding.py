@@ -54,7 +54,7 @@ HOW_TO_BIND: Final = (
 class Vouched:
     """What lets a run rotate an unbound record: a caller allowed to bind asked to, or its folder."""
 
-    explicit: bool = False
+    explicit: bool  # always stated: an operator naming the record is what vouches for most unbound records
     folder_uids: Collection[str] = ()
 
     def covers(self, user: PamUser) -> bool:
@@ -85,7 +85,7 @@ def bind(user: PamUser, accounts: Accounts, vouched: Vouched) -> Claim:
     """Step 1: the IAM user this record is bound to (or may be bound to now), checked against IAM itself in the
     account `accounts` decides on."""
     if user.type != RecordType.PAM_USER:
-        raise skip(Code.NOT_PAM_USER, f"record type is {user.type or 'unknown'!r}, not {RecordType.PAM_USER!r}")
+        raise skip(Code.NOT_PAM_USER, f"record type is {user.type or 'unknown'!r}, not {str(RecordType.PAM_USER)!r}")
     require_not_keeperpam(user)
     dn = user.distinguished_name
     arn = IAM_USER_ARN.fullmatch(dn)

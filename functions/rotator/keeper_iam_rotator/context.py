@@ -111,9 +111,9 @@ class RunContext:
     def _due_rule(self, forced: frozenset[str]) -> Callable[[PamUser], float | None]:
         """For the schedule and the queue: the latest last rotation at which a record may be rotated now (due now,
         and not rotated since its hand-off was planned). The journal's open enforces it, so neither a queue message
-        nor a stale plan can rotate a record early. A caller's request, and a record the plan forces, always
-        rotate (None)."""
-        if not self.request.trigger.checks_due:
+        nor a stale plan can rotate a record early. A caller's request, `rotate --all`, and a record the plan
+        forces, always rotate (None)."""
+        if not self.request.trigger.checks_due or self.request.rotate_all:
             return lambda user: None
         now, period, planned = time.time(), self.settings.rotation_period_days, self.request.planned_at
 

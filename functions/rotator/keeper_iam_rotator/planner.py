@@ -8,7 +8,12 @@ What the trigger decides (request.py):
 - SCHEDULE: every pamUser record in scope that is due (due.py), plus every open rotation, in one journal Scan, plus
   the records whose password changed outside the rotator (reconcile.py);
 - DRIFT: the record the journal says rotates the user CloudTrail saw change (drift.py);
+  (`rotate_all`, the CLI's `rotate --all`: every record in scope, due or not);
 - API, INVOKE, QUEUE: the records the request names.
+
+Fail closed: a scheduled or recovery run that cannot read the journal rotates and queues nothing. An unreadable journal
+says nothing about what is due, nor which rotations are unfinished; treating it as "never rotated" would rotate the
+whole fleet every day while the fault lasts. Every record fails `journal_unavailable`, which the failure metric alarms.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from .results import WHOLE_RUN, Code, Outcome, RecordResult, Status
 from .trust import require_trusted
 
 log = logging.getLogger(__name__)
+
 Work = PamUser | RecordResult  # a record to rotate, or the result it already has
 NOT_SHARED = "no such record is shared with the KSM application"
 RECORD_GONE = "the journal holds an unfinished rotation for {arn}, but its record is no longer shared with the KSM app"
@@ -193,7 +199,7 @@ def _named(uids: Sequence[str], context: RunContext) -> list[Work]:
 def _scheduled(context: RunContext) -> tuple[list[Work], list[Entry], int, drift.Findings]:
     """Every pamUser record in scope that is due or drifted, and every unfinished rotation (in scope or not; none in
     a dry run), from one Keeper read, one journal Scan and a credential report per account."""
-    entries, tampered = _untampered(_journal_entries(context.journal))
+    entries, tampered = _untampered(_journal_entries(context))  # read first: without it, nothing
     refused = {result.record_uid for result in tampered}  # the tampered items' records: reported, not rotated
     in_scope: list[PamUser] = [
         user
@@ -204,19 +210,23 @@ def _scheduled(context: RunContext) -> tuple[list[Work], list[Entry], int, drift
     drifted = reconcile(context, in_scope, entries)
     always = {entry.record_uid for entry in unfinished} | drifted.forced(context.settings.drift_action)
     period = context.settings.rotation_period_days
-    selected, not_due = due.select(in_scope, due.last_rotations(entries), period, time.time(), always=always)
+    if context.request.rotate_all:
+        selected, not_due = list(in_scope), 0
+    else:
+        selected, not_due = due.select(in_scope, due.last_rotations(entries), period, time.time(), always=always)
     work, not_due = drifted.complete(list[Work](selected), not_due)
     in_run = {item.uid if isinstance(item, PamUser) else item.record_uid for item in work}
     work += _records_of([entry for entry in unfinished if entry.record_uid not in in_run], context)
     return [*tampered, *work], unfinished, not_due, drifted.findings
 
 
-def _journal_entries(journal: Journal) -> list[Entry]:
+def _journal_entries(context: RunContext) -> list[Entry]:
+    """The journal's every item, or the end of the run: without it nothing is known to be due or unfinished."""
     try:
-        return list(journal.entries())
+        return list(context.journal.entries())
     except JournalUnavailableError as error:
-        log.warning("could not scan the journal for unfinished rotations", extra={"error": str(error)})
-        return []
+        message = f"{error}; without the journal nothing is known to be due or unfinished: nothing was changed"
+        raise RunFailedError(Code.JOURNAL_UNAVAILABLE, message, context.hub.account_id) from None
 
 
 def _records_of(entries: list[Entry], context: RunContext) -> list[Work]:

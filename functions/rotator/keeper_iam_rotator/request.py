@@ -71,7 +71,8 @@ class RotationRequest:
     answer (None: every request runs). `bind`: the caller asks to bind records that have only a login. `caller`:
     who sent it (the API caller's IAM identity), which scopes the key. `planned_at`: for the queue, when the
     scheduled run planned each record (record uid -> epoch seconds). `change`: for drift, the password change
-    CloudTrail recorded."""
+    CloudTrail recorded. `rotate_all`: a scheduled run that rotates every record in scope, due or not: the CLI's
+    `rotate --all`, an operator's explicit choice; no event or request body can set it."""
 
     trigger: Trigger
     record_uids: tuple[str, ...] = ()
@@ -81,6 +82,7 @@ class RotationRequest:
     caller: str = ""
     planned_at: Mapping[str, float] = field(default_factory=dict, compare=False)
     change: PasswordChange | None = None
+    rotate_all: bool = False
 
     def __post_init__(self) -> None:
         if self.trigger.names_records != bool(self.record_uids):
@@ -89,6 +91,8 @@ class RotationRequest:
             raise ValueError(f"a {self.trigger} request cannot bind")
         if (self.trigger is Trigger.DRIFT) != (self.change is not None):
             raise ValueError("a drift request, and only a drift request, carries a password change")
+        if self.rotate_all and self.trigger is not Trigger.SCHEDULE:
+            raise ValueError("only a scheduled run selects records by due date: rotate_all needs Trigger.SCHEDULE")
 
     @property
     def scoped_key(self) -> str | None:

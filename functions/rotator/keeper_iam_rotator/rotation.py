@@ -62,12 +62,12 @@ class Rotation:
     journal: Journal
     owner: str
     lease_seconds: float
-    password_length: int = 32
-    commit_attempts: int = 3
+    password_length: int
+    commit_attempts: int
     rotated_before: Callable[[PamUser], float | None] = lambda user: None
 
 
-def rotate(claim: Claim, rot: Rotation, dry_run: bool = False) -> RecordResult:
+def rotate(claim: Claim, rot: Rotation, dry_run: bool) -> RecordResult:
     """Steps 2-8 for one record that step 1 (binding.bind) bound to its IAM user, and that won any duplicate claim
     on that user; every outcome, including a refusal, comes back as a result."""
     result = RecordResult(claim.user.uid, Status.ROTATED, user_name=claim.target.name, account_id=claim.account_id)
@@ -181,7 +181,7 @@ def converge(claim: Claim, entry: Entry, passwords: list[Secret], holds: IamHold
         rot.vault.stage(user, password, claim.account_id, target.arn)
     except KeeperCallError as error:
         if holds is IamHolds.KEEPER:
-            close_journal(rot, entry)
+            close_journal(rot, entry, rotated=False)
             raise fail(Code.KEEPER_STAGE_FAILED, f"{error}; nothing was changed") from None
         raise fail(Code.PASSWORD_IN_JOURNAL, f"{error}; the journal keeps the password, the next run retries") from None
     # 6. Apply in IAM (again, in a recovery: the dead run may or may not have got that far).
@@ -195,7 +195,7 @@ def converge(claim: Claim, entry: Entry, passwords: list[Secret], holds: IamHold
     except IamRefusedError as error:
         if holds is IamHolds.KEEPER:
             _rollback_keeper(rot, user.uid)
-            close_journal(rot, entry)
+            close_journal(rot, entry, rotated=False)
             raise fail(Code.IAM_UPDATE_REFUSED, f"{error}; Keeper's staged update was rolled back") from None
         retry_with_fresh_password(claim, entry, passwords, rot, error)
         return
@@ -256,15 +256,14 @@ def restore_iam(claim: Claim, entry: Entry, password: Secret, rot: Rotation) -> 
             f"Keeper would not commit and IAM refused the old password ({error}); the journal keeps the new one",
         ) from None
     _rollback_keeper(rot, claim.user.uid)
-    close_journal(rot, entry)
+    close_journal(rot, entry, rotated=False)
     raise fail(Code.KEEPER_COMMIT_FAILED_IAM_RESTORED, "Keeper would not commit; IAM was set back to Keeper's password")
 
 
-def close_journal(
-    rot: Rotation, entry: Entry, rotated: bool = False, password_set: tuple[float, float] | None = None
-) -> None:
+def close_journal(rot: Rotation, entry: Entry, rotated: bool, password_set: tuple[float, float] | None = None) -> None:
     """Step 8. A failure here is harmless: the entry stays open and the next run finds Keeper already agreeing.
-    `rotated` records the time of a successful rotation (see due.py), `password_set` when IAM took it (drift.py)."""
+    `rotated`: the password changed and Keeper committed it, so the time is recorded (due.py), and `password_set`
+    when IAM took it (drift.py); every caller says whether it rotated."""
     try:
         rot.journal.close(entry, rotated, password_set)
     except (JournalUnavailableError, LeaseHeldError) as error:

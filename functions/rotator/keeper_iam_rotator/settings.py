@@ -1,34 +1,25 @@
 """Configuration from environment variables. The Lambda requires KSM_CONFIG_SECRET_ID; the template sets the rest.
-The CLI builds the same Settings from the same variables and its own options (it reads the config elsewhere)."""
+The CLI builds the same Settings from the same variables and its own options (it reads the config elsewhere).
+
+VARIABLES is the one list of what the function reads: Settings.from_env parses it, and the README's environment
+variable tables are generated from it and template.yaml (`make docs`), so a setting added here is documented there.
+"""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, Final
 
 from .errors import ConfigurationError
 
 ACCOUNT_ID = re.compile(r"\d{12}")
 RATE = re.compile(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)")
 UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86400}
-
-
-class DriftAction(StrEnum):
-    """What the rotator does when a bound user's password was changed outside it (DRIFT_ACTION)."""
-
-    ROTATE = "rotate"  # rotate the record at once: Keeper holds the working password again within minutes
-    ALERT = "alert"  # report it (result, DriftDetected, DriftAlarm) and change nothing
-
-
-def _drift_action(env: Mapping[str, str]) -> DriftAction:
-    raw = env.get("DRIFT_ACTION", "").strip().lower() or DriftAction.ROTATE
-    try:
-        return DriftAction(raw)
-    except ValueError:
-        raise ConfigurationError(f"DRIFT_ACTION must be rotate or alert, not {raw[:20]!r}") from None
+Parse = Callable[[str, str], Any]  # (variable name, its stripped, non-empty value) -> the setting's value
 
 
 def flag(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -42,41 +33,201 @@ def flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigurationError(f"{name} must be true or false, not {raw!r}")
 
 
-def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+def _flag(name: str, raw: str) -> bool:
+    return flag({name: raw}, name, False)
+
+
+def _number(low: float, high: float, whole: bool = True) -> Parse:
+    def parse(name: str, raw: str) -> float | int:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigurationError(f"{name} must be a number, not {raw!r}") from None
+        if not low <= value <= high:
+            raise ConfigurationError(f"{name} must be between {low:g} and {high:g}, not {raw}")
+        return int(value) if whole else value
+
+    return parse
+
+
+def _uids(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+class DriftAction(StrEnum):
+    """What the rotator does when a bound user's password was changed outside it (DRIFT_ACTION)."""
+
+    ROTATE = "rotate"  # rotate the record at once: Keeper holds the working password again within minutes
+    ALERT = "alert"  # report it (result, DriftDetected, DriftAlarm) and change nothing
+
+
+def _drift_action(name: str, raw: str) -> DriftAction:
     try:
-        value = float(raw)
+        return DriftAction(raw.lower())
     except ValueError:
-        raise ConfigurationError(f"{name} must be a number, not {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigurationError(f"{name} must be between {low:g} and {high:g}, not {raw}")
-    return value
+        raise ConfigurationError(f"{name} must be rotate or alert, not {raw[:20]!r}") from None
 
 
-def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    """A comma-separated variable as its non-empty items."""
-    return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
+def _upper(name: str, raw: str) -> str:
+    return raw.upper()
 
 
-def _rate_seconds(env: Mapping[str, str], name: str, default: int) -> int:
+def _rate_seconds(name: str, raw: str) -> int:
     """The period of an EventBridge `rate(N unit)` expression, in seconds."""
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
     rate = RATE.fullmatch(raw)
     if rate is None:
         raise ConfigurationError(f"{name} must be a rate expression like rate(15 minutes), not {raw[:40]!r}")
     return int(rate[1]) * UNIT_SECONDS[rate[2].removesuffix("s")]
 
 
-def _account_ids(env: Mapping[str, str]) -> tuple[str, ...]:
-    ids = _list(env, "TARGET_ACCOUNT_IDS")
+def _account_ids(name: str, raw: str) -> tuple[str, ...]:
+    ids = _uids(name, raw)
     bad = [account for account in ids if not ACCOUNT_ID.fullmatch(account)]
     if bad:
-        raise ConfigurationError(f"TARGET_ACCOUNT_IDS must list 12-digit AWS account ids; {bad[0][:20]!r} is not one")
+        raise ConfigurationError(f"{name} must list 12-digit AWS account ids; {bad[0][:20]!r} is not one")
     return ids
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: the Settings field it sets (None: read by another module or by Powertools), how
+    its value is parsed, and what it means (the README's table)."""
+
+    name: str
+    field: str | None
+    meaning: str
+    parse: Parse = _text
+    default: str = ""  # documented instead of the Settings field's default (a variable without a field, or parsed)
+
+
+VARIABLES: Final = (
+    Variable(
+        "KSM_CONFIG_SECRET_ID",
+        "ksm_config_secret_id",
+        "Secrets Manager secret holding the KSM config (base64 or JSON); the only variable the code requires",
+    ),
+    Variable(
+        "ROTATION_FOLDER_UIDS",
+        "folder_uids",
+        "scheduled-run scope (empty: every record the KSM application sees); unbound records in these folders are "
+        "rotated and bound",
+        _uids,
+    ),
+    Variable("DRY_RUN", "dry_run", "audit mode: every rotation is planned and reported, nothing changes", _flag),
+    Variable("PASSWORD_LENGTH", "password_length", "raised to the policy minimum, at most 128", _number(8, 128)),
+    Variable("JOURNAL_TABLE_NAME", "journal_table", "the journal's DynamoDB table"),
+    Variable("JOURNAL_KEY_ID", "journal_key_id", "the KMS key sealing the journal's passwords"),
+    Variable(
+        "JOURNAL_MAC_KEY_ID", "journal_mac_key_id", "the HMAC KMS key the journal's integrity MAC is derived from"
+    ),
+    Variable("IDEMPOTENCY_TABLE_NAME", "idempotency_table", "idempotent retries (empty: off)"),
+    Variable(
+        "KSM_CONFIG_MAX_AGE", "ksm_config_max_age", "seconds the config is cached per warm container", _number(0, 86400)
+    ),
+    Variable(
+        "KEEPER_TIMEOUT",
+        "keeper_timeout",
+        "seconds per Keeper request (the SDK itself has none)",
+        _number(1, 120, whole=False),
+    ),
+    Variable("KEEPER_COMMIT_ATTEMPTS", "commit_attempts", "commit tries before IAM is set back", _number(1, 10)),
+    Variable(
+        "RETRY_DELAY",
+        "retry_delay",
+        "base of the exponential backoff for IAM retries, in seconds",
+        _number(0, 30, whole=False),
+    ),
+    Variable("JOURNAL_LEASE_MARGIN_SECONDS", "lease_margin", "lease = remaining Lambda time + this", _number(0, 3600)),
+    Variable(
+        "ROTATION_CONCURRENCY",
+        "concurrency",
+        "records rotated in parallel (1-16); each IAM user is still locked by its lease",
+        _number(1, 16),
+    ),
+    Variable(
+        "TARGET_ACCOUNT_IDS",
+        "target_account_ids",
+        "member accounts whose users may be rotated (comma-separated; empty: only the function's own)",
+        _account_ids,
+    ),
+    Variable("TARGET_ROLE_NAME", "target_role_name", "the role `member-account.yaml` creates in each member account"),
+    Variable(
+        "TARGET_EXTERNAL_ID_SECRET",
+        "target_external_id_secret",
+        "the Secrets Manager secret holding the `sts:ExternalId` the member roles require, if any",
+    ),
+    Variable(
+        "TARGET_EXTERNAL_ID",
+        "target_external_id",
+        "the ExternalId itself, for the CLI and tests (the function reads TARGET_EXTERNAL_ID_SECRET)",
+    ),
+    Variable(
+        "ROTATION_PERIOD_DAYS",
+        "rotation_period_days",
+        "default rotation period (1-365); a record's `rotation_period_days` overrides it",
+        _number(1, 365),
+    ),
+    Variable(
+        "INLINE_ROTATION_LIMIT",
+        "inline_rotation_limit",
+        "due records the scheduled run rotates itself; the rest go to the rotation queue",
+        _number(0, 10000),
+    ),
+    Variable(
+        "ROTATION_QUEUE_URL",
+        "rotation_queue_url",
+        "the rotation queue; empty (the CLI, tests): the scheduled run rotates everything itself",
+    ),
+    Variable(
+        "DRIFT_ACTION",
+        "drift_action",
+        "a bound user's password changed outside the rotator: `rotate` the record at once, or only `alert`",
+        _drift_action,
+    ),
+    Variable(
+        "BIND_CALLER_ARNS",
+        "bind_caller_arns",
+        "API callers (ARN patterns, comma-separated) whose requests may bind records with only a login",
+        _uids,
+    ),
+    Variable(
+        "KEEPER_REGION",
+        "keeper_region",
+        "the Keeper region (US, EU, AU, GOV, JP, CA, IL5) whose host and server keys the KSM config must name",
+        _upper,
+    ),
+    Variable(
+        "RECOVERY_SCHEDULE_EXPRESSION",
+        "recovery_period",
+        "the recovery schedule's `rate(...)`: an open journal entry older than two periods plus the lease is stale",
+        _rate_seconds,
+        default="rate(15 minutes)",
+    ),
+    Variable(
+        "TRACE_CALLS",
+        None,
+        "Powertools Tracer (X-Ray SDK) around the handler: subsegments for every AWS and Keeper call",
+        default="false",
+    ),
+    Variable(
+        "POWERTOOLS_SERVICE_NAME",
+        None,
+        "log service name and the metrics' `service` dimension (the alarms expect the template's value)",
+        default="keeper-iam-rotator",
+    ),
+    Variable(
+        "POWERTOOLS_METRICS_NAMESPACE",
+        None,
+        "metric namespace (the alarms expect the template's value)",
+        default="KeeperIamRotator",
+    ),
+    Variable("POWERTOOLS_LOG_LEVEL", None, "log level (secrets are never logged at any level)", default="INFO"),
+    Variable("POWERTOOLS_TRACER_CAPTURE_RESPONSE", None, "whether X-Ray records responses", default="true"),
+)
 
 
 @dataclass(frozen=True)
@@ -109,34 +260,14 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Every VARIABLES entry with a field, from `env` (default: the process's); unset or empty: the default."""
         env = os.environ if env is None else env
-        return cls(
-            ksm_config_secret_id=env.get("KSM_CONFIG_SECRET_ID", "").strip(),
-            folder_uids=_list(env, "ROTATION_FOLDER_UIDS"),
-            dry_run=flag(env, "DRY_RUN", False),
-            password_length=int(_number(env, "PASSWORD_LENGTH", 32, 8, 128)),
-            journal_table=env.get("JOURNAL_TABLE_NAME", "").strip() or cls.journal_table,
-            journal_key_id=env.get("JOURNAL_KEY_ID", "").strip() or cls.journal_key_id,
-            journal_mac_key_id=env.get("JOURNAL_MAC_KEY_ID", "").strip() or cls.journal_mac_key_id,
-            idempotency_table=env.get("IDEMPOTENCY_TABLE_NAME", "").strip(),
-            ksm_config_max_age=int(_number(env, "KSM_CONFIG_MAX_AGE", 300, 0, 86400)),
-            keeper_timeout=_number(env, "KEEPER_TIMEOUT", 20.0, 1, 120),
-            commit_attempts=int(_number(env, "KEEPER_COMMIT_ATTEMPTS", 3, 1, 10)),
-            retry_delay=_number(env, "RETRY_DELAY", 1.0, 0, 30),
-            lease_margin=int(_number(env, "JOURNAL_LEASE_MARGIN_SECONDS", 60, 0, 3600)),
-            concurrency=int(_number(env, "ROTATION_CONCURRENCY", 4, 1, 16)),
-            target_account_ids=_account_ids(env),
-            target_role_name=env.get("TARGET_ROLE_NAME", "").strip() or cls.target_role_name,
-            target_external_id=env.get("TARGET_EXTERNAL_ID", "").strip(),
-            target_external_id_secret=env.get("TARGET_EXTERNAL_ID_SECRET", "").strip(),
-            rotation_period_days=int(_number(env, "ROTATION_PERIOD_DAYS", 30, 1, 365)),
-            inline_rotation_limit=int(_number(env, "INLINE_ROTATION_LIMIT", 50, 0, 10000)),
-            rotation_queue_url=env.get("ROTATION_QUEUE_URL", "").strip(),
-            drift_action=_drift_action(env),
-            bind_caller_arns=_list(env, "BIND_CALLER_ARNS"),
-            keeper_region=env.get("KEEPER_REGION", "").strip().upper() or cls.keeper_region,
-            recovery_period=_rate_seconds(env, "RECOVERY_SCHEDULE_EXPRESSION", cls.recovery_period),
-        )
+        values = {
+            variable.field: variable.parse(variable.name, raw)
+            for variable in VARIABLES
+            if variable.field and (raw := env.get(variable.name, "").strip())
+        }
+        return cls(**values)
 
     def require_ksm_config_secret(self) -> str:
         """The secret the Lambda reads its KSM config from; it has no other source."""
