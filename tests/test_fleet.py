@@ -200,7 +200,15 @@ def test_a_recently_rotated_record_waits_for_the_schedule_but_not_for_a_request(
     results = by_uid(response["results"])
     assert fresh not in results
     assert code(results[never]) == ("rotated", "")
-    assert response["summary"] == {"rotated": 1, "planned": 0, "skipped": 0, "failed": 0, "queued": 0, "notDue": 1}
+    assert response["summary"] == {
+        "rotated": 1,
+        "planned": 0,
+        "skipped": 0,
+        "failed": 0,
+        "queued": 0,
+        "notDue": 1,
+        "deferred": 0,
+    }
     assert stack.keeper_password(fresh) == rotated_once == stack.iam_password("alice")
     assert code(only(stack.rotate(fresh))) == ("rotated", "")  # an explicit request always rotates
     assert_rotated(stack, fresh, "alice", previous=rotated_once)

@@ -39,6 +39,7 @@ JOURNAL_TABLE = "keeper-iam-rotator-journal"
 JOURNAL_KEY = "alias/keeper-iam-rotator-journal"
 JOURNAL_MAC_KEY = "alias/keeper-iam-rotator-journal-mac"
 IDEMPOTENCY_TABLE = "keeper-iam-rotator-idempotency"
+PACING_TABLE = "keeper-iam-rotator-pacing"
 CONFIG_SECRET = "keeper-iam-rotator/ksm-config"  # noqa: S105 - a secret's name
 # template.yaml's default RequiredUserTagValue: an IAM administrator opts each user in (moto does not evaluate the
 # condition, so the tag is seeded to make the sandbox look like a real deployment, not to make anything pass)
@@ -69,10 +70,10 @@ DEFAULT_LIMITS = KeeperLimits()
 
 
 def create_function_resources(aws: Callable[[str], Any], ksm_config: str) -> None:
-    """What template.yaml creates: the journal and idempotency tables, the journal's KMS keys (encryption, and the
-    HMAC key of its integrity MAC) + aliases, and the KSM config secret (which `keeper-iam-rotator init` creates in
-    real life). `aws` makes a client for a service."""
-    for table, key in ((JOURNAL_TABLE, "userArn"), (IDEMPOTENCY_TABLE, "id")):
+    """What template.yaml creates: the journal, idempotency and pacing tables, the journal's KMS keys (encryption,
+    and the HMAC key of its integrity MAC) + aliases, and the KSM config secret (which `keeper-iam-rotator init`
+    creates in real life). `aws` makes a client for a service."""
+    for table, key in ((JOURNAL_TABLE, "userArn"), (IDEMPOTENCY_TABLE, "id"), (PACING_TABLE, "id")):
         aws("dynamodb").create_table(
             TableName=table,
             KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
@@ -356,6 +357,7 @@ class Sandbox:
                 "JOURNAL_KEY_ID": JOURNAL_KEY,
                 "JOURNAL_MAC_KEY_ID": JOURNAL_MAC_KEY,
                 "IDEMPOTENCY_TABLE_NAME": IDEMPOTENCY_TABLE,
+                "PACING_TABLE_NAME": PACING_TABLE,
                 "RETRY_DELAY": "0",
                 "PYTHONDONTWRITEBYTECODE": "1",
             }

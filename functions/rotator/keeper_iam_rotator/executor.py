@@ -22,6 +22,7 @@ from .errors import JournalTamperedError, JournalUnavailableError, KeeperCallErr
 from .iam import IamUser
 from .keeper import PamUser
 from .planner import Plan, Work
+from .request import Trigger
 from .results import Code, Outcome, RecordResult, Status
 from .rotation import rotate
 
@@ -38,10 +39,10 @@ def execute(plan: Plan) -> Outcome:
     with ThreadPoolExecutor(max_workers=context.settings.concurrency) as pool:
         steps = list(pool.map(lambda item: _bind(item, context, accounts, plan), plan.work))
         steps = _settle_duplicates(steps, context)
-        if plan.hand_off:
-            steps = _hand_off(steps, plan)
+        if plan.inline_limit is not None:
+            steps = _hand_off(steps, plan, plan.inline_limit)
         results = _rotate_all(pool, steps, context, plan.findings)
-    return Outcome(results, plan.not_due)
+    return Outcome(results, plan.not_due, plan.deferred)
 
 
 def _accounts(plan: Plan) -> Accounts:
@@ -97,11 +98,15 @@ def _names(context: RunContext, record_uid: str, target: IamUser) -> bool:
         return False
 
 
-def _hand_off(steps: list[Step], plan: Plan) -> list[Step]:
-    """Beyond InlineRotationLimit, bound records go to the rotation queue (fanout.py); unfinished ones stay here."""
-    settings = plan.context.settings
-    queue = fanout.RotationQueue(plan.context.invocation.clients("sqs"), settings.rotation_queue_url)
-    return fanout.hand_off(steps, queue, settings.inline_rotation_limit, plan.first, plan.planned_at)
+def _hand_off(steps: list[Step], plan: Plan, limit: int) -> list[Step]:
+    """Beyond `limit`, bound records go to the rotation queue (fanout.py), each naming the client device it was
+    read through; unfinished ones stay here."""
+    context = plan.context
+    queue = fanout.RotationQueue(context.invocation.clients("sqs"), context.settings.rotation_queue_url)
+    requested = context.request.trigger is not Trigger.SCHEDULE
+    return fanout.hand_off(
+        steps, queue, limit, plan.first, fanout.Plan(plan.planned_at, context.vault.index_of, requested)
+    )
 
 
 def _rotate_all(

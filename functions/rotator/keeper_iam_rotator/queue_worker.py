@@ -59,6 +59,8 @@ def handle(event: dict[str, Any], run: Callable[[RotationRequest], dict[str, Any
             Trigger.QUEUE,
             record_uids=tuple(dict.fromkeys(h.record_uid for h in handoffs)),
             planned_at={h.record_uid: h.planned_at for h in handoffs if h.planned_at},
+            devices={h.record_uid: h.device for h in handoffs},
+            requested=frozenset(h.record_uid for h in handoffs if h.requested and h.planned_at),
         )
         results = {result["recordUid"]: result for result in run(request)["results"]}
     failed = [m.message_id for m in batch if m.message_id and not _done(m, results)]
