@@ -78,7 +78,7 @@ class RotationQueue:
 
 def interleave(handoffs: Sequence[Handoff]) -> list[Handoff]:
     """Round-robin over accounts in runs of one SQS batch: a worker's batch then usually holds one account (one
-    AssumeRole), and the batches concurrent workers take hit different accounts."""
+    AssumeRole, one ListUsers), and the batches concurrent workers take hit different accounts."""
     by_account: dict[str, list[Handoff]] = {}
     for handoff in handoffs:
         by_account.setdefault(handoff.account_id, []).append(handoff)
