@@ -58,13 +58,14 @@ def _accounts(plan: Plan) -> Accounts:
     ListUsers page per 1,000 users) wherever that is cheaper than a GetUser per record: any run, the queue's batches
     of ten as well as a planning run. What the binding is checked against is the same either way: the ARN IAM
     returns in this invocation, never one carried over from another (a queue message carries record uids only).
-    The hub's password policy is read once before records run in parallel (a failure is left for each record to
-    report)."""
+    The hub's password policy is read once before records run in parallel when a record may rotate there (a
+    failure is left for each record to report)."""
     lookups = _lookups(plan)
     accounts = plan.context.accounts(bulk_directory=False)
     accounts.expect_lookups(lookups)
-    with suppress(Exception):
-        accounts.hub.password_policy  # noqa: B018 - a cached property: reading it caches it
+    if lookups[accounts.hub.account_id]:
+        with suppress(Exception):
+            accounts.hub.password_policy  # noqa: B018 - a cached property: reading it caches it
     return accounts
 
 
