@@ -419,3 +419,11 @@ def test_a_run_with_one_user_in_an_account_asks_iam_about_that_user_alone(fleet)
     assert (calls["iam:ListUsers"], calls["iam:GetUser"]) == (0, 2)
     assert_rotated(fleet, hub, "alice")
     assert_member_rotated(fleet, MEMBER, member, "bob")
+
+
+def test_a_batch_of_member_records_reads_no_password_policy_of_the_hub(fleet):
+    uids = {f"mem{i}": member_pair(fleet, MEMBER, f"mem{i}") for i in range(3)}
+    calls = calls_of(lambda: fleet.invoke(queue_event(*uids.values())))
+    assert calls["iam:GetAccountPasswordPolicy"] == 1  # the member account's, read once after its AssumeRole
+    for name, uid in uids.items():
+        assert_member_rotated(fleet, MEMBER, uid, name)
