@@ -66,13 +66,14 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def _clear_caches() -> None:
     import sys
 
-    from keeper_iam_rotator import aws, idempotency, keeper
+    from keeper_iam_rotator import aws, iam, idempotency, keeper
 
     if "app" in sys.modules:  # the handler's warm clients (imported by the first test that invokes it)
         sys.modules["app"].CLIENTS.clear()
     for cached in (keeper.vault_for, idempotency._store):
         cached.cache_clear()
     aws.clear_ksm_config_cache()
+    iam._directory_pages.clear()  # what a warm container learnt of each account's directory size
 
 
 @dataclass

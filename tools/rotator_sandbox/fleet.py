@@ -207,12 +207,14 @@ def run_fleet(
         journaled = set(sb.journal_passwords())
         rotated = sum(1 for u in fleet.users if iam_password(u.account, u.name) != u.initial_password)
         split = [u.name for u in fleet.users if not fleet.agrees(u, journaled)]
-        every = [json.loads(stats_file.read_text()), *(s for worker in pool for s in worker.stats)]
-        aws_calls = Counter[str]()
-        for stats in every:
-            aws_calls.update({call: n for call, n in stats["calls"].items() if call.startswith("aws:")})
+        planner, worker_stats = json.loads(stats_file.read_text()), [s for worker in pool for s in worker.stats]
+        every = [planner, *worker_stats]
+        inline_calls, queue_calls = _aws_calls([planner]), _aws_calls(worker_stats)
+        aws_calls = inline_calls + queue_calls
         keeper_calls = sum(sb.keeper.vault.calls.values())
         per = max(rotated, 1)
+        inline = int(plan.result.get("summary", {}).get("rotated", 0))
+        per_inline, per_queued = max(inline, 1), max(rotated - inline, 1)
         rows = [
             ["records / accounts / workers", f"{records} / {accounts} / {workers}"],
             ["planning run", f"{planned:.1f} s; summary {json.dumps(plan.result.get('summary'))}"],
@@ -224,8 +226,23 @@ def run_fleet(
             ["Keeper calls per user", f"{keeper_calls / per:.2f}"],
             ["Keeper throttled answers", str(sb.keeper.vault.throttled_total)],
             ["AWS calls per user (planner + workers)", f"{sum(aws_calls.values()) / per:.2f}"],
+            [
+                "  planning run (per user it rotated) | queue",
+                f"{sum(inline_calls.values()) / per_inline:.2f} | {sum(queue_calls.values()) / per_queued:.2f}",
+            ],
             ["peak RSS (planner or a worker)", f"{max(s['maxrss_kb'] for s in every) / 1024:.0f} MiB"],
+            ["AWS calls per user by operation", "all  (planning run | queue)"],
         ]
-        rows += [[f"  {name}", f"{n / per:.2f}"] for name, n in sorted(aws_calls.items())]
+        for name, n in sorted(aws_calls.items()):
+            split = f"{inline_calls[name] / per_inline:.2f} | {queue_calls[name] / per_queued:.2f}"
+            rows.append([f"  {name}", f"{n / per:.2f}  ({split})"])
         out.table(f"Fleet run over {records} records in {accounts} accounts", ["figure", "value"], rows)
         return 1 if split or rotated < records else 0
+
+
+def _aws_calls(stats: list[dict[str, Any]]) -> Counter[str]:
+    """AWS calls by operation over these processes' stats."""
+    calls = Counter[str]()
+    for one in stats:
+        calls.update({call: n for call, n in one["calls"].items() if call.startswith("aws:")})
+    return calls

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import suppress
@@ -16,7 +17,16 @@ from typing import TypeVar
 
 from . import drift, fanout
 from .accounts import Accounts, account_of
-from .binding import Claim, bind, bind_unfinished, duplicate_halt, settle_duplicates, still_names
+from .binding import (
+    IAM_USER_ARN,
+    Claim,
+    Vouched,
+    bind,
+    bind_unfinished,
+    duplicate_halt,
+    settle_duplicates,
+    still_names,
+)
 from .context import RunContext
 from .errors import JournalTamperedError, JournalUnavailableError, KeeperCallError, RotationHaltedError
 from .iam import IamUser
@@ -27,7 +37,6 @@ from .results import Code, Outcome, RecordResult, Status
 from .rotation import rotate
 
 log = logging.getLogger(__name__)
-LIST_USERS_ABOVE = 10  # records per run above which one ListUsers per account beats a GetUser per record
 Step = Claim | RecordResult
 R = TypeVar("R")
 
@@ -46,15 +55,41 @@ def execute(plan: Plan) -> Outcome:
 
 
 def _accounts(plan: Plan) -> Accounts:
-    """The hub with its password policy read once before records run in parallel (a failure is left for each
-    record to report), and its user directory read at once for a large run."""
-    large = sum(isinstance(item, PamUser) for item in plan.work) > LIST_USERS_ABOVE
-    hub = plan.context.hub
-    with suppress(Exception):
-        hub.password_policy  # noqa: B018 - a cached property: reading it caches it
-    if large:
-        hub.list_users()
-    return plan.context.accounts(bulk_directory=large)
+    """The accounts, told how many users step 1 looks up in each, so each account's directory is read once (one
+    ListUsers page per 1,000 users) wherever that is cheaper than a GetUser per record: any run, the queue's batches
+    of ten as well as a planning run. What the binding is checked against is the same either way: the ARN IAM
+    returns in this invocation, never one carried over from another (a queue message carries record uids only).
+    The hub's password policy is read once before records run in parallel when a record may rotate there (a
+    failure is left for each record to report)."""
+    lookups = _lookups(plan)
+    accounts = plan.context.accounts(bulk_directory=False)
+    accounts.expect_lookups(lookups)
+    if lookups[accounts.hub.account_id]:
+        with suppress(Exception):
+            accounts.hub.password_policy  # noqa: B018 - a cached property: reading it caches it
+    return accounts
+
+
+def _lookups(plan: Plan) -> Counter[str]:
+    """Account id -> the records whose IAM user step 1 will look up there: an unfinished rotation's user, the user
+    a bound record's ARN names, or the hub's user a vouched login names. Only an estimate of calls (records bind
+    refuses for other reasons are counted too): it decides how users are looked up, never whether they are."""
+    hub = plan.context.hub.account_id
+    lookups = Counter[str]()
+    for item in plan.work:
+        if isinstance(item, PamUser):
+            owed = plan.unfinished.get(item.uid)
+            account = account_of(owed) if owed is not None else _lookup_account(item, hub, plan.vouched)
+            if account is not None:
+                lookups[account] += 1
+    return lookups
+
+
+def _lookup_account(user: PamUser, hub: str, vouched: Vouched) -> str | None:
+    arn = IAM_USER_ARN.fullmatch(user.distinguished_name)
+    if arn is not None:
+        return arn["account"]
+    return hub if not user.distinguished_name and user.login and vouched.covers(user) else None
 
 
 def _bind(item: Work, context: RunContext, accounts: Accounts, plan: Plan) -> Step:

@@ -1,12 +1,14 @@
 """Fan-out for large scheduled runs: the run rotates up to InlineRotationLimit due records itself and hands the rest,
-one SQS message per record, to the rotation queue, whose events the same function handles (queue_worker.py).
+one SQS message per record, to the rotation queue, whose events the same function handles (queue_worker.py). A
+caller's request beyond what Keeper's pace lets it finish in 29 s hands its rest over the same way (budget.py).
 
-A message carries only what the worker cannot re-derive: the record uid, its account (for interleaving) and when the
-run planned it. The worker trusts nothing else in it: it binds the record again under the schedule's rules (vouching
-only from the record's folder), and the journal refuses a record that is not due or was rotated after `plannedAt`
-(a redelivered message rotates nothing). Only the function's role may send to the queue (its queue policy). Messages
-are interleaved across accounts, so the queue's concurrent workers spread IAM calls over accounts instead of
-draining one account.
+A message carries only what the worker cannot re-derive: the record uid, its account and client device (for
+interleaving, and the device it is read through first) and when the run planned it. The worker trusts nothing else
+in it: it binds the record again under the schedule's rules (vouching only from the record's folder), and the
+journal refuses a record that is not due (unless a caller asked) or was rotated after `plannedAt` (a redelivered
+message rotates nothing). Only the function's role may send to the queue (its queue policy). Messages are
+interleaved across devices and accounts, so the queue's concurrent workers spread Keeper and IAM calls instead of
+draining one device or account.
 """
 
 from __future__ import annotations
@@ -104,8 +106,8 @@ class RotationQueue:
 
 def interleave(handoffs: Sequence[Handoff]) -> list[Handoff]:
     """Round-robin over (device, account) in runs of one SQS batch: a worker's batch then usually holds one device
-    (one Keeper read) and one account (one AssumeRole), and the batches concurrent workers take hit different
-    devices and accounts."""
+    (one Keeper read) and one account (one AssumeRole, one ListUsers), and the batches concurrent workers take hit
+    different devices and accounts."""
     by_key: dict[tuple[int, str], list[Handoff]] = {}
     for handoff in handoffs:
         by_key.setdefault((handoff.device, handoff.account_id), []).append(handoff)
