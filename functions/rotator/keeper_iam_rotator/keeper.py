@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 ACCOUNT_FIELD_LABEL: Final = "account_id_or_alias"  # the label Keeper's AWS post-rotation plugin wrote
 ROTATION_TRANSACTION: Final = "rotation"
+MAX_DEVICES: Final = 64  # client devices kept warm per container (KSM_CONFIG_SECRET_ID's list, and a rotated config)
 
 
 class RecordType(StrEnum):
@@ -339,8 +340,8 @@ class KeeperVault:
         self._call("roll back update", self._sm.complete_transaction, uid, rollback=True)
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=MAX_DEVICES)
 def vault_for(ksm_config: str, timeout: float) -> KeeperVault:
-    """One Keeper connection per distinct config: a rotated KSM config gets a new client, an unchanged one keeps
-    its keep-alive session across warm invocations."""
+    """One Keeper connection per distinct config (client device): a rotated KSM config gets a new client, an
+    unchanged one keeps its keep-alive session across warm invocations."""
     return KeeperVault(ksm_config, timeout=timeout)
