@@ -46,13 +46,19 @@ def pacer(dynamodb: object, clock: Clock, max_wait: float = 60.0, **limits: floa
     return Pacer(dynamodb, TABLE, Limits(**limits), max_wait, clock=clock, sleep=clock.sleep)  # type: ignore[arg-type]
 
 
+def send(paced: Pacer, device: str, endpoint: str) -> None:
+    """What the transport does around each request: the grant, then the answer."""
+    paced.admit(device, endpoint)
+    paced.sent(device, endpoint)
+
+
 def test_a_full_burst_waits_for_the_quiet_pause_then_counts_again(dynamodb):
     clock = Clock()
     paced = pacer(dynamodb, clock, burst=3, quiet=10)
     for _ in range(3):
-        paced.admit("device", "update_secret")
+        send(paced, "device", "update_secret")
     assert clock.slept == []
-    paced.admit("device", "update_secret")  # the fourth
+    send(paced, "device", "update_secret")  # the fourth
     assert clock.slept == [10.0]
     item = dynamodb.get_item(TableName=TABLE, Key={"id": {"S": "device#update_secret"}})["Item"]
     assert item["count"] == {"N": "1"}
@@ -62,7 +68,7 @@ def test_endpoints_and_devices_are_counted_apart(dynamodb):
     clock = Clock()
     paced = pacer(dynamodb, clock, burst=2, quiet=10)
     for device, endpoint in [("a", "update_secret"), ("a", "finalize_secret_update"), ("b", "update_secret")] * 2:
-        paced.admit(device, endpoint)
+        send(paced, device, endpoint)
     assert clock.slept == []
 
 
@@ -70,7 +76,7 @@ def test_requests_spaced_by_the_quiet_pause_never_wait(dynamodb):
     clock = Clock()
     paced = pacer(dynamodb, clock, burst=1, quiet=10)
     for _ in range(3):
-        paced.admit("device", "get_secret")
+        send(paced, "device", "get_secret")
         clock.now += 10.0
     assert clock.slept == []
 
@@ -86,22 +92,51 @@ def test_the_per_minute_cap_hands_out_slots_60_over_n_seconds_apart(dynamodb):
 
 def test_a_grant_beyond_max_wait_is_refused_at_once_and_reserves_nothing(dynamodb):
     clock = Clock()
-    paced = pacer(dynamodb, clock, max_wait=5, per_minute=6)  # slots 10.2 s apart
-    paced.admit("device", "update_secret")
+    paced = pacer(dynamodb, clock, max_wait=5, per_minute=6)  # slots 10.5 s apart
+    send(paced, "device", "update_secret")
     with pytest.raises(KeeperThrottledError, match="no Keeper request free within 5 s"):
         paced.admit("device", "update_secret")
     assert clock.slept == []
-    clock.now += 10.2
-    paced.admit("device", "update_secret")  # the refused request took no slot
+    clock.now += 10.5
+    send(paced, "device", "update_secret")  # the refused request took no slot
     assert clock.slept == []
 
 
 def test_a_full_burst_whose_pause_outlasts_max_wait_is_refused(dynamodb):
     clock = Clock()
     paced = pacer(dynamodb, clock, max_wait=5, burst=1, quiet=10)
-    paced.admit("device", "update_secret")
+    send(paced, "device", "update_secret")
     with pytest.raises(KeeperThrottledError):
         paced.admit("device", "update_secret")
+
+
+def test_a_new_burst_waits_for_the_last_answer_of_the_old_one(dynamodb):
+    """Keeper's quiet timer restarts when a request arrives: a granted request still on its way holds the burst
+    full, and the pause counts from its answer."""
+    clock = Clock()
+    paced = pacer(dynamodb, clock, burst=2, quiet=10)
+    send(paced, "device", "update_secret")
+    paced.admit("device", "update_secret")  # granted, not yet answered
+    clock.now += 30  # far past the quiet pause since the grant
+    waiting = clock.now
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds)
+        if len(clock.slept) == 3:  # the outstanding request is answered during the third poll
+            paced.sent("device", "update_secret")
+
+    paced._sleep = sleep
+    paced.admit("device", "update_secret")
+    assert clock.slept[:3] == [0.25, 0.25, 0.25]  # polled while the answer was outstanding
+    assert clock.now - waiting == pytest.approx(0.75 + 10.0)  # then the full pause after the answer
+
+
+def test_a_request_never_answered_stops_counting_after_the_request_timeout(dynamodb):
+    clock = Clock()
+    paced = pacer(dynamodb, clock, max_wait=60, burst=1, quiet=10)
+    paced.admit("device", "update_secret")  # its process dies: no answer is ever marked
+    paced.admit("device", "update_secret")
+    assert sum(clock.slept) == pytest.approx(10 + 30, abs=0.3)  # quiet + request_timeout (30 s)
 
 
 def test_an_unreadable_pacing_table_sends_nothing(dynamodb):
@@ -113,4 +148,5 @@ def test_an_unreadable_pacing_table_sends_nothing(dynamodb):
 
 def test_capacity_per_device_is_the_tighter_model():
     assert Limits(burst=90, quiet=11).rotations_per_second() == pytest.approx(90 / 11)
-    assert Limits(burst=90, quiet=11, per_minute=10).rotations_per_second() == pytest.approx(10 / 60 / 2)
+    per_minute = Limits(burst=90, quiet=11, per_minute=10).rotations_per_second()
+    assert per_minute == pytest.approx(10 / (60 * SLOT_MARGIN) / 2)  # the slots it actually hands out

@@ -15,7 +15,7 @@ from .binding import target_account
 from .devices import Devices
 from .iam import IamGateway
 from .journal import Entry, Journal
-from .keeper import PamUser
+from .keeper import CONNECT_TIMEOUT, PamUser
 from .pacing import Pacer
 from .request import RotationRequest
 from .results import RecordResult
@@ -69,7 +69,8 @@ class Invocation:
         if not settings.keeper_pacing:
             return None
         limits, wait = settings.keeper_limits, settings.keeper_pacing_max_wait
-        return Pacer(self.clients("dynamodb"), settings.pacing_table, limits, wait)
+        timeout = settings.keeper_timeout + CONNECT_TIMEOUT
+        return Pacer(self.clients("dynamodb"), settings.pacing_table, limits, wait, request_timeout=timeout)
 
     def hub(self) -> IamGateway:
         """The function's own account, as its execution role (or the CLI's caller) sees it."""

@@ -116,7 +116,7 @@ class _Transport:
             options: dict[str, Any] = {
                 "maxsize": MAX_CONNECTIONS,
                 "retries": False,  # as the stock transport: the SDK and the protocol decide what to retry
-                "timeout": urllib3.Timeout(connect=min(5.0, self._timeout), read=self._timeout),
+                "timeout": urllib3.Timeout(connect=min(CONNECT_TIMEOUT, self._timeout), read=self._timeout),
                 **({"cert_reqs": "CERT_REQUIRED", "ca_certs": _ca_bundle()} if verify else {"cert_reqs": "CERT_NONE"}),
             }
             self._pools[key] = urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
@@ -124,6 +124,7 @@ class _Transport:
 
 
 MAX_CONNECTIONS = 16  # the most records in flight (ROTATION_CONCURRENCY's upper bound)
+CONNECT_TIMEOUT: Final = 5.0  # seconds to connect to Keeper (KEEPER_TIMEOUT bounds each answer)
 
 
 def _throttled(body: bytes) -> bool:

@@ -28,7 +28,8 @@ from typing import Any, Final
 from .errors import AWS_ERRORS, KeeperThrottledError, describe_aws_error
 
 WINDOW: Final = 60.0  # the per-minute model's window, seconds
-SLOT_MARGIN: Final = 1.02  # per-minute slots 2% further apart than the limit allows: clocks and delivery jitter
+ANSWER_POLL: Final = 0.25  # seconds between looks at a full burst whose last requests are still unanswered
+SLOT_MARGIN: Final = 1.05  # per-minute slots 5% further apart than the limit allows: clocks and delivery jitter
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Limits:
         """The most rotations one device sustains: each takes one update_secret and one finalize_secret_update
         (different endpoints, so in the burst model each endpoint's budget is used once per rotation)."""
         burst = self.burst / self.quiet
-        return min(burst, self.per_minute / WINDOW / 2) if self.per_minute else burst
+        return min(burst, self.per_minute / (WINDOW * SLOT_MARGIN) / 2) if self.per_minute else burst
 
 
 def device_id(client_id: str) -> str:
@@ -52,7 +53,8 @@ def device_id(client_id: str) -> str:
 
 
 class Pacer:
-    """Grants Keeper requests under `Limits`, counted in the pacing table. `clock`/`sleep`: for tests."""
+    """Grants Keeper requests under `Limits`, counted in the pacing table. `request_timeout`: the longest a granted
+    request can be on its way (Keeper's timeouts); `clock`/`sleep`: for tests."""
 
     def __init__(
         self,
@@ -60,11 +62,12 @@ class Pacer:
         table: str,
         limits: Limits,
         max_wait: float,
+        request_timeout: float = 30.0,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._db, self._table, self.limits, self._max_wait = dynamodb, table, limits, max_wait
-        self._clock, self._sleep = clock, sleep
+        self._request_timeout, self._clock, self._sleep = request_timeout, clock, sleep
 
     def admit(self, device: str, endpoint: str) -> None:
         """Return when a request to `endpoint` on `device` may be sent; raise KeeperThrottledError when it may not
@@ -84,9 +87,11 @@ class Pacer:
     def sent(self, device: str, endpoint: str) -> None:
         """The request granted for `endpoint` has been answered (or failed): Keeper's quiet timer restarted when it
         arrived, which may be well after its grant on a busy host, so the burst's pause counts from now."""
-        now = self._clock()
-        with suppress(*AWS_ERRORS):  # only a margin is lost: the grant itself was counted
-            self._update(f"{device}#{endpoint}", "SET lastAt = :now", "lastAt < :now", {":now": now})
+        values = {":now": self._clock(), ":one": 1, ":zero": 0}
+        with suppress(*AWS_ERRORS):  # a request not marked answered stops counting after request_timeout
+            self._update(
+                f"{device}#{endpoint}", "SET lastAt = :now, inflight = inflight - :one", "inflight > :zero", values
+            )
 
     def _wait_until(self, slot: float | None, deadline: float, device: str) -> None:
         if slot is None or slot > deadline:
@@ -110,20 +115,32 @@ class Pacer:
         return item["nextAt"] - spacing if granted else None
 
     def _burst_granted(self, key: str, deadline: float) -> bool:
-        """One request of the endpoint's burst: granted (True), or not yet (False: ask again, after sleeping until
-        the burst's quiet pause has passed if it is full). The count restarts after `quiet` seconds without a
-        grant, as Keeper's timer restarts on every request."""
+        """One request of the endpoint's burst: granted (True), or not yet (False: ask again, after sleeping if the
+        burst is full). Keeper's count restarts after `quiet` seconds without a request *arriving*, so a burst
+        restarts only once every granted request has been answered (`inflight` 0) and `quiet` seconds have passed
+        since; a request unanswered after `request_timeout` is dead (its process crashed) and no longer counts."""
         limits, now = self.limits, self._clock()
-        values = {":now": now, ":burst": limits.burst, ":quiet_since": now - limits.quiet, ":one": 1}
-        in_burst = "#count < :burst AND lastAt > :quiet_since"
-        if self._update(key, "SET #count = #count + :one, lastAt = :now", in_burst, values)[0]:
+        values = {
+            ":now": now,
+            ":burst": limits.burst,
+            ":quiet_since": now - limits.quiet,
+            ":stale_since": now - limits.quiet - self._request_timeout,
+            ":one": 1,
+            ":zero": 0,
+        }
+        in_burst = "#count < :burst AND (lastAt > :quiet_since OR inflight > :zero)"
+        grant = "SET #count = #count + :one, lastAt = :now, inflight = if_not_exists(inflight, :zero) + :one"
+        if self._update(key, grant, in_burst, values)[0]:
             return True
-        fresh = "attribute_not_exists(lastAt) OR lastAt <= :quiet_since"
-        granted, old = self._update(key, "SET #count = :one, lastAt = :now", fresh, values, "ALL_OLD")
+        quiet = "lastAt <= :quiet_since AND (attribute_not_exists(inflight) OR inflight <= :zero)"
+        fresh = f"attribute_not_exists(lastAt) OR lastAt <= :stale_since OR ({quiet})"
+        start = "SET #count = :one, lastAt = :now, inflight = :one"
+        granted, old = self._update(key, start, fresh, values, "ALL_OLD")
         if granted:
             return True
-        if old.get("count", 0) >= limits.burst:  # full: Keeper counts until `quiet` seconds pass without a request
-            self._wait_until(old["lastAt"] + limits.quiet, deadline, key.split("#", maxsplit=1)[0])
+        if old.get("count", 0) >= limits.burst:  # full: wait for the quiet pause, or for the last answers
+            until = old["lastAt"] + limits.quiet if old.get("inflight", 0) <= 0 else now + ANSWER_POLL
+            self._wait_until(until, deadline, key.split("#", maxsplit=1)[0])
         return False
 
     def _update(
