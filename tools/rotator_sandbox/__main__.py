@@ -128,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     for command in (demo, bench, converge, fleet):
         command.add_argument("--plain", action="store_true", help="plain text tables instead of rich")
     fleet.add_argument(
+        "--schedule",
+        metavar="EXPR",
+        help="the handler's SCHEDULE_EXPRESSION, e.g. 'rate(5 minutes)': the Keeper budget of one scheduled run is "
+        "what the devices serve in that period (default: the function's, daily)",
+    )
+    fleet.add_argument(
         "--max-runs", type=int, default=100, help="scheduled runs at most while runs defer records (default 100)"
     )
     for command in (demo, bench, converge, fleet, serve):
@@ -170,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                 limits=limits,
                 devices=args.devices,
                 max_runs=args.max_runs,
+                schedule=args.schedule,
             )
         if args.command == "serve":
             return run_serve(

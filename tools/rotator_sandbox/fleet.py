@@ -248,6 +248,7 @@ def run_fleet(
     limits: KeeperLimits = DEFAULT_LIMITS,
     devices: int = 1,
     max_runs: int = 100,
+    schedule: str | None = None,
 ) -> int:
     out = Printer(plain)
     out.line(f"Seeding {records} IAM users over {accounts} accounts + their pamUser records; Keeper {limits} ...")
@@ -262,8 +263,10 @@ def run_fleet(
         out.line(f"  seeded in {time.monotonic() - seed_started:.1f}s; {devices} KSM client device(s)")
         for line in pacing_lines(sb):
             out.line(f"  {line}")
+        if schedule:
+            out.line(f"  SCHEDULE_EXPRESSION={schedule}: one scheduled run's Keeper budget is that period's")
         queue = LocalQueue(sb.aws("sqs"), visibility_timeout=600).create()
-        env = fleet.env(queue, inline_limit)
+        env = fleet.env(queue, inline_limit) | ({"SCHEDULE_EXPRESSION": schedule} if schedule else {})
         sb.keeper.vault.set_latency(keeper_latency)
         sb.keeper.vault.reset_calls()
         run = drive(sb, queue, env, [WarmWorker(sb, env) for _ in range(workers)], Path(tmp), max_runs)
