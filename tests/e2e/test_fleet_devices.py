@@ -31,5 +31,5 @@ def test_a_fleet_over_two_devices_rotates_every_record_through_both(capsys, monk
     assert figure(output, "deferred per scheduled run").split(", ")[-1] == "0"
     per_device = re.fullmatch(r"(\d+)-(\d+) over 2 device\(s\)", figure(output, "Keeper requests per device (min-max)"))
     assert per_device is not None and int(per_device[1]) > 0  # both devices served requests
-    assert float(figure(output, "Keeper requests per rotation")) <= 2.2
+    assert float(figure(output, "Keeper requests per rotation")) < 2.5  # + reads per batch and device: few records
     assert figure(output, "update_secret") == figure(output, "finalize_secret_update") == "1.000"

@@ -35,6 +35,7 @@ from rotator_sandbox.queue import LocalQueue
 from rotator_sandbox.stack import (
     ACCOUNT,
     DEFAULT_LIMITS,
+    PACING_TABLE,
     REGION,
     SCOPE_TAG,
     KeeperLimits,
@@ -384,11 +385,19 @@ class FleetReport:
 
     def _aws_rows(self) -> list[list[str]]:
         per = max(self.rotated, 1)
-        aws_calls = Counter[str]()
+        aws_calls, pacing = Counter[str](), Counter[str]()
         for stats in self.run.stats:
             aws_calls.update({call: n for call, n in stats["calls"].items() if call.startswith("aws:")})
+            pacing.update({c: n for c, n in stats.get("table_calls", {}).items() if c.endswith(f"@{PACING_TABLE}")})
+        pacing_calls = ", ".join(
+            f"{call.split(':')[-1].split('@')[0]} {n / per:.2f}" for call, n in sorted(pacing.items())
+        )
         rows = [
             ["AWS calls per user (planner + workers)", f"{sum(aws_calls.values()) / per:.2f}"],
+            [
+                "  of which the pacing table's",
+                f"{sum(pacing.values()) / per:.2f}" + (f" ({pacing_calls})" if pacing else ""),
+            ],
             ["peak RSS (planner or a worker)", f"{max(s['maxrss_kb'] for s in self.run.stats) / 1024:.0f} MiB"],
         ]
         return rows + [[f"  {name}", f"{n / per:.2f}"] for name, n in sorted(aws_calls.items())]
