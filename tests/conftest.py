@@ -54,6 +54,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         *("TARGET_ACCOUNT_IDS", "TARGET_EXTERNAL_ID", "TARGET_EXTERNAL_ID_SECRET", "ROTATION_QUEUE_URL"),
         *("INLINE_ROTATION_LIMIT", "RECOVERY_SCHEDULE_EXPRESSION", "JOURNAL_MAC_KEY_ID"),
         *("SANDBOX_KEEPER_HOST", "AWS_LAMBDA_FUNCTION_NAME", "AWS_SAM_LOCAL", "KEEPER_REGION", "BIND_CALLER_ARNS"),
+        *("PACING_TABLE_NAME", "KEEPER_BURST_LIMIT", "KEEPER_QUIET_SECONDS", "KEEPER_REQUESTS_PER_MINUTE"),
+        *("KEEPER_PACING_MAX_WAIT", "SCHEDULE_EXPRESSION", "KEEPER_PACING", "KSM_SKIP_VERIFY"),
     ):
         monkeypatch.delenv(name, raising=False)
     _clear_caches()
@@ -64,13 +66,14 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def _clear_caches() -> None:
     import sys
 
-    from keeper_iam_rotator import aws, idempotency, keeper
+    from keeper_iam_rotator import aws, iam, idempotency, keeper
 
     if "app" in sys.modules:  # the handler's warm clients (imported by the first test that invokes it)
         sys.modules["app"].CLIENTS.clear()
     for cached in (keeper.vault_for, idempotency._store):
         cached.cache_clear()
     aws.clear_ksm_config_cache()
+    iam._directory_pages.clear()  # what a warm container learnt of each account's directory size
 
 
 @dataclass

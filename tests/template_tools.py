@@ -95,8 +95,8 @@ class TranslatedStack:
 
     # -- intrinsics ----------------------------------------------------------------------------------------------
     def resolve(self, node: Any) -> Any:
-        """Evaluate Ref, Fn::GetAtt, Fn::Sub, Fn::Join, Fn::Split, Fn::If, Fn::Equals, Fn::Not, Fn::And, Fn::Or,
-        Condition."""
+        """Evaluate Ref, Fn::GetAtt, Fn::Sub, Fn::Join, Fn::Split, Fn::Select, Fn::If, Fn::Equals, Fn::Not, Fn::And,
+        Fn::Or, Condition."""
         if isinstance(node, list):
             return [value for value in (self.resolve(item) for item in node) if value is not NO_VALUE]
         if not isinstance(node, dict):
@@ -155,6 +155,7 @@ _INTRINSICS: dict[str, Any] = {
     "Fn::Sub": TranslatedStack._sub,
     "Fn::Join": lambda stack, arg: str(arg[0]).join(str(v) for v in stack.resolve(arg[1])),
     "Fn::Split": lambda stack, arg: str(stack.resolve(arg[1])).split(str(arg[0])),
+    "Fn::Select": lambda stack, arg: stack.resolve(arg[1])[int(stack.resolve(arg[0]))],
     "Fn::If": TranslatedStack._if,
     "Fn::Equals": lambda stack, arg: _cfn_string(stack.resolve(arg[0])) == _cfn_string(stack.resolve(arg[1])),
     "Fn::Not": lambda stack, arg: not stack.resolve(arg[0]),

@@ -11,10 +11,10 @@ from collections import Counter
 import boto3
 import pytest
 
-from rotator_sandbox.stack import field_value, load_event
+from rotator_sandbox.stack import SCOPE_TAG, field_value, load_event
 
 from conftest import ACCOUNT, INITIAL_PASSWORD
-from faults import SimulatedCrash, after_aws_call
+from faults import SimulatedCrash, _Http, after_aws_call
 from test_recovery import assert_converged, open_entries
 from test_rotation import assert_rotated, assert_unchanged, only
 
@@ -215,6 +215,49 @@ def test_a_large_run_verifies_bindings_with_one_list_users(stack):
     assert counter.calls["iam:GetUser"] == 0
     assert code(results[moved]) == ("skipped", "arn_mismatch")
     for name, uid in uids.items():
+        assert_rotated(stack, uid, name)
+
+
+class ScopeTagEnforced(CallCounter):
+    """IAM's RequiredUserTagValue condition, which moto does not evaluate: GetUser, GetLoginProfile and
+    UpdateLoginProfile on a user without the tag keeper-iam-rotator=managed are answered AccessDenied, as the
+    function role's RotateConsolePasswordsInScope makes IAM answer them (ListUsers is granted on "*" and names users
+    without their tags). Counts the calls that pass as CallCounter does, and the refused ones in `denied`."""
+
+    def __init__(self, iam) -> None:
+        super().__init__()
+        self._iam = iam  # the test's own client (another session): its calls are neither counted nor checked
+        self.denied: Counter[str] = Counter()
+        events = boto3.DEFAULT_SESSION._session.get_component("event_emitter")
+        for operation in ("GetUser", "GetLoginProfile", "UpdateLoginProfile"):
+            events.register(f"before-call.iam.{operation}", self._deny_untagged, unique_id=f"scope-tag-{operation}")
+
+    def _deny_untagged(self, model, params, **_: object) -> object:
+        tags = self._iam.list_user_tags(UserName=params["body"]["UserName"])["Tags"]
+        if SCOPE_TAG in tags:
+            return None
+        self.denied[f"iam:{model.name}"] += 1
+        error = {"Code": "AccessDenied", "Message": "not authorized: no identity-based policy allows the action"}
+        return _Http(403, {}), {"Error": error, "ResponseMetadata": {"HTTPStatusCode": 403}}
+
+
+@pytest.mark.parametrize("listed", [True, False], ids=["bound-with-list-users", "bound-with-get-user"])
+def test_a_user_without_the_scope_tag_is_refused_before_anything_changes_however_it_was_looked_up(stack, listed):
+    """Issue 18 moved the queue's and small runs' lookups to ListUsers, which carries no tags: the tag is still
+    checked by IAM, on step 2's GetLoginProfile, before the journal, IAM or Keeper is written."""
+    untagged = stack.iam.create_user(UserName="carol")["User"]["Arn"]
+    stack.iam.create_login_profile(UserName="carol", Password=INITIAL_PASSWORD)
+    carol = stack.add_record("carol", dn=untagged)
+    tagged = {name: stack.add_pair(name) for name in ("alice", "bob")} if listed else {}
+    counter = ScopeTagEnforced(stack.iam)
+    results = by_uid(stack.rotate(carol, *tagged.values()))
+    assert (counter.calls["iam:ListUsers"], counter.calls["iam:GetUser"]) == ((1, 0) if listed else (0, 0))
+    assert counter.denied == {"iam:GetLoginProfile" if listed else "iam:GetUser": 1}
+    assert code(results[carol]) == ("skipped", "iam_access_denied")
+    assert counter.calls["iam:UpdateLoginProfile"] == len(tagged)
+    assert_unchanged(stack, carol, "carol")
+    assert [item["userArn"]["S"] for item in stack.journal_items() if item["userArn"]["S"] == untagged] == []
+    for name, uid in tagged.items():
         assert_rotated(stack, uid, name)
 
 

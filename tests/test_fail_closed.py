@@ -77,7 +77,15 @@ def test_a_scheduled_run_that_cannot_read_the_journal_changes_nothing(stack, rot
             },
         }
     ]
-    assert answer["summary"] == {"rotated": 0, "planned": 0, "skipped": 0, "failed": 1, "queued": 0, "notDue": 0}
+    assert answer["summary"] == {
+        "rotated": 0,
+        "planned": 0,
+        "skipped": 0,
+        "failed": 1,
+        "queued": 0,
+        "notDue": 0,
+        "deferred": 0,
+    }
     assert state(stack, rotated_once) == before
     metrics = {name for _, name, _ in emitted_metrics(capsys.readouterr().out)}
     assert {"RotationFailed", "RotationFailedByCode"} <= metrics  # RotationFailedAlarm's metric

@@ -7,13 +7,19 @@ stored password against Keeper's committed record.
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
+from collections import Counter
+from collections.abc import Callable
 
 import boto3
 import pytest
 from moto.sts.models import sts_backends
 
 import app
+from keeper_iam_rotator.aws import clear_ksm_config_cache
+from keeper_iam_rotator.fanout import Handoff
 from rotator_sandbox.accounts import (
     TARGET_ROLE,
     create_target_role,
@@ -23,12 +29,12 @@ from rotator_sandbox.accounts import (
     trust_policy,
 )
 from rotator_sandbox.queue import LocalQueue
-from rotator_sandbox.stack import SCOPE_TAG, add_bound_record, field_value, load_event
+from rotator_sandbox.stack import JOURNAL_TABLE, SCOPE_TAG, add_bound_record, field_value, load_event
 from test_binding import CallCounter, by_uid, code, crash_after_update_login_profile
 
 from conftest import ACCOUNT, INITIAL_PASSWORD, age_rotation
 from faults import AwsFaults
-from test_rotation import assert_rotated, only
+from test_rotation import api_event, assert_rotated, only
 
 MEMBER = "222222222222"
 OUTSIDER = "333333333333"
@@ -200,7 +206,15 @@ def test_a_recently_rotated_record_waits_for_the_schedule_but_not_for_a_request(
     results = by_uid(response["results"])
     assert fresh not in results
     assert code(results[never]) == ("rotated", "")
-    assert response["summary"] == {"rotated": 1, "planned": 0, "skipped": 0, "failed": 0, "queued": 0, "notDue": 1}
+    assert response["summary"] == {
+        "rotated": 1,
+        "planned": 0,
+        "skipped": 0,
+        "failed": 0,
+        "queued": 0,
+        "notDue": 1,
+        "deferred": 0,
+    }
     assert stack.keeper_password(fresh) == rotated_once == stack.iam_password("alice")
     assert code(only(stack.rotate(fresh))) == ("rotated", "")  # an explicit request always rotates
     assert_rotated(stack, fresh, "alice", previous=rotated_once)
@@ -314,3 +328,110 @@ def test_a_batch_with_one_failing_record_reports_only_that_one(stack, queue, mon
     assert stack.invoke(retry) == {"batchItemFailures": []}
     name = next(name for name, uid in uids.items() if uid == failing)
     assert_rotated(stack, failing, name)
+
+
+# --- AWS calls per rotated user (issue 18): at most 4 on every path ------------------------------------------------
+# Every path pays GetLoginProfile, UpdateLoginProfile and the journal's two PutItems (open, close) per user. The user
+# lookup of step 1 is one ListUsers page per account per invocation wherever a run looks up two or more users of the
+# account (a queue batch, a request, a planning run), not a GetUser per user. Compared as the difference between a
+# small and a larger run of the same shape, so what each invocation pays once cancels out.
+
+PER_USER = {"iam:GetLoginProfile": 1.0, "iam:UpdateLoginProfile": 1.0, f"dynamodb:PutItem@{JOURNAL_TABLE}": 2.0}
+
+
+class Calls(CallCounter):
+    """CallCounter with DynamoDB's calls by table (the journal's are per user, the idempotency table's per run)."""
+
+    def _count(self, model, params=None, **_: object) -> None:
+        name = f"{model.service_model.service_name}:{model.name}"
+        if model.service_model.service_name == "dynamodb":
+            name += "@" + json.loads(params["body"])["TableName"]
+        self.calls[name] += 1
+
+
+def calls_of(run: Callable[[], object]) -> Counter[str]:
+    """The AWS calls `run` makes, by operation, each run starting from the same warm state (no cached clients or
+    KSM config), so two runs differ only by what their users cost."""
+    app.CLIENTS.clear()
+    clear_ksm_config_cache()
+    counter = Calls()
+    run()
+    return counter.calls
+
+
+def per_extra_user(small: Counter[str], large: Counter[str], extra_users: int) -> dict[str, float]:
+    return {op: (large[op] - small[op]) / extra_users for op in sorted(small | large) if large[op] != small[op]}
+
+
+def queue_event(*uids: str) -> dict:
+    """The batch Lambda's SQS event source delivers: one hand-off per record, planned now."""
+    (template,) = load_event("sqs-rotation.json")["Records"]
+    body = {uid: Handoff(uid, "", time.time()).body() for uid in uids}
+    return {"Records": [template | {"messageId": str(uuid.uuid4()), "body": body[uid]} for uid in uids]}
+
+
+def test_a_queue_batch_lists_each_account_once_instead_of_a_get_user_per_record(fleet):
+    hub = {f"hub{i}": fleet.add_pair(f"hub{i}") for i in range(7)}
+    member = {f"mem{i}": member_pair(fleet, MEMBER, f"mem{i}") for i in range(7)}
+    hubs, members = list(hub.values()), list(member.values())
+    answers = []
+    small = calls_of(lambda: answers.append(fleet.invoke(queue_event(*hubs[:2], *members[:2]))))
+    large = calls_of(lambda: answers.append(fleet.invoke(queue_event(*hubs[2:], *members[2:]))))
+    assert answers == [{"batchItemFailures": []}] * 2
+    for name, uid in hub.items():
+        assert_rotated(fleet, uid, name)
+    for name, uid in member.items():
+        assert_member_rotated(fleet, MEMBER, uid, name)
+    assert [(run["iam:ListUsers"], run["iam:GetUser"]) for run in (small, large)] == [(2, 0), (2, 0)]
+    assert per_extra_user(small, large, extra_users=6) == PER_USER  # was GetUser 1.0 more
+
+
+def test_a_scheduled_run_rotating_inline_lists_each_account_once(stack):
+    warm = stack.add_pair("warm")
+    scheduled(stack)  # a rotated user: both measured runs reconcile drift (one credential report each)
+    first = {f"early{i}": stack.add_pair(f"early{i}") for i in range(2)}
+    small = calls_of(lambda: scheduled(stack))
+    later = {f"late{i}": stack.add_pair(f"late{i}") for i in range(10)}  # the early ones are not due again
+    large = calls_of(lambda: scheduled(stack))
+    for name, uid in (first | later | {"warm": warm}).items():
+        assert_rotated(stack, uid, name)
+    assert [(run["iam:ListUsers"], run["iam:GetUser"]) for run in (small, large)] == [(1, 0), (1, 0)]
+    assert per_extra_user(small, large, extra_users=8) == PER_USER
+
+
+@pytest.mark.parametrize("route", ["invoke", "api"])
+def test_a_request_naming_records_lists_each_account_once(fleet, route):
+    def request(*uids: str) -> None:
+        if route == "api":
+            assert fleet.invoke(api_event(json.dumps({"records": list(uids)})))["statusCode"] == 200
+        else:
+            assert {r["status"] for r in fleet.rotate(*uids)} == {"rotated"}
+
+    hub = {f"hub{i}": fleet.add_pair(f"hub{i}") for i in range(6)}
+    member = {f"mem{i}": member_pair(fleet, MEMBER, f"mem{i}") for i in range(6)}
+    hubs, members = list(hub.values()), list(member.values())
+    small = calls_of(lambda: request(*hubs[:2], *members[:2]))
+    large = calls_of(lambda: request(*hubs[2:], *members[2:]))
+    for name, uid in hub.items():
+        assert_rotated(fleet, uid, name)
+    for name, uid in member.items():
+        assert_member_rotated(fleet, MEMBER, uid, name)
+    assert [(run["iam:ListUsers"], run["iam:GetUser"]) for run in (small, large)] == [(2, 0), (2, 0)]
+    assert per_extra_user(small, large, extra_users=4) == PER_USER
+
+
+def test_a_run_with_one_user_in_an_account_asks_iam_about_that_user_alone(fleet):
+    """A GetUser costs what one ListUsers page does, and IAM checks the scope tag on it as well."""
+    hub, member = fleet.add_pair("alice"), member_pair(fleet, MEMBER, "bob")
+    calls = calls_of(lambda: fleet.rotate(hub, member))
+    assert (calls["iam:ListUsers"], calls["iam:GetUser"]) == (0, 2)
+    assert_rotated(fleet, hub, "alice")
+    assert_member_rotated(fleet, MEMBER, member, "bob")
+
+
+def test_a_batch_of_member_records_reads_no_password_policy_of_the_hub(fleet):
+    uids = {f"mem{i}": member_pair(fleet, MEMBER, f"mem{i}") for i in range(3)}
+    calls = calls_of(lambda: fleet.invoke(queue_event(*uids.values())))
+    assert calls["iam:GetAccountPasswordPolicy"] == 1  # the member account's, read once after its AssumeRole
+    for name, uid in uids.items():
+        assert_member_rotated(fleet, MEMBER, uid, name)

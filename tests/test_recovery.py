@@ -177,8 +177,9 @@ def disarm(stack, patches: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(("call", "fault", "policy"), CELLS)
-def test_fault_matrix(stack, short_lease, patches, capsys, call, fault, policy):
+def test_fault_matrix(stack, short_lease, patches, capsys, call, fault, policy, monkeypatch):
     label, kind, target, occurrence = call
+    monkeypatch.setenv("KEEPER_PACING", "false")  # the cells count DynamoDB calls; pacing's have their own test
     stack.keeper.vault.pending_policy = policy
     uid = stack.add_pair("alice")
     arm(stack, patches, kind, target, occurrence, fault)
@@ -264,12 +265,38 @@ def test_recovery_uses_a_third_password_when_iam_refuses_the_journaled_one(stack
     record("recovery re-apply refused (reuse)", "crashed", "rotated with a third password")
 
 
-def test_keeper_throttling_is_retried(stack):
+def test_a_throttled_stage_fails_keeper_throttled_changes_nothing_and_the_next_run_rotates(stack):
     uid = stack.add_pair("alice")
-    stack.keeper.vault.inject_fault("update_secret", kind="throttle", times=2, seconds=0.01)
+    stack.keeper.vault.inject_fault("update_secret", kind="throttle", times=1, seconds=30)
+    assert run(stack, uid) == "failed/keeper_throttled"
+    assert stack.iam_password("alice") == stack.keeper_password(uid) == INITIAL_PASSWORD
+    assert open_entries() == []
+    assert stack.keeper.vault.calls["update_secret"] == 1  # answered at once, not retried inside the SDK
     assert run(stack, uid) == "rotated"
-    assert_converged(stack, uid, "alice")
-    record("Keeper throttles staging twice", "rotated", "rotated")
+    assert assert_converged(stack, uid, "alice") != INITIAL_PASSWORD
+    record("Keeper throttles staging", "failed/keeper_throttled", "rotated")
+
+
+def test_a_throttled_commit_keeps_the_password_in_the_journal_and_recovery_commits_it(stack, short_lease):
+    uid = stack.add_pair("alice")
+    stack.keeper.vault.inject_fault("finalize_secret_update", kind="throttle", times=1, seconds=30)
+    assert run(stack, uid) == "failed/keeper_throttled"
+    new = stack.iam_password("alice")
+    assert new != INITIAL_PASSWORD == stack.keeper_password(uid)  # IAM changed, Keeper has it staged only
+    assert len(open_entries()) == 1  # the journal holds IAM's password
+    assert stack.keeper.vault.calls["finalize_secret_update"] == 1
+    assert run(stack, uid) == "rotated"
+    assert assert_converged(stack, uid, "alice") == new
+    record("Keeper throttles the commit", "failed/keeper_throttled", "recovered, rotated")
+
+
+def test_an_unusable_pacing_table_sends_keeper_nothing_and_changes_nothing(stack, monkeypatch):
+    monkeypatch.setenv("PACING_TABLE_NAME", "no-such-table")
+    uid = stack.add_pair("alice")
+    assert run(stack, uid) == "failed/keeper_throttled"
+    assert stack.keeper.vault.calls == {}
+    assert stack.iam_password("alice") == stack.keeper_password(uid) == INITIAL_PASSWORD
+    assert open_entries() == []
 
 
 def test_an_entry_whose_record_was_changed_is_neither_recovered_nor_dropped(stack, short_lease, patches):

@@ -116,6 +116,27 @@ def test_by_default_a_user_is_in_scope_only_when_tagged_in_the_hub_and_every_mem
         assert statement["Condition"] == {"StringEquals": {TAG: "managed"}}
 
 
+def test_the_first_call_about_a_listed_user_is_checked_against_the_tag():
+    """Bindings may be verified with ListUsers (granted on "*", it names users without their tags; issue 18): then
+    step 2's GetLoginProfile is the first call about the user, so every grant of it, as of UpdateLoginProfile,
+    carries the tag condition, in the hub and in every member account."""
+    member_role = member_stack().resource("TargetRole")["Properties"]
+    for policies in (
+        function_role_policies(translate()),
+        {p["PolicyName"]: p["PolicyDocument"] for p in member_role["Policies"]},
+    ):
+        for action in ("iam:GetUser", "iam:GetLoginProfile", "iam:UpdateLoginProfile"):
+            grants = [
+                s
+                for p in policies.values()
+                for s in p["Statement"]
+                if statement_allows(s, action, "arn:aws:iam::123456789012:user/alice")
+            ]
+            assert [g.get("Condition") for g in grants] == [{"StringEquals": {TAG: "managed"}}], action
+        (listing,) = [s for p in policies.values() for s in p["Statement"] if statement_allows(s, "iam:ListUsers", "*")]
+        assert listing["Action"] in ("iam:ListUsers", ["iam:ListUsers"])
+
+
 def test_an_empty_tag_value_remains_possible_and_drops_the_condition():
     assert "Condition" not in rotate_statement(function_role_policies(translate({"RequiredUserTagValue": ""})))
     member_role = member_stack({"RequiredUserTagValue": ""}).resource("TargetRole")["Properties"]

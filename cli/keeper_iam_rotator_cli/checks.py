@@ -23,6 +23,7 @@ from keeper_iam_rotator.results import Code
 from keeper_iam_rotator.rotation import require_console_access
 
 from .aws import aws_error
+from .devices import capacity
 from .drift_view import DriftView
 from .errors import CliError
 from .permissions import PermissionCheck, Resources, principal_of
@@ -71,7 +72,11 @@ class Preflight:
         self.iam = IamGateway(clients("iam"), clients("iam", writes=True), clients("sts"))
         caller = self._identity()
         self.checks.append(user_scope(self.target.required_user_tag))
-        users = self._records(self._config())
+        config = self._config()
+        users = self._records(config)
+        if config is not None:
+            settings = self.target.settings(folder_uids=self.folders)
+            self.checks.append(capacity(settings, self.target.devices, len(users)))
         if caller:
             self._member_accounts()
         user_arns = self._iam_users(users) if caller else []

@@ -28,6 +28,7 @@ from keeper_iam_rotator.aws import AwsClients
 from keeper_iam_rotator.errors import AWS_ERRORS, AwsErrorCode, is_aws_error
 
 from .aws import aws_error
+from .devices import DeviceList, protect_message
 from .errors import EXIT_FAILED, CliError
 from .resolve import REQUIRED_CONFIG_KEYS
 
@@ -165,6 +166,7 @@ class Stored:
     created: bool
     app_title: str
     records: int
+    added_to: DeviceList | None = None  # --add-device: the stack whose device list grows
 
     def show(self) -> None:
         action = "Created secret" if self.created else "Stored a new version of secret"
@@ -174,6 +176,9 @@ class Stored:
         ]
         if not self.created:
             lines.append("(existing secret: its tags and KMS key were left as they are)")
+        if self.added_to is not None:
+            click.echo("\n".join([*lines, *protect_message(self.arn, self.added_to)]))
+            return
         lines += [
             "",
             "Deploy with (in the repository checkout; make build installs SAM CLI in .venv-sam):",
@@ -204,9 +209,14 @@ def initialise(
     hostname: str | None,
     server_public_key: str | None,
     description: str,
+    add_to: DeviceList | None = None,
 ) -> Stored:
+    """Redeem the token and store the config; with `add_to`, as one more client device of that stack (a new secret,
+    protected like the stack's first)."""
     host = token_host(token, hostname)
     client = clients("secretsmanager")
+    if add_to is not None:
+        add_to.require_new(secret_name)
     existing = _existing_arn(client, secret_name)
     config, title, records = redeem(token, hostname, server_public_key, host)
     try:
@@ -224,7 +234,9 @@ def initialise(
             f"{fallback} (mode 600): store it yourself, then delete the file",
             EXIT_FAILED,
         ) from None
-    return Stored(arn=str(arn), created=not existing, app_title=title, records=records)
+    if add_to is not None:
+        add_to.protect(client, str(arn))
+    return Stored(arn=str(arn), created=not existing, app_title=title, records=records, added_to=add_to)
 
 
 def _save_locally(secret_name: str, config: str) -> Path:

@@ -11,6 +11,7 @@ import click
 
 from . import aws
 from .checks import Preflight
+from .devices import DeviceList
 from .errors import guarded, quiet_logging
 from .init import initialise, read_token
 from .invoke import call_deployed, choose_endpoint
@@ -171,6 +172,13 @@ def check(
 )
 @click.option("--server-public-key", metavar="KEY", help="Server public key of an isolated KSM deployment.")
 @click.option("--description", default="KSM config for keeper-iam-rotator", show_default=True, help="For a new secret.")
+@click.option(
+    "--add-device",
+    "add_device_to",
+    metavar="STACK",
+    help="Add the config as one more client device of this deployed stack (more Keeper capacity): a new secret, "
+    "given the resource policy of the stack's first config secret; prints the KsmConfigSecretArn list to deploy.",
+)
 @guarded
 def init(
     token: str | None,
@@ -181,6 +189,7 @@ def init(
     hostname: str | None,
     server_public_key: str | None,
     description: str,
+    add_device_to: str | None,
 ) -> None:
     """Redeem a KSM one-time access token and store the config in Secrets Manager.
 
@@ -190,9 +199,11 @@ def init(
     token is asked for without echo.
     """
     tag_map = parse_pairs(tags, "--tag")
+    clients = aws.clients()
+    add_to = DeviceList.of_stack(clients("cloudformation"), add_device_to) if add_device_to else None
     secret_token = read_token(token, token_file)
     stored = initialise(
-        aws.clients(), secret_token, secret_name, kms_key_id, tag_map, hostname, server_public_key, description
+        clients, secret_token, secret_name, kms_key_id, tag_map, hostname, server_public_key, description, add_to
     )
     stored.show()
 

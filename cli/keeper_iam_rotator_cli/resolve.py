@@ -104,6 +104,8 @@ class Target:
     outputs: dict[str, str]
     idempotency_table: str | None = None  # only the Lambda uses it; `check` verifies it when known
     journal_mac_key: str = Settings.journal_mac_key_id  # the HMAC key of the journal's integrity MAC
+    pacing_table: str = Settings.pacing_table  # shared with the function: a CLI run paces on the same devices
+    devices: int = 1  # the client devices the deployment lists (the CLI itself uses the first)
 
     def settings(self, folder_uids: tuple[str, ...] = (), dry_run: bool = False) -> Settings:
         """The rotator's Settings: the environment's tuning (PASSWORD_LENGTH, RETRY_DELAY, ...) with our values. A
@@ -114,7 +116,8 @@ class Target:
             raise CliError(str(error)) from None
         return dataclasses.replace(
             base,
-            ksm_config_secret_id=self.config.secret_id or "",
+            ksm_config_secret_ids=(self.config.secret_id,) if self.config.secret_id else (),
+            pacing_table=self.pacing_table,
             folder_uids=folder_uids or base.folder_uids,
             dry_run=dry_run or base.dry_run,
             journal_table=self.journal_table,
@@ -166,10 +169,10 @@ def resolve_target(
         source = ConfigSource(file=config_file)
     elif os.environ.get("KSM_CONFIG", "").strip():
         source = ConfigSource(from_env=True)
-    elif outputs.get("ConfigSecretArn"):
-        source = ConfigSource(secret_id=outputs["ConfigSecretArn"])
+    elif outputs.get("ConfigSecretArn"):  # several devices: the CLI runs on the first
+        source = ConfigSource(secret_id=_first(outputs["ConfigSecretArn"]))
     elif os.environ.get("KSM_CONFIG_SECRET_ID", "").strip():
-        source = ConfigSource(secret_id=os.environ["KSM_CONFIG_SECRET_ID"].strip())
+        source = ConfigSource(secret_id=_first(os.environ["KSM_CONFIG_SECRET_ID"]))
     else:
         raise CliError(
             "no KSM config: give --config-secret ID, --config-file PATH or --stack NAME "
@@ -188,7 +191,18 @@ def resolve_target(
         idempotency_table=_setting(idempotency_table, outputs, "IdempotencyTableName", "IDEMPOTENCY_TABLE_NAME"),
         journal_mac_key=_setting(None, outputs, "JournalMacKeyArn", "JOURNAL_MAC_KEY_ID")
         or Settings.journal_mac_key_id,
+        pacing_table=_setting(None, outputs, "PacingTableName", "PACING_TABLE_NAME") or Settings.pacing_table,
+        devices=len(_listed(outputs.get("ConfigSecretArn") or os.environ.get("KSM_CONFIG_SECRET_ID", ""))) or 1,
     )
+
+
+def _listed(secret_ids: str) -> list[str]:
+    """A comma-separated list of config secrets (KsmConfigSecretArn lists one per client device)."""
+    return [part.strip() for part in secret_ids.split(",") if part.strip()]
+
+
+def _first(secret_ids: str) -> str:
+    return _listed(secret_ids)[0]
 
 
 def _setting(option: str | None, outputs: dict[str, str], output: str, env: str) -> str | None:

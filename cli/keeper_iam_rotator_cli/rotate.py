@@ -102,7 +102,7 @@ def run_local(
             clients=target.clients,
             owner=run_id(),
             lease_seconds=LEASE_SECONDS + settings.lease_margin,
-            load_ksm_config=lambda: config,
+            load_ksm_config=lambda _source: config,
             observe=observe,
         )
         return service.run(request, invocation).document()

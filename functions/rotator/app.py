@@ -49,7 +49,7 @@ def execute(request: RotationRequest, context: LambdaContext) -> dict[str, Any]:
     """Run the request once per idempotency key and return its outcome document. Raises RequestInProgressError
     while the first attempt is still in flight, IdempotencyKeyReusedError for a key that came with another request."""
     settings = Settings.from_env()
-    secret_id = settings.require_ksm_config_secret()
+    settings.require_ksm_config_secrets()
     # The trigger is metadata, not a dimension: alarms and the dashboard select the metrics by {service} alone.
     metrics.add_metadata(key="trigger", value=str(request.trigger))
     logger.append_keys(trigger=str(request.trigger))
@@ -58,7 +58,9 @@ def execute(request: RotationRequest, context: LambdaContext) -> dict[str, Any]:
         clients=CLIENTS,
         owner=context.aws_request_id,
         lease_seconds=context.get_remaining_time_in_millis() / 1000 + settings.lease_margin,
-        load_ksm_config=lambda: load_ksm_config(CLIENTS("secretsmanager"), secret_id, settings.ksm_config_max_age),
+        load_ksm_config=lambda secret_id: load_ksm_config(
+            CLIENTS("secretsmanager"), secret_id, settings.ksm_config_max_age
+        ),
         observe=report,
         signal=signal,
     )

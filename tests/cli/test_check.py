@@ -8,6 +8,9 @@ from typing import Any
 import boto3
 import pytest
 
+from keeper_iam_rotator.settings import Settings
+from keeper_iam_rotator_cli.devices import capacity
+from keeper_iam_rotator_cli.verdicts import Verdict
 from rotator_sandbox.stack import JOURNAL_KEY
 
 from .conftest import ROLE_ARN, TARGET, answer_aws, answer_stack
@@ -369,3 +372,28 @@ def test_check_calls_a_stack_without_a_required_tag_unsafe(ready, run):
     checks = checks_of(run("check", "--json", "--stack", "s", env={"KSM_CONFIG_SECRET_ID": ""}))
     assert checks["user-scope"]["result"] == "WARN" and "UNSAFE" in checks["user-scope"]["detail"]
     assert checks[f"record {ready['alice']}"]["result"] == "PASS"
+
+
+def test_keeper_capacity_counts_every_listed_device_against_the_fleets_need(ready, run):
+    simulate({})
+    listed = "keeper-iam-rotator/ksm-config,keeper-iam-rotator/ksm-config-2"
+    result = run("check", "--json", *TARGET, env={"KSM_CONFIG_SECRET_ID": listed, "KEEPER_REQUESTS_PER_MINUTE": "10"})
+    capacity = checks_of(result)["keeper-capacity"]
+    assert capacity["result"] == "PASS"
+    # 10 requests a minute = 5 rotations a minute = 7,200 a day, less 25%: 5,400 per device
+    assert capacity["detail"].startswith(
+        "2 client device(s), each paced at burst 90 per 11 s per endpoint, 10 requests"
+    )
+    assert "about 10,800 rotations/day (5,400 per device" in capacity["detail"]
+    assert "the fleet needs 0.1/day (2 records every 30 days)" in capacity["detail"]
+
+
+@pytest.mark.parametrize(
+    ("records", "period", "warning"),
+    [(600, 30, "Keeper recommends at most 500 per app"), (550, 1, "more than the devices can rotate")],
+)
+def test_keeper_capacity_warns_above_500_records_and_below_the_fleets_need(records, period, warning):
+    settings = Settings(keeper_requests_per_minute=1, rotation_period_days=period)  # 540 rotations/day
+    check = capacity(settings, devices=1, records=records)
+    assert (check.result, warning in check.detail) == (Verdict.WARN, True)
+    assert capacity(settings, 1, 100).result is Verdict.PASS

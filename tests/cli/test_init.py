@@ -8,6 +8,8 @@ import tomllib
 
 import boto3
 
+from rotator_sandbox.stack import CONFIG_SECRET
+
 from .conftest import TARGET, answer_aws, stack_document
 from faults import AwsFaults
 
@@ -195,3 +197,32 @@ def test_help(run):
         "--server-public-key",
     ):
         assert option in result.stdout
+
+
+def test_add_device_creates_a_new_secret_protected_like_the_first_and_prints_the_list(stack, run):
+    """A second client device: its own secret, the first secret's resource policy copied onto it, and the
+    KsmConfigSecretArn list to deploy; the new device's config then rotates."""
+    sm = boto3.client("secretsmanager")
+    first = sm.describe_secret(SecretId=CONFIG_SECRET)["ARN"]
+    policy = {"Version": "2012-10-17", "Statement": [{"Sid": "OnlyTheFunctionReadsTheConfig", "Effect": "Deny",
+              "Principal": "*", "Action": "secretsmanager:GetSecretValue", "Resource": "*"}]}  # fmt: skip
+    sm.put_resource_policy(SecretId=first, ResourcePolicy=json.dumps(policy))
+    answer_aws("cloudformation", "DescribeStacks", lambda params: stack_document(config_secret=first))
+    result = run(*init_args(stack.keeper, "--token", stack.keeper.one_time_token(), "--add-device", "rotator"))
+    assert result.exit_code == 0, result.output
+    arn = sm.describe_secret(SecretId=NAME)["ARN"]
+    assert f"Added client device 2 to stack rotator: {arn}" in result.stdout
+    assert f"--parameter-overrides KsmConfigSecretArn={first},{arn}\n" in result.stdout
+    assert json.loads(sm.get_resource_policy(SecretId=arn)["ResourcePolicy"]) == policy
+    assert stored_config()["clientId"] != stored_config(CONFIG_SECRET)["clientId"]  # a new client device
+
+
+def test_add_device_refuses_a_secret_already_listed_before_spending_the_token(stack, run):
+    first = boto3.client("secretsmanager").describe_secret(SecretId=CONFIG_SECRET)["ARN"]
+    answer_aws("cloudformation", "DescribeStacks", lambda params: stack_document(config_secret=first))
+    token = stack.keeper.one_time_token()
+    args = ["init", "--secret-name", CONFIG_SECRET, "--hostname", stack.keeper.host]
+    result = run(*args, "--server-public-key", stack.keeper.server_public_key, "--token", token, "--add-device", "s")
+    assert result.exit_code != 0
+    assert "already one of the stack's config secrets" in result.output
+    assert run(*init_args(stack.keeper, "--token", token)).exit_code == 0  # the token still works

@@ -40,7 +40,7 @@ def test_json_is_the_lambdas_document(stack, run):
     assert result.exit_code == 0
     assert json.loads(result.stdout) == {
         "results": [{"recordUid": uid, "status": "rotated", "userName": "alice", "accountId": "123456789012"}],
-        "summary": {"rotated": 1, "planned": 0, "skipped": 0, "failed": 0, "queued": 0, "notDue": 0},
+        "summary": {"rotated": 1, "planned": 0, "skipped": 0, "failed": 0, "queued": 0, "notDue": 0, "deferred": 0},
     }
     assert_rotated(stack, uid, "alice")
 
@@ -62,7 +62,7 @@ def test_without_records_not_due_ones_are_counted_and_all_rotates_them(stack, ru
     as_json = run("rotate", "--folder", folder, "--json", *TARGET)
     assert json.loads(as_json.stdout) == {
         "results": [],
-        "summary": {"rotated": 0, "planned": 0, "skipped": 0, "failed": 0, "queued": 0, "notDue": 2},
+        "summary": {"rotated": 0, "planned": 0, "skipped": 0, "failed": 0, "queued": 0, "notDue": 2, "deferred": 0},
     }
 
     forced = run("rotate", "--folder", folder, "--all", "--json", *TARGET)

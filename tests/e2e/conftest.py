@@ -23,6 +23,7 @@ from rotator_sandbox.stack import (
     JOURNAL_KEY,
     JOURNAL_MAC_KEY,
     JOURNAL_TABLE,
+    PACING_TABLE,
     Invocation,
     field_value,
 )
@@ -80,6 +81,7 @@ def sandbox_template(sb: Sandbox, parameters: dict[str, str] | None = None) -> T
         "AlarmTopicKey.Arn": f"arn:aws:kms:us-east-1:{account}:key/00000000-0000-0000-0000-000000000000",
         "JournalTable.Arn": aws("dynamodb").describe_table(TableName=JOURNAL_TABLE)["Table"]["TableArn"],
         "IdempotencyTable.Arn": aws("dynamodb").describe_table(TableName=IDEMPOTENCY_TABLE)["Table"]["TableArn"],
+        "PacingTable.Arn": aws("dynamodb").describe_table(TableName=PACING_TABLE)["Table"]["TableArn"],
         "JournalKey.Arn": aws("kms").describe_key(KeyId=JOURNAL_KEY)["KeyMetadata"]["Arn"],
         "JournalMacKey.Arn": aws("kms").describe_key(KeyId=JOURNAL_MAC_KEY)["KeyMetadata"]["Arn"],
         "RotationQueue.Arn": f"arn:aws:sqs:us-east-1:{account}:{QUEUE_NAME}",

@@ -5,11 +5,12 @@ import select
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from keeper_iam_rotator.errors import KeeperCallError
+from keeper_iam_rotator.errors import KeeperCallError, KeeperThrottledError
 from keeper_iam_rotator.keeper import KeeperVault
 from keeper_iam_rotator.sensitive import Secret
 
@@ -54,11 +55,16 @@ def test_a_text_error_is_an_http_error_with_its_status(emulator, vault):
         vault.fetch([ALICE_UID])
 
 
-def test_throttling_is_retried_by_the_sdk(emulator, vault):
-    emulator.vault.inject_fault("get_secret", kind="throttle", times=2, seconds=0.01)
+def test_a_throttle_is_raised_at_once_instead_of_sleeping_in_the_sdk(emulator, vault):
+    """The SDK would sleep 11 s doubling, five times; the transport answers the throttle itself, after one request."""
+    emulator.vault.inject_fault("get_secret", kind="throttle", times=1, seconds=30)
 
+    started = time.monotonic()
+    with pytest.raises(KeeperThrottledError, match="Keeper throttled get_secret for client device"):
+        vault.fetch([ALICE_UID])
+    assert time.monotonic() - started < 5  # not the SDK's 11 s first retry
+    assert emulator.vault.calls["get_secret"] == 1
     assert set(vault.fetch([ALICE_UID])) == {ALICE_UID}
-    assert emulator.vault.calls["get_secret"] == 3
 
 
 def test_a_dropped_connection_is_a_connection_error_and_changes_nothing(emulator, vault):

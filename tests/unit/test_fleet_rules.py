@@ -122,6 +122,7 @@ def test_a_fleet_sized_answer_lists_failures_first_and_counts_what_it_omits():
         "failed": 1,
         "queued": MAX_LISTED_RESULTS + 5,
         "notDue": 7,
+        "deferred": 0,
     }
     assert "resultsOmitted" not in Outcome(results[:3]).document()
 

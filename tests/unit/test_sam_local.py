@@ -15,7 +15,14 @@ import pytest
 from keeper_iam_rotator.fanout import Handoff
 from rotator_sandbox.cfn_yaml import load_template
 from rotator_sandbox.paths import EVENTS_DIR, ROOT, TOOLS_DIR
-from rotator_sandbox.stack import CONFIG_SECRET, IDEMPOTENCY_TABLE, JOURNAL_KEY, JOURNAL_MAC_KEY, JOURNAL_TABLE
+from rotator_sandbox.stack import (
+    CONFIG_SECRET,
+    IDEMPOTENCY_TABLE,
+    JOURNAL_KEY,
+    JOURNAL_MAC_KEY,
+    JOURNAL_TABLE,
+    PACING_TABLE,
+)
 from sam_local.host_network import TESTED_SAM_CLI, container_extras
 from sam_local.steps import STEPS, answer_results, unstepped_events
 
@@ -41,6 +48,7 @@ def test_sandbox_env_vars_name_the_sandboxs_resources_and_every_declared_variabl
         "JOURNAL_KEY_ID": JOURNAL_KEY,
         "JOURNAL_MAC_KEY_ID": JOURNAL_MAC_KEY,
         "IDEMPOTENCY_TABLE_NAME": IDEMPOTENCY_TABLE,
+        "PACING_TABLE_NAME": PACING_TABLE,
         "DRY_RUN": "false",
     }
     assert {k: sandbox[k] for k in names} == names

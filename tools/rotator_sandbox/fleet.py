@@ -200,9 +200,19 @@ class FleetRun:
     """What a fleet run did: its scheduled runs, the stats of every handler process, and the wall time."""
 
     passes: list[Pass] = field(default_factory=list)
-    stats: list[dict[str, Any]] = field(default_factory=list)
+    planner_stats: list[dict[str, Any]] = field(default_factory=list)  # the scheduled runs'
+    worker_stats: list[dict[str, Any]] = field(default_factory=list)  # the queue workers'
     wall: float = 0.0
     error: str = ""
+
+    @property
+    def stats(self) -> list[dict[str, Any]]:
+        return [*self.planner_stats, *self.worker_stats]
+
+    @property
+    def rotated_inline(self) -> int:
+        """Records the scheduled runs rotated themselves (the rest went through the queue)."""
+        return sum(int(p.summary.get("rotated") or 0) for p in self.passes)
 
 
 def drive(
@@ -220,7 +230,7 @@ def drive(
         if plan.exit_code != 0 or plan.result is None:
             run.error = f"scheduled run {len(run.passes) + 1} exited {plan.exit_code}\n{plan.stderr.strip()[-3000:]}"
             break
-        run.stats.append(json.loads(stats_file.read_text()))
+        run.planner_stats.append(json.loads(stats_file.read_text()))
         done = Pass(dict(plan.result.get("summary") or {}), planned, drain(queue, pool))
         run.passes.append(done)
         if done.deferred == 0:
@@ -232,7 +242,7 @@ def drive(
         if stalls:
             time.sleep(STALL_WAIT)
     run.wall = time.monotonic() - started
-    run.stats += [s for worker in pool for s in worker.stats]
+    run.worker_stats = [s for worker in pool for s in worker.stats]
     return run
 
 
@@ -385,22 +395,46 @@ class FleetReport:
 
     def _aws_rows(self) -> list[list[str]]:
         per = max(self.rotated, 1)
-        aws_calls, pacing = Counter[str](), Counter[str]()
-        for stats in self.run.stats:
-            aws_calls.update({call: n for call, n in stats["calls"].items() if call.startswith("aws:")})
-            pacing.update({c: n for c, n in stats.get("table_calls", {}).items() if c.endswith(f"@{PACING_TABLE}")})
+        inline_calls, queue_calls = _aws_calls(self.run.planner_stats), _aws_calls(self.run.worker_stats)
+        aws_calls = inline_calls + queue_calls
+        per_inline, per_queued = max(self.run.rotated_inline, 1), max(self.rotated - self.run.rotated_inline, 1)
+        pacing = {call: n for call, n in _table_calls(self.run.stats).items() if call.endswith(f"@{PACING_TABLE}")}
         pacing_calls = ", ".join(
             f"{call.split(':')[-1].split('@')[0]} {n / per:.2f}" for call, n in sorted(pacing.items())
         )
         rows = [
             ["AWS calls per user (planner + workers)", f"{sum(aws_calls.values()) / per:.2f}"],
             [
+                "  planning run (per user it rotated) | queue",
+                f"{sum(inline_calls.values()) / per_inline:.2f} | {sum(queue_calls.values()) / per_queued:.2f}",
+            ],
+            [
                 "  of which the pacing table's",
                 f"{sum(pacing.values()) / per:.2f}" + (f" ({pacing_calls})" if pacing else ""),
             ],
             ["peak RSS (planner or a worker)", f"{max(s['maxrss_kb'] for s in self.run.stats) / 1024:.0f} MiB"],
+            ["AWS calls per user by operation", "all  (planning run | queue)"],
         ]
-        return rows + [[f"  {name}", f"{n / per:.2f}"] for name, n in sorted(aws_calls.items())]
+        for name, n in sorted(aws_calls.items()):
+            split = f"{inline_calls[name] / per_inline:.2f} | {queue_calls[name] / per_queued:.2f}"
+            rows.append([f"  {name}", f"{n / per:.2f}  ({split})"])
+        return rows
+
+
+def _aws_calls(stats: list[dict[str, Any]]) -> Counter[str]:
+    """AWS calls by operation over these processes' stats."""
+    calls = Counter[str]()
+    for one in stats:
+        calls.update({call: n for call, n in one["calls"].items() if call.startswith("aws:")})
+    return calls
+
+
+def _table_calls(stats: list[dict[str, Any]]) -> Counter[str]:
+    """DynamoDB calls by operation and table ("aws:dynamodb:UpdateItem@<table>") over these processes' stats."""
+    calls = Counter[str]()
+    for one in stats:
+        calls.update(one.get("table_calls", {}))
+    return calls
 
 
 def _model_text(limits: KeeperLimits) -> str:

@@ -86,7 +86,7 @@ def create_function_resources(aws: Callable[[str], Any], ksm_config: str | Seque
     (encryption, and the HMAC key of its integrity MAC) + aliases, and one KSM config secret per client device
     (which `keeper-iam-rotator init` creates in real life; `ksm_config` is one config or a list of them, named by
     config_secret_name). `aws` makes a client for a service."""
-    for table, key in ((JOURNAL_TABLE, "userArn"), (IDEMPOTENCY_TABLE, "id")):
+    for table, key in ((JOURNAL_TABLE, "userArn"), (IDEMPOTENCY_TABLE, "id"), (PACING_TABLE, "id")):
         _create_table(aws, table, key)
     kms = aws("kms")
     key_id = kms.create_key(Description="keeper-iam-rotator journal")["KeyMetadata"]["KeyId"]
@@ -98,7 +98,6 @@ def create_function_resources(aws: Callable[[str], Any], ksm_config: str | Seque
     configs = [ksm_config] if isinstance(ksm_config, str) else list(ksm_config)
     for device, config in enumerate(configs, start=1):
         aws("secretsmanager").create_secret(Name=config_secret_name(device), SecretString=config)
-    _create_table(aws, PACING_TABLE, "id")  # last: moto's seeded ids of the others stay what the docs' transcripts show
 
 
 def _create_table(aws: Callable[[str], Any], table: str, key: str) -> None:

@@ -33,6 +33,7 @@ from rotator_sandbox.stack import (
     IDEMPOTENCY_TABLE,
     JOURNAL_KEY,
     JOURNAL_TABLE,
+    PACING_TABLE,
     REGION,
     Sandbox,
     initial_password,
@@ -145,6 +146,7 @@ def preflight_problems(options: Options) -> list[str]:
         "JOURNAL_TABLE_NAME": JOURNAL_TABLE,
         "JOURNAL_KEY_ID": JOURNAL_KEY,
         "IDEMPOTENCY_TABLE_NAME": IDEMPOTENCY_TABLE,
+        "PACING_TABLE_NAME": PACING_TABLE,
         "DRY_RUN": "false",
     }
     wrong = [name for name, value in sandbox_names.items() if env_vars.get(name) != value]

@@ -4,15 +4,16 @@ decides between the function's own (hub) account, an allowed member account, and
 The hub account is rotated with the execution role. Another account must be listed in TargetAccountIds; its users
 are rotated with credentials from sts:AssumeRole on `arn:<partition>:iam::<account>:role/<TargetRoleName>` (the role
 `member-account.yaml` creates). The role is assumed once per account per invocation: the gateway keeps the
-credentials, the account's password policy and (in large runs) its user directory. A refused AssumeRole is
-remembered too, so every record of that account fails the same way after one call, and nothing changes there.
+credentials, the account's password policy and (when a run looks up enough of its users: expect_lookups) its user
+directory. A refused AssumeRole is remembered too, so every record of that account fails the same way after one
+call, and nothing changes there.
 """
 
 from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Final
 
@@ -79,7 +80,9 @@ def assumed_gateway(assumed: dict[str, Any], clients: ClientFactory, retry_delay
 
 class Accounts:
     """One per invocation: the hub's gateway, and one gateway per allowed member account, made on first use.
-    `bulk_directory`: each account's users are read in one ListUsers (large runs) instead of a GetUser each."""
+    `bulk_directory`: each account's whole directory is read (ListUsers) whatever the run looks up; otherwise a run
+    says how many users it will look up in each account (expect_lookups) and each directory is read when that is
+    cheaper than a GetUser per user (IamGateway.read_directory_for)."""
 
     def __init__(
         self,
@@ -98,6 +101,7 @@ class Accounts:
         self._connect = connect
         self._external_id = external_id
         self._bulk_directory = bulk_directory
+        self._lookups: Mapping[str, int] = {}
         self._known: dict[str, IamGateway | RotationHaltedError] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -116,6 +120,19 @@ class Accounts:
             lambda: external_id(settings, clients),
             bulk_directory,
         )
+
+    def expect_lookups(self, lookups: Mapping[str, int]) -> None:
+        """How many users step 1 will look up in each account (account id -> count), said before records run in
+        parallel: the hub's directory is read now, a member's right after its AssumeRole, each only when that saves
+        calls. Every lookup still gets an ARN IAM returned in this invocation."""
+        self._lookups = dict(lookups)
+        self._read_directory(self.hub)
+
+    def _read_directory(self, gateway: IamGateway) -> None:
+        if self._bulk_directory:
+            gateway.list_users()
+        else:
+            gateway.read_directory_for(self._lookups.get(gateway.account_id, 0))
 
     def role_arn(self, account_id: str) -> str:
         return f"arn:{self.hub.partition}:iam::{account_id}:role/{self._role_name}"
@@ -152,8 +169,7 @@ class Accounts:
             message = f"sts:AssumeRole on {role_arn} failed ({describe_aws_error(error)}); nothing was changed"
             return fail(Code.ASSUME_ROLE_FAILED, message)
         gateway = self._connect(assumed)
-        if self._bulk_directory:
-            gateway.list_users()
+        self._read_directory(gateway)
         with suppress(Exception):  # read once here; a failure is left for each record to report on its own
             gateway.password_policy  # noqa: B018 - a cached property: reading it caches it
         return gateway

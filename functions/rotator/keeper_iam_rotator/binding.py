@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from .accounts import Accounts, account_of
+from .devices import Devices
 from .errors import (
     AWS_ERRORS,
     AwsErrorCode,
@@ -34,7 +35,7 @@ from .errors import (
     skip,
 )
 from .iam import IamGateway, IamUser
-from .keeper import KeeperVault, PamUser, RecordType
+from .keeper import PamUser, RecordType
 from .keeperpam import require_not_keeperpam
 from .results import Code
 
@@ -218,7 +219,7 @@ def iam_read_halt(error: BaseException) -> RotationHaltedError:
     return fail(Code.IAM_ERROR, f"{describe_aws_error(error)}; nothing was changed")
 
 
-def still_names(vault: KeeperVault, record_uid: str, target: IamUser) -> bool:
+def still_names(vault: Devices, record_uid: str, target: IamUser) -> bool:
     """Whether the record (read from Keeper now) still names the user; KeeperCallError when Keeper cannot say."""
     other = vault.fetch([record_uid]).get(record_uid)
     return other is not None and names_user(other, target)

@@ -12,9 +12,11 @@ from typing import Any, Protocol
 from . import due
 from .accounts import Accounts, account_of
 from .binding import target_account
+from .devices import Devices
 from .iam import IamGateway
 from .journal import Entry, Journal
-from .keeper import KeeperVault, PamUser
+from .keeper import PamUser
+from .pacing import Pacer
 from .request import RotationRequest
 from .results import RecordResult
 from .rotation import Rotation
@@ -39,14 +41,15 @@ def _ignore_signal(metric: str, count: int) -> None:
 @dataclass(frozen=True)
 class Invocation:
     """Who runs the rotator and with what: settings, AWS clients, the journal lease owner and duration, where the
-    KSM config comes from, who is told about each record as it finishes, and where run-level signals go (a count
-    metric such as StaleOpenEntries)."""
+    KSM configs come from (`load_ksm_config(secret_id)`, one per client device in settings.ksm_config_secret_ids),
+    who is told about each record as it finishes, and where run-level signals go (a count metric such as
+    StaleOpenEntries)."""
 
     settings: Settings
     clients: ClientFactory
     owner: str  # journal lease owner: the Lambda request id, or a CLI run id
     lease_seconds: float
-    load_ksm_config: Callable[[], str]
+    load_ksm_config: Callable[[str], str]
     observe: Callable[[RecordResult, float], None] = _ignore
     signal: Callable[[str, int], None] = _ignore_signal
 
@@ -59,6 +62,14 @@ class Invocation:
             settings.journal_key_id,
             settings.journal_mac_key_id,
         )
+
+    def pacer(self) -> Pacer | None:
+        """The pacing shared by every invocation on the same client devices (None: KEEPER_PACING is false)."""
+        settings = self.settings
+        if not settings.keeper_pacing:
+            return None
+        limits, wait = settings.keeper_limits, settings.keeper_pacing_max_wait
+        return Pacer(self.clients("dynamodb"), settings.pacing_table, limits, wait)
 
     def hub(self) -> IamGateway:
         """The function's own account, as its execution role (or the CLI's caller) sees it."""
@@ -73,7 +84,7 @@ class RunContext:
     invocation: Invocation
     request: RotationRequest
     hub: IamGateway
-    vault: KeeperVault
+    vault: Devices
     journal: Journal
 
     @property
@@ -112,14 +123,18 @@ class RunContext:
         """For the schedule and the queue: the latest last rotation at which a record may be rotated now (due now,
         and not rotated since its hand-off was planned). The journal's open enforces it, so neither a queue message
         nor a stale plan can rotate a record early. A caller's request, `rotate --all`, and a record the plan
-        forces, always rotate (None)."""
-        if not self.request.trigger.checks_due or self.request.rotate_all:
+        forces, always rotate (None); a caller's record handed to the queue, unless rotated after it was planned."""
+        request = self.request
+        if not request.trigger.checks_due or request.rotate_all:
             return lambda user: None
-        now, period, planned = time.time(), self.settings.rotation_period_days, self.request.planned_at
+        now, period, planned = time.time(), self.settings.rotation_period_days, request.planned_at
 
         def rotated_before(user: PamUser) -> float | None:
             if user.uid in forced:
                 return None
-            return min(due.rotated_before(user, period, now), planned.get(user.uid, math.inf))
+            since_planned = planned.get(user.uid, math.inf)
+            if user.uid in request.requested:  # a caller asked: due or not, but not again if rotated since
+                return since_planned
+            return min(due.rotated_before(user, period, now), since_planned)
 
         return rotated_before

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
@@ -57,6 +58,12 @@ def rotated_before(user: PamUser, default_days: int, now: float) -> float:
     """The latest last-rotation time at which the record is due now (the journal refuses a later one)."""
     period = period_days(user, default_days) * DAY
     return now - (period - EARLY_SECONDS - JITTER_SHARE * period * _share(user.uid))
+
+
+def overdue(user: PamUser, last: dict[str, float], default_days: int, now: float) -> float:
+    """How long ago the record became due, in seconds (infinite when never rotated): the budget's order."""
+    rotated_at = last.get(user.uid)
+    return math.inf if rotated_at is None else rotated_before(user, default_days, now) - rotated_at
 
 
 def is_due(user: PamUser, last: dict[str, float], default_days: int, now: float) -> bool:

@@ -77,6 +77,11 @@ class KeeperCallError(RotatorError):
     """A Keeper call failed; the message is the SDK's error text (codes and server messages, never record data)."""
 
 
+class KeeperThrottledError(KeeperCallError):
+    """Keeper throttled the client device, or pacing (pacing.py) could not grant the request in time: the request was
+    answered `throttled` or never sent, and nobody waited inside the SDK."""
+
+
 class IamRefusedError(RotatorError):
     """IAM answered and did not change the password."""
 

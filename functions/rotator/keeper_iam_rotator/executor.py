@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import suppress
@@ -16,17 +17,26 @@ from typing import TypeVar
 
 from . import drift, fanout
 from .accounts import Accounts, account_of
-from .binding import Claim, bind, bind_unfinished, duplicate_halt, settle_duplicates, still_names
+from .binding import (
+    IAM_USER_ARN,
+    Claim,
+    Vouched,
+    bind,
+    bind_unfinished,
+    duplicate_halt,
+    settle_duplicates,
+    still_names,
+)
 from .context import RunContext
 from .errors import JournalTamperedError, JournalUnavailableError, KeeperCallError, RotationHaltedError
 from .iam import IamUser
 from .keeper import PamUser
 from .planner import Plan, Work
+from .request import Trigger
 from .results import Code, Outcome, RecordResult, Status
 from .rotation import rotate
 
 log = logging.getLogger(__name__)
-LIST_USERS_ABOVE = 10  # records per run above which one ListUsers per account beats a GetUser per record
 Step = Claim | RecordResult
 R = TypeVar("R")
 
@@ -38,22 +48,48 @@ def execute(plan: Plan) -> Outcome:
     with ThreadPoolExecutor(max_workers=context.settings.concurrency) as pool:
         steps = list(pool.map(lambda item: _bind(item, context, accounts, plan), plan.work))
         steps = _settle_duplicates(steps, context)
-        if plan.hand_off:
-            steps = _hand_off(steps, plan)
+        if plan.inline_limit is not None:
+            steps = _hand_off(steps, plan, plan.inline_limit)
         results = _rotate_all(pool, steps, context, plan.findings)
-    return Outcome(results, plan.not_due)
+    return Outcome(results, plan.not_due, plan.deferred)
 
 
 def _accounts(plan: Plan) -> Accounts:
-    """The hub with its password policy read once before records run in parallel (a failure is left for each
-    record to report), and its user directory read at once for a large run."""
-    large = sum(isinstance(item, PamUser) for item in plan.work) > LIST_USERS_ABOVE
-    hub = plan.context.hub
-    with suppress(Exception):
-        hub.password_policy  # noqa: B018 - a cached property: reading it caches it
-    if large:
-        hub.list_users()
-    return plan.context.accounts(bulk_directory=large)
+    """The accounts, told how many users step 1 looks up in each, so each account's directory is read once (one
+    ListUsers page per 1,000 users) wherever that is cheaper than a GetUser per record: any run, the queue's batches
+    of ten as well as a planning run. What the binding is checked against is the same either way: the ARN IAM
+    returns in this invocation, never one carried over from another (a queue message carries record uids only).
+    The hub's password policy is read once before records run in parallel when a record may rotate there (a
+    failure is left for each record to report)."""
+    lookups = _lookups(plan)
+    accounts = plan.context.accounts(bulk_directory=False)
+    accounts.expect_lookups(lookups)
+    if lookups[accounts.hub.account_id]:
+        with suppress(Exception):
+            accounts.hub.password_policy  # noqa: B018 - a cached property: reading it caches it
+    return accounts
+
+
+def _lookups(plan: Plan) -> Counter[str]:
+    """Account id -> the records whose IAM user step 1 will look up there: an unfinished rotation's user, the user
+    a bound record's ARN names, or the hub's user a vouched login names. Only an estimate of calls (records bind
+    refuses for other reasons are counted too): it decides how users are looked up, never whether they are."""
+    hub = plan.context.hub.account_id
+    lookups = Counter[str]()
+    for item in plan.work:
+        if isinstance(item, PamUser):
+            owed = plan.unfinished.get(item.uid)
+            account = account_of(owed) if owed is not None else _lookup_account(item, hub, plan.vouched)
+            if account is not None:
+                lookups[account] += 1
+    return lookups
+
+
+def _lookup_account(user: PamUser, hub: str, vouched: Vouched) -> str | None:
+    arn = IAM_USER_ARN.fullmatch(user.distinguished_name)
+    if arn is not None:
+        return arn["account"]
+    return hub if not user.distinguished_name and user.login and vouched.covers(user) else None
 
 
 def _bind(item: Work, context: RunContext, accounts: Accounts, plan: Plan) -> Step:
@@ -97,11 +133,15 @@ def _names(context: RunContext, record_uid: str, target: IamUser) -> bool:
         return False
 
 
-def _hand_off(steps: list[Step], plan: Plan) -> list[Step]:
-    """Beyond InlineRotationLimit, bound records go to the rotation queue (fanout.py); unfinished ones stay here."""
-    settings = plan.context.settings
-    queue = fanout.RotationQueue(plan.context.invocation.clients("sqs"), settings.rotation_queue_url)
-    return fanout.hand_off(steps, queue, settings.inline_rotation_limit, plan.first, plan.planned_at)
+def _hand_off(steps: list[Step], plan: Plan, limit: int) -> list[Step]:
+    """Beyond `limit`, bound records go to the rotation queue (fanout.py), each naming the client device it was
+    read through; unfinished ones stay here."""
+    context = plan.context
+    queue = fanout.RotationQueue(context.invocation.clients("sqs"), context.settings.rotation_queue_url)
+    requested = context.request.trigger is not Trigger.SCHEDULE
+    return fanout.hand_off(
+        steps, queue, limit, plan.first, fanout.Plan(plan.planned_at, context.vault.index_of, requested)
+    )
 
 
 def _rotate_all(

@@ -1,19 +1,21 @@
 """Fan-out for large scheduled runs: the run rotates up to InlineRotationLimit due records itself and hands the rest,
-one SQS message per record, to the rotation queue, whose events the same function handles (queue_worker.py).
+one SQS message per record, to the rotation queue, whose events the same function handles (queue_worker.py). A
+caller's request beyond what Keeper's pace lets it finish in 29 s hands its rest over the same way (budget.py).
 
-A message carries only what the worker cannot re-derive: the record uid, its account (for interleaving) and when the
-run planned it. The worker trusts nothing else in it: it binds the record again under the schedule's rules (vouching
-only from the record's folder), and the journal refuses a record that is not due or was rotated after `plannedAt`
-(a redelivered message rotates nothing). Only the function's role may send to the queue (its queue policy). Messages
-are interleaved across accounts, so the queue's concurrent workers spread IAM calls over accounts instead of
-draining one account.
+A message carries only what the worker cannot re-derive: the record uid, its account and client device (for
+interleaving, and the device it is read through first) and when the run planned it. The worker trusts nothing else
+in it: it binds the record again under the schedule's rules (vouching only from the record's folder), and the
+journal refuses a record that is not due (unless a caller asked) or was rotated after `plannedAt` (a redelivered
+message rotates nothing). Only the function's role may send to the queue (its queue policy). Messages are
+interleaved across devices and accounts, so the queue's concurrent workers spread Keeper and IAM calls instead of
+draining one device or account.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from itertools import chain, zip_longest
 from typing import Any, Final
@@ -28,16 +30,30 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Handoff:
-    """One queued record. `planned_at`: when the scheduled run planned it (0: unknown, a message of an earlier
-    version); a record rotated after that is skipped. Other fields a body carries (an earlier version's `vouched`)
-    are ignored: the worker decides binding and vouching itself."""
+    """One queued record. `planned_at`: when the run planned it (0: unknown, a message of an earlier version); a
+    record rotated after that is skipped. `device`: the position of the client device it was read through in
+    KSM_CONFIG_SECRET_ID (a hint: the worker reads it there first, among the configured devices only).
+    `requested`: a caller's request handed it off (rotated due or not, unless rotated after `planned_at`); only the
+    function's role can send to the queue, and that caller could rotate the record anyway. Other fields a body
+    carries (an earlier version's `vouched`) are ignored: the worker decides binding and vouching itself."""
 
     record_uid: str
     account_id: str
     planned_at: float = 0.0
+    device: int = 0
+    requested: bool = False
 
     def body(self) -> str:
-        return json.dumps({"recordUid": self.record_uid, "accountId": self.account_id, "plannedAt": self.planned_at})
+        extra = {"requested": True} if self.requested else {}
+        return json.dumps(
+            {
+                "recordUid": self.record_uid,
+                "accountId": self.account_id,
+                "plannedAt": self.planned_at,
+                "device": self.device,
+                **extra,
+            }
+        )
 
     @classmethod
     def parse(cls, body: str) -> Handoff:
@@ -52,7 +68,19 @@ class Handoff:
         planned_at = data.get("plannedAt", 0.0)
         if isinstance(planned_at, bool) or not isinstance(planned_at, int | float) or not 0 <= planned_at < 1e11:
             raise BadQueueMessageError('"plannedAt" must be the epoch seconds the hand-off was planned at')
-        return cls(data["recordUid"], str(data.get("accountId", "")), float(planned_at))
+        device = data.get("device", 0)
+        device = device if isinstance(device, int) and not isinstance(device, bool) and 0 <= device < 100 else 0
+        requested = data.get("requested") is True
+        return cls(data["recordUid"], str(data.get("accountId", "")), float(planned_at), device, requested)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What every hand-off of one run shares: when it was planned, each record's device, whether a caller asked."""
+
+    planned_at: float
+    device_of: Callable[[str], int]
+    requested: bool = False
 
 
 class RotationQueue:
@@ -77,17 +105,18 @@ class RotationQueue:
 
 
 def interleave(handoffs: Sequence[Handoff]) -> list[Handoff]:
-    """Round-robin over accounts in runs of one SQS batch: a worker's batch then usually holds one account (one
-    AssumeRole), and the batches concurrent workers take hit different accounts."""
-    by_account: dict[str, list[Handoff]] = {}
+    """Round-robin over (device, account) in runs of one SQS batch: a worker's batch then usually holds one device
+    (one Keeper read) and one account (one AssumeRole, one ListUsers), and the batches concurrent workers take hit
+    different devices and accounts."""
+    by_key: dict[tuple[int, str], list[Handoff]] = {}
     for handoff in handoffs:
-        by_account.setdefault(handoff.account_id, []).append(handoff)
-    runs = [[same[i : i + SQS_BATCH] for i in range(0, len(same), SQS_BATCH)] for same in by_account.values()]
+        by_key.setdefault((handoff.device, handoff.account_id), []).append(handoff)
+    runs = [[same[i : i + SQS_BATCH] for i in range(0, len(same), SQS_BATCH)] for same in by_key.values()]
     return [handoff for run in chain.from_iterable(zip_longest(*runs, fillvalue=[])) for handoff in run]
 
 
 def hand_off(
-    items: list[Claim | RecordResult], queue: RotationQueue, limit: int, first: Collection[str], planned_at: float
+    items: list[Claim | RecordResult], queue: RotationQueue, limit: int, first: Collection[str], plan: Plan
 ) -> list[Claim | RecordResult]:
     """Keep `limit` bound records to rotate inline (those in `first`, unfinished rotations, before any other) and
     queue the rest; each queued record's result is `queued`, or `failed`/`queue_unavailable` if it was not sent."""
@@ -96,13 +125,25 @@ def hand_off(
     inline += [claim for claim in claims if claim.user.uid not in first][: max(limit - len(inline), 0)]
     kept = {claim.user.uid for claim in inline}
     queued = [claim for claim in claims if claim.user.uid not in kept]
-    unsent = queue.send(interleave([Handoff(c.user.uid, c.account_id, planned_at) for c in queued]))
-    results = {claim.user.uid: _queued(claim, claim.user.uid in unsent) for claim in queued}
+    handoffs = [
+        Handoff(c.user.uid, c.account_id, plan.planned_at, plan.device_of(c.user.uid), plan.requested) for c in queued
+    ]
+    unsent = queue.send(interleave(handoffs))
+    results = {claim.user.uid: _queued(claim, claim.user.uid in unsent, plan.requested) for claim in queued}
     return [item if isinstance(item, RecordResult) else results.get(item.user.uid, item) for item in items]
 
 
-def _queued(claim: Claim, unsent: bool) -> RecordResult:
+QUEUED_FOR_A_CALLER: Final = (
+    "more records than Keeper's pace lets one request rotate within API Gateway's 29 s: queued; its outcome is the "
+    "function's log line and metrics for this record uid (or send the request again later: a rotated record is "
+    "reported rotated)"
+)
+
+
+def _queued(claim: Claim, unsent: bool, requested: bool) -> RecordResult:
     result = RecordResult(claim.user.uid, Status.QUEUED, user_name=claim.target.name, account_id=claim.account_id)
+    if requested and not unsent:
+        result.message = QUEUED_FOR_A_CALLER
     if unsent:
         result.status, result.code = Status.FAILED, Code.QUEUE_UNAVAILABLE
         result.message = "the rotation queue did not take the record; nothing changed, the next scheduled run retries"

@@ -4,6 +4,9 @@ drift reconcile reads.
 UpdateLoginProfile is sent by a client without botocore retries: a retried request whose first attempt may already
 have landed can be refused (e.g. by PasswordReusePrevention) even though IAM took the password, so this module does
 its own retries and reports "outcome unknown" instead of a refusal whenever an earlier attempt might have applied.
+
+Binding (step 1) asks IAM for each record's user ARN: a GetUser per user, or the account's directory read with
+ListUsers when that takes fewer calls (read_directory_for). Either way the ARN is one IAM returned in this invocation.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from typing import Any
+from typing import Any, Final
 
 from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError
 
@@ -33,6 +36,13 @@ from .sensitive import Secret
 RETRYABLE_CODES = frozenset({"EntityTemporarilyUnmodifiable", "Throttling", "ThrottlingException", "ServiceFailure"})
 log = logging.getLogger(__name__)
 NOT_SENT = (EndpointConnectionError, ConnectTimeoutError)  # the request never reached IAM
+LIST_USERS_PAGE: Final = 1000  # ListUsers' largest page (MaxItems)
+
+# account id -> how many ListUsers pages its directory took when this process (a warm container) last read it all,
+# or, when a read stopped at its budget, one more than it read (a lower bound). A cost estimate, nothing more: it
+# decides whether a run lists the directory, never what a lookup answers (the directory itself is never kept
+# from one invocation to the next).
+_directory_pages: dict[str, int] = {}
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,7 @@ class IamUser:
 
 
 class IamGateway:
-    """One per invocation: caches the account id and password policy it reads (each read once)."""
+    """One per invocation: caches the account id, password policy and directory it reads (each read once)."""
 
     def __init__(
         self,
@@ -86,19 +96,40 @@ class IamGateway:
                 return PasswordPolicy()
             raise
 
-    def list_users(self) -> None:
-        """Read every user's ARN at once (ListUsers, 1,000 per page), so a large run verifies its records' bindings
-        without a GetUser each. A failure only costs that saving: lookups fall back to GetUser."""
+    def read_directory_for(self, lookups: int) -> None:
+        """Before `lookups` calls of user_arn_of in this invocation: read the account's directory when that takes
+        fewer calls than a GetUser per lookup. A directory of unknown size is taken to fit one page (1,000 users);
+        the read stops after `lookups - 1` pages, so it never costs more calls than the GetUsers it replaces (users
+        it did not reach are still looked up with GetUser, once for each account per warm container: then its page
+        count is known, and a run with fewer lookups than that does not list it). One lookup is always a GetUser:
+        as cheap as a page, and IAM checks the scope tag on it too (ListUsers names users without their tags; the
+        tag is checked by IAM on GetLoginProfile, step 2, before anything changes)."""
+        if lookups > _directory_pages.get(self.account_id, 1):
+            self.list_users(max_pages=lookups - 1)
+
+    def list_users(self, max_pages: int | None = None) -> None:
+        """Read users' ARNs (ListUsers, LIST_USERS_PAGE per page; all of them, or up to `max_pages` pages), so the
+        run verifies its records' bindings without a GetUser each. Every page read is kept, a failure only costs
+        the rest of that saving: user_arn_of falls back to GetUser for any user it did not list."""
+        pages = 0
         try:
-            pages = self._iam.get_paginator("list_users").paginate(PaginationConfig={"PageSize": 1000})
-            self._directory = {user["UserName"]: str(user["Arn"]) for page in pages for user in page["Users"]}
+            paginator = self._iam.get_paginator("list_users")
+            for page in paginator.paginate(PaginationConfig={"PageSize": LIST_USERS_PAGE}):
+                pages += 1
+                self._directory.update({user["UserName"]: str(user["Arn"]) for user in page["Users"]})
+                if max_pages is not None and pages >= max_pages and page.get("IsTruncated"):
+                    pages += 1  # at least one more page: what the next run's estimate needs
+                    break
         except AWS_ERRORS as error:
             log.warning(
                 "ListUsers failed; verifying each user with GetUser", extra={"error": describe_aws_error(error)}
             )
+            return
+        _directory_pages[self.account_id] = pages
 
     def user_arn_of(self, user_name: str) -> str | None:
-        """The user's real ARN (with its path), or None when no such user exists."""
+        """The user's real ARN (with its path), or None when no such user exists: from the directory this
+        invocation read (list_users), else GetUser (a user the directory lacks may have been created since)."""
         if user_name in self._directory:
             return self._directory[user_name]
         try:

@@ -17,15 +17,18 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
-from .errors import KeeperCallError
+from .errors import KeeperCallError, KeeperThrottledError
 from .sensitive import Secret, remember_ksm_config
 
 if TYPE_CHECKING:
     from keeper_secrets_manager_core.dto.dtos import Record
     from keeper_secrets_manager_core.dto.payload import KSMHttpResponse
 
+    from .pacing import Pacer
+
 ACCOUNT_FIELD_LABEL: Final = "account_id_or_alias"  # the label Keeper's AWS post-rotation plugin wrote
 ROTATION_TRANSACTION: Final = "rotation"
+MAX_DEVICES: Final = 64  # client devices kept warm per container (KSM_CONFIG_SECRET_ID's list, and a rotated config)
 
 
 class RecordType(StrEnum):
@@ -52,12 +55,17 @@ class _Transport:
     urllib3 directly rather than `requests`: the session layer (settings merge, cookies, environment lookups per
     call) cost about a third of each Keeper call's CPU, and a rotation makes two. Failures are raised as the
     `requests` exceptions the stock transport raises, so errors read the same (`ConnectionError`, `ReadTimeout`).
+
+    Every request first waits for its grant from the pacer (pacing.py) for this client device and endpoint. A
+    `throttled` answer raises KeeperThrottledError here, before the SDK would sleep and retry it for minutes
+    (11 s doubling, 5 times): the record fails `keeper_throttled` and a later run (or the queue) brings it back.
     """
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, device: str) -> None:
         import requests  # noqa: PLC0415 - with the SDK, see the module docstring
 
-        self._timeout = timeout
+        self._timeout, self.device = timeout, device
+        self.pacer: Pacer | None = None
         self._pools: dict[tuple[str, bool, str | None], Any] = {}
         self._headers = {  # what the stock transport sends besides the SDK's own headers
             "User-Agent": requests.utils.default_user_agent(),
@@ -80,11 +88,19 @@ class _Transport:
             "TransmissionKey": bytes_to_base64(transmission_key.encryptedKey),
             "Authorization": f"Signature {bytes_to_base64(payload.signature)}",
         }
+        endpoint = urlsplit(url).path.rsplit("/", 1)[-1]
+        if self.pacer is not None:
+            self.pacer.admit(self.device, endpoint)
         pool = self._pool(url, verify_ssl_certs, proxy_url)
         try:
             response = pool.request("POST", url, body=payload.encrypted_payload, headers=headers)
         except urllib3.exceptions.HTTPError as error:
             raise _as_requests_error(error, url) from None
+        finally:
+            if self.pacer is not None:
+                self.pacer.sent(self.device, endpoint)
+        if response.status == 403 and _throttled(response.data):
+            raise KeeperThrottledError(f"Keeper throttled {endpoint} for client device {self.device}")
         answer = _Answer(response.status, response.data, response.reason)
         return KSMHttpResponse(answer.status_code, answer.content, answer)
 
@@ -108,6 +124,17 @@ class _Transport:
 
 
 MAX_CONNECTIONS = 16  # the most records in flight (ROTATION_CONCURRENCY's upper bound)
+
+
+def _throttled(body: bytes) -> bool:
+    """Keeper's throttle answer: HTTP 403 with `{"error": "throttled"}` (or `result_code`), as the SDK reads it."""
+    import json  # noqa: PLC0415
+
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(answer, dict) and "throttled" in (answer.get("error"), answer.get("result_code"))
 
 
 def _ca_bundle() -> str:
@@ -210,24 +237,42 @@ def _with_rotation(user: PamUser, password: Secret, account_id: str, user_arn: s
 
 
 class KeeperVault:
+    """One client device (one KSM config): its records, and the stage/commit/rollback of a rotation."""
+
     def __init__(self, config: str, timeout: float = 20.0) -> None:
         """Parse the config (no network). The SDK's errors may quote the config, so only their type is kept."""
         from keeper_secrets_manager_core import SecretsManager  # noqa: PLC0415 - see the module docstring
+        from keeper_secrets_manager_core.configkeys import ConfigKeys  # noqa: PLC0415
         from keeper_secrets_manager_core.storage import InMemoryKeyValueStorage  # noqa: PLC0415
+
+        from .pacing import device_id  # noqa: PLC0415 - with the SDK
 
         remember_ksm_config(config)
         try:
             self._sm = SecretsManager(config=InMemoryKeyValueStorage(config))
+            client_id = str(self._sm.config.get(ConfigKeys.KEY_CLIENT_ID) or "")
         except Exception as error:
             raise KeeperCallError(
                 f"the KSM config is not a usable KSM client configuration ({type(error).__name__}); "
                 "store the base64 (or JSON) config of a bound KSM client device"
             ) from None
-        self._sm.post_function = _Transport(timeout)
+        self._transport = _Transport(timeout, device_id(client_id))
+        self._sm.post_function = self._transport
+
+    @property
+    def device(self) -> str:
+        """The client device's name in the pacing table and in messages (a digest of its clientId)."""
+        return self._transport.device
+
+    def pace(self, pacer: Pacer | None) -> None:
+        """Send every later request only when `pacer` grants it (None: unpaced)."""
+        self._transport.pacer = pacer
 
     def _call(self, action: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except KeeperThrottledError:
+            raise
         except Exception as error:
             raise KeeperCallError(f"{action}: {type(error).__name__}: {str(error)[:300]}") from None
 
@@ -273,6 +318,8 @@ class KeeperVault:
         try:
             self._sm.save(_with_rotation(user, password, account_id, user_arn), transaction_type=ROTATION_TRANSACTION)
             return
+        except KeeperThrottledError:
+            raise
         except Exception as error:
             first = f"stage update: {type(error).__name__}: {str(error)[:300]}"
         try:
@@ -293,8 +340,8 @@ class KeeperVault:
         self._call("roll back update", self._sm.complete_transaction, uid, rollback=True)
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=MAX_DEVICES)
 def vault_for(ksm_config: str, timeout: float) -> KeeperVault:
-    """One Keeper connection per distinct config: a rotated KSM config gets a new client, an unchanged one keeps
-    its keep-alive session across warm invocations."""
+    """One Keeper connection per distinct config (client device): a rotated KSM config gets a new client, an
+    unchanged one keeps its keep-alive session across warm invocations."""
     return KeeperVault(ksm_config, timeout=timeout)

@@ -21,16 +21,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import NamedTuple
 
-from . import drift, due
+from . import budget, drift, due
 from .binding import Vouched
 from .context import Invocation, RunContext
+from .devices import Device, Devices
 from .errors import (
     AWS_ERRORS,
     JournalTamperedError,
     JournalUnavailableError,
     KeeperCallError,
+    KeeperThrottledError,
     KsmConfigUnavailableError,
     KsmConfigUntrustedError,
     RunFailedError,
@@ -48,6 +52,7 @@ log = logging.getLogger(__name__)
 
 Work = PamUser | RecordResult  # a record to rotate, or the result it already has
 NOT_SHARED = "no such record is shared with the KSM application"
+CLI_CONFIG = "the KSM config"  # the one device of a CLI run (its config comes from a file or the environment)
 RECORD_GONE = "the journal holds an unfinished rotation for {arn}, but its record is no longer shared with the KSM app"
 
 
@@ -55,22 +60,34 @@ RECORD_GONE = "the journal holds an unfinished rotation for {arn}, but its recor
 class Plan:
     """What a run will do: `work` in order; the records whose unfinished rotations come first (never handed off),
     each with the user its open journal entry names (the user recovery binds it to); what vouches for unbound
-    records; whether records beyond InlineRotationLimit go to the queue; how many records in scope were left alone
-    because they are not due; when the plan was made (what a hand-off carries); and what drifted (drift.py) for the
-    records it rotates because of it (rotated here, never handed off)."""
+    records; how many bound records it rotates itself before handing the rest to the queue (None: all); how many
+    records in scope were left alone because they are not due, or deferred to a later run by Keeper's budget; when
+    the plan was made (what a hand-off carries); and what drifted (drift.py) for the records it rotates because of
+    it (rotated here, never handed off)."""
 
     context: RunContext
     work: list[Work]
     unfinished: Mapping[str, str]  # record uid -> the user ARN of its open journal entry
     vouched: Vouched
-    hand_off: bool
+    inline_limit: int | None
     not_due: int = 0
+    deferred: int = 0
     planned_at: float = 0.0
     findings: Mapping[str, drift.Finding] = field(default_factory=dict)
 
     @property
     def first(self) -> frozenset[str]:
         return frozenset(self.unfinished) | self.findings.keys()
+
+
+class Selection(NamedTuple):
+    """The records a trigger selects (planner._work): the work, its unfinished rotations, and what was left out."""
+
+    work: list[Work]
+    unfinished: list[Entry]
+    not_due: int = 0
+    findings: Mapping[str, drift.Finding] = MappingProxyType({})
+    deferred: int = 0
 
 
 def plan(request: RotationRequest, invocation: Invocation) -> Plan | Outcome:
@@ -137,68 +154,139 @@ def _reported(results: list[RecordResult], invocation: Invocation) -> Outcome:
 
 
 def _connect(request: RotationRequest, invocation: Invocation, journal: Journal) -> RunContext:
-    """The hub account's identity and the Keeper connection: the two things every record needs. The config must
-    point at the deployment's Keeper (trust.py) before a vault is built from it."""
+    """The hub account's identity and the Keeper client devices: the two things every record needs. A device's
+    config must point at the deployment's Keeper (trust.py) before a vault is built from it; a device that cannot be
+    used serves nothing (devices.py), and the run fails only when none can."""
     hub = invocation.hub()
     try:
         account_id = hub.account_id
     except AWS_ERRORS as error:
         raise RunFailedError(Code.IAM_ERROR, f"STS GetCallerIdentity failed: {describe_aws_error(error)}") from None
-    settings = invocation.settings
-    try:  # KeeperVault only parses the config: no Keeper call yet
-        config = invocation.load_ksm_config()
+    sources = tuple(dict.fromkeys(invocation.settings.ksm_config_secret_ids or (CLI_CONFIG,)))
+    devices = Devices([_device(source, invocation, len(sources) > 1) for source in sources], request.devices)
+    if not devices.usable:
+        first = devices.all[0]
+        raise RunFailedError(first.code or Code.KSM_CONFIG_UNREADABLE, first.problem, account_id)
+    pacer = invocation.pacer()
+    for vault in devices.vaults():
+        vault.pace(pacer)
+    return RunContext(invocation, request, hub, devices, journal)
+
+
+def _device(secret_id: str, invocation: Invocation, named: bool) -> Device:
+    """One client device's vault (KeeperVault only parses the config: no Keeper call yet), or why there is none
+    (`named`: the problem names its secret, one of several)."""
+    settings, prefix = invocation.settings, f"{secret_id}: " if named else ""
+    try:
+        config = invocation.load_ksm_config(secret_id)
         require_trusted(config, settings.keeper_region)
-        vault = vault_for(config, settings.keeper_timeout)
+        return Device(secret_id, vault_for(config, settings.keeper_timeout))
     except KsmConfigUntrustedError as error:
-        message = f"{error}; nothing was sent to it and nothing was changed"
-        raise RunFailedError(Code.KSM_CONFIG_UNTRUSTED, message, account_id) from None
+        message = f"{prefix}{error}; nothing was sent to it and nothing was changed"
+        return Device(secret_id, code=Code.KSM_CONFIG_UNTRUSTED, problem=message)
     except (KsmConfigUnavailableError, KeeperCallError) as error:
-        raise RunFailedError(Code.KSM_CONFIG_UNREADABLE, str(error), account_id) from None
-    return RunContext(invocation, request, hub, vault, journal)
+        return Device(secret_id, code=Code.KSM_CONFIG_UNREADABLE, problem=f"{prefix}{error}")
 
 
 def _select(context: RunContext, unfinished: list[Entry], tampered: list[RecordResult]) -> Plan:
     request, settings = context.request, context.settings
     try:
-        work, unfinished, not_due, findings = _work(context, unfinished, tampered)
+        selection = _work(context, unfinished, tampered)
+    except KeeperThrottledError as error:
+        message = f"{error}; nothing was changed, the next run tries again"
+        raise RunFailedError(Code.KEEPER_THROTTLED, message, context.hub.account_id) from None
     except KeeperCallError as error:
         message = f"{error}; nothing was changed"
         raise RunFailedError(Code.KEEPER_UNAVAILABLE, message, context.hub.account_id) from None
-    owed = {entry.record_uid: entry.user_arn for entry in reversed(unfinished)}  # one per record: the first listed
-    vouched = Vouched(explicit=request.bind, folder_uids=settings.folder_uids)
-    hand_off = request.trigger is Trigger.SCHEDULE and bool(settings.rotation_queue_url) and not context.dry_run
-    return Plan(context, work, owed, vouched, hand_off, not_due, planned_at=time.time(), findings=findings)
+    owed = {entry.record_uid: entry.user_arn for entry in reversed(selection.unfinished)}  # one per record
+    return Plan(
+        context,
+        selection.work,
+        owed,
+        Vouched(explicit=request.bind, folder_uids=settings.folder_uids),
+        _inline_limit(context),
+        selection.not_due,
+        selection.deferred,
+        planned_at=time.time(),
+        findings=selection.findings,
+    )
 
 
-def _work(
-    context: RunContext, unfinished: list[Entry], tampered: list[RecordResult]
-) -> tuple[list[Work], list[Entry], int, drift.Findings]:
-    """The run's work by trigger, with its unfinished rotations, records not due, and drift findings."""
+def _inline_limit(context: RunContext) -> int | None:
+    """How many bound records the run rotates itself before handing the rest to the queue (None: all). The
+    schedule keeps InlineRotationLimit; a caller's request what its devices can rotate within API Gateway's 29 s at
+    their pace (budget.py), unless it binds (binding needs the caller: never queued)."""
+    request, settings = context.request, context.settings
+    if not settings.rotation_queue_url or context.dry_run:
+        return None
+    if request.trigger is Trigger.SCHEDULE:
+        return settings.inline_rotation_limit
+    if request.trigger in {Trigger.API, Trigger.INVOKE} and not request.bind:
+        return budget.within_a_request(settings.keeper_limits, len(context.vault.usable))
+    return None
+
+
+def _within_budget(
+    selected: list[Work], always: set[str], last: dict[str, float], context: RunContext
+) -> tuple[list[Work], int]:
+    """The scheduled run's records cut to what its devices can rotate before the next run (budget.py), most
+    overdue first; unfinished and drifted records (`always`) always stay. Returns the work and how many due records
+    were deferred to a later run."""
+    settings = context.settings
+    allowed = budget.per_scheduled_run(settings.keeper_limits, len(context.vault.usable), settings.schedule_period)
+    records = [item for item in selected if isinstance(item, PamUser)]
+    if len(records) <= allowed:
+        return selected, 0
+    period, now = settings.rotation_period_days, time.time()
+    ranked = sorted(
+        (user for user in records if user.uid not in always), key=lambda user: -due.overdue(user, last, period, now)
+    )
+    room = max(allowed - sum(user.uid in always for user in records), 0)
+    keep = always | {user.uid for user in ranked[:room]}
+    kept = [item for item in selected if not isinstance(item, PamUser) or item.uid in keep]
+    deferred = len(selected) - len(kept)
+    log.warning("Keeper budget of this run reached: due records deferred", extra={"deferred": deferred})
+    return kept, deferred
+
+
+def _unusable_devices(context: RunContext) -> list[Work]:
+    """A failure per client device whose secret could not be used: only the records it alone sees wait for it."""
+    return [
+        RecordResult(WHOLE_RUN, Status.FAILED, account_id=context.account_for(None), code=d.code, message=d.problem)
+        for d in context.vault.unusable
+    ]
+
+
+def _work(context: RunContext, unfinished: list[Entry], tampered: list[RecordResult]) -> Selection:
+    """The run's work by trigger, with its unfinished rotations, records not due or deferred, drift findings."""
     trigger = context.request.trigger
     if trigger is Trigger.RECOVER:
-        return [*tampered, *_records_of(unfinished, context)], unfinished, 0, {}
+        return Selection([*tampered, *_records_of(unfinished, context), *_unusable_devices(context)], unfinished)
     if trigger is Trigger.SCHEDULE:
         return _scheduled(context)
     if trigger is Trigger.DRIFT:
         work, findings = drift.plan_change(context)
-        return work, [], 0, findings
-    return _named(context.request.record_uids, context), [], 0, {}
+        return Selection(work, [], findings=findings)
+    return Selection(_named(context.request.record_uids, context), [])
 
 
 def _named(uids: Sequence[str], context: RunContext) -> list[Work]:
-    """The requested records in request order, and a result for each one Keeper does not return."""
+    """The requested records in request order, and a result for each one Keeper does not return (a failure when
+    a device that could not be used may be the one that sees it)."""
     found = context.vault.fetch(uids, links=True)
-    hub = context.account_for(None)
-    return [
-        found.get(uid)
-        or RecordResult(uid, Status.SKIPPED, account_id=hub, code=Code.RECORD_NOT_FOUND, message=NOT_SHARED)
-        for uid in uids
-    ]
+    hub, unusable, note = context.account_for(None), context.vault.unusable, context.vault.unreadable_note()
+    missing = (
+        RecordResult(WHOLE_RUN, Status.FAILED, account_id=hub, code=unusable[0].code, message=NOT_SHARED + note)
+        if unusable
+        else RecordResult(WHOLE_RUN, Status.SKIPPED, account_id=hub, code=Code.RECORD_NOT_FOUND, message=NOT_SHARED)
+    )
+    return [found.get(uid) or replace(missing, record_uid=uid) for uid in uids]
 
 
-def _scheduled(context: RunContext) -> tuple[list[Work], list[Entry], int, drift.Findings]:
-    """Every pamUser record in scope that is due or drifted, and every unfinished rotation (in scope or not; none in
-    a dry run), from one Keeper read, one journal Scan and a credential report per account."""
+def _scheduled(context: RunContext) -> Selection:
+    """Every pamUser record in scope that is due or drifted, within the run's Keeper budget, and every unfinished
+    rotation (in scope or not; none in a dry run), from one Keeper read per device, one journal Scan and a credential
+    report per account."""
     entries, tampered = _untampered(_journal_entries(context))  # read first: without it, nothing
     refused = {result.record_uid for result in tampered}  # the tampered items' records: reported, not rotated
     in_scope: list[PamUser] = [
@@ -209,15 +297,16 @@ def _scheduled(context: RunContext) -> tuple[list[Work], list[Entry], int, drift
     unfinished = [] if context.dry_run else [entry for entry in entries if entry.open]
     drifted = reconcile(context, in_scope, entries)
     always = {entry.record_uid for entry in unfinished} | drifted.forced(context.settings.drift_action)
-    period = context.settings.rotation_period_days
+    period, last = context.settings.rotation_period_days, due.last_rotations(entries)
     if context.request.rotate_all:
         selected, not_due = list(in_scope), 0
     else:
-        selected, not_due = due.select(in_scope, due.last_rotations(entries), period, time.time(), always=always)
-    work, not_due = drifted.complete(list[Work](selected), not_due)
+        selected, not_due = due.select(in_scope, last, period, time.time(), always=always)
+    kept, deferred = _within_budget(list[Work](selected), always, last, context)
+    work, not_due = drifted.complete(kept, not_due)
     in_run = {item.uid if isinstance(item, PamUser) else item.record_uid for item in work}
     work += _records_of([entry for entry in unfinished if entry.record_uid not in in_run], context)
-    return [*tampered, *work], unfinished, not_due, drifted.findings
+    return Selection([*tampered, *work, *_unusable_devices(context)], unfinished, not_due, drifted.findings, deferred)
 
 
 def _journal_entries(context: RunContext) -> list[Entry]:
@@ -240,7 +329,7 @@ def _records_of(entries: list[Entry], context: RunContext) -> list[Work]:
             Status.FAILED,
             account_id=context.account_for(entry),
             code=Code.PASSWORD_IN_JOURNAL,
-            message=RECORD_GONE.format(arn=entry.user_arn),
+            message=RECORD_GONE.format(arn=entry.user_arn) + context.vault.unreadable_note(),
         )
         for entry in entries
     ]

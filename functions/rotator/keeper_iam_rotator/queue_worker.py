@@ -5,6 +5,14 @@ the schedule's rules, re-derived here rather than read from the message: binding
 folder declared AWS-only vouches for an unbound record), and "due" from the journal (a record that is not due, or
 was rotated after the message was planned, is skipped: a redelivered message rotates nothing).
 
+Binding is checked against IAM by the batch itself: an account holding two or more of its users is read with one
+ListUsers page (per 1,000 users) instead of a GetUser per record (executor._accounts), so a batch of ten costs the
+four calls per user every rotation needs (GetLoginProfile, UpdateLoginProfile, the journal's open and close) plus
+what each invocation pays once. Neither the message (record uid, plannedAt; its accountId only spreads the queue)
+nor an earlier batch supplies a fact the worker acts on: a directory read by one invocation is not reused by the
+next, even in a warm container (a user deleted and recreated elsewhere must fail its binding at once), and IAM
+checks the scope tag on GetLoginProfile before anything changes.
+
 The answer reports per message (`ReportBatchItemFailures`): a message whose record failed is returned in
 `batchItemFailures` and comes back after the visibility timeout (the backoff for Keeper `throttled` and IAM
 throttling that outlasted the in-call retries), then goes to the dead-letter queue. Skipped records (not bound, not
@@ -59,6 +67,8 @@ def handle(event: dict[str, Any], run: Callable[[RotationRequest], dict[str, Any
             Trigger.QUEUE,
             record_uids=tuple(dict.fromkeys(h.record_uid for h in handoffs)),
             planned_at={h.record_uid: h.planned_at for h in handoffs if h.planned_at},
+            devices={h.record_uid: h.device for h in handoffs},
+            requested=frozenset(h.record_uid for h in handoffs if h.requested and h.planned_at),
         )
         results = {result["recordUid"]: result for result in run(request)["results"]}
     failed = [m.message_id for m in batch if m.message_id and not _done(m, results)]

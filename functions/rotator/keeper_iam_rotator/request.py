@@ -72,7 +72,9 @@ class RotationRequest:
     who sent it (the API caller's IAM identity), which scopes the key. `planned_at`: for the queue, when the
     scheduled run planned each record (record uid -> epoch seconds). `change`: for drift, the password change
     CloudTrail recorded. `rotate_all`: a scheduled run that rotates every record in scope, due or not: the CLI's
-    `rotate --all`, an operator's explicit choice; no event or request body can set it."""
+    `rotate --all`, an operator's explicit choice; no event or request body can set it. For the queue: `devices`,
+    the client device each record's hand-off names (devices.py; a hint among the configured devices, nothing more),
+    and `requested`, the records a caller's request handed off (rotated unless rotated since `planned_at`)."""
 
     trigger: Trigger
     record_uids: tuple[str, ...] = ()
@@ -83,6 +85,8 @@ class RotationRequest:
     planned_at: Mapping[str, float] = field(default_factory=dict, compare=False)
     change: PasswordChange | None = None
     rotate_all: bool = False
+    devices: Mapping[str, int] = field(default_factory=dict, compare=False)
+    requested: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.trigger.names_records != bool(self.record_uids):

@@ -47,6 +47,7 @@ class Code(StrEnum):
     KSM_CONFIG_UNTRUSTED = "ksm_config_untrusted"
     KEEPER_UNAVAILABLE = "keeper_unavailable"
     KEEPER_STAGE_FAILED = "keeper_stage_failed"
+    KEEPER_THROTTLED = "keeper_throttled"
     IAM_ERROR = "iam_error"
     ASSUME_ROLE_FAILED = "assume_role_failed"
     QUEUE_UNAVAILABLE = "queue_unavailable"
@@ -104,14 +105,16 @@ LISTING_ORDER: Final = (Status.FAILED, Status.SKIPPED, Status.ROTATED, Status.PL
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one run did: a result per record, and the records in scope the scheduled run left alone (not due)."""
+    """What one run did: a result per record, the records in scope the scheduled run left alone (not due), and the
+    due records it left for a later run because Keeper's budget for this run was spent (deferred)."""
 
     results: list[RecordResult] = field(default_factory=list)
     not_due: int = 0
+    deferred: int = 0
 
     def document(self) -> dict[str, Any]:
         """The invocation's answer: every result (at most MAX_LISTED_RESULTS, failures first, `resultsOmitted`
-        counting the rest: each record has its log line anyway), and counts per status plus `notDue`."""
+        counting the rest: each record has its log line anyway), and counts per status plus `notDue` and `deferred`."""
         listed = self.results
         if len(listed) > MAX_LISTED_RESULTS:
             listed = sorted(listed, key=lambda result: LISTING_ORDER.index(result.status))[:MAX_LISTED_RESULTS]
@@ -119,7 +122,7 @@ class Outcome:
         for result in self.results:
             counts[str(result.status)] += 1
         answer: dict[str, Any] = {"results": [result.to_dict() for result in listed]}
-        answer["summary"] = counts | {"notDue": self.not_due}
+        answer["summary"] = counts | {"notDue": self.not_due, "deferred": self.deferred}
         if len(listed) < len(self.results):
             answer["resultsOmitted"] = len(self.results) - len(listed)
         return answer

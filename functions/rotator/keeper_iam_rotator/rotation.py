@@ -19,8 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
+from typing import Final
 
 from .binding import Claim, duplicate_halt, iam_read_halt, rightful_owner, still_names
+from .devices import Devices
 from .errors import (
     AWS_ERRORS,
     IamOutcomeUnknownError,
@@ -28,6 +30,7 @@ from .errors import (
     JournalTamperedError,
     JournalUnavailableError,
     KeeperCallError,
+    KeeperThrottledError,
     LeaseHeldError,
     NotDueError,
     OwnedElsewhereError,
@@ -37,7 +40,7 @@ from .errors import (
 )
 from .iam import IamGateway
 from .journal import Entry, Journal
-from .keeper import KeeperVault, PamUser
+from .keeper import PamUser
 from .passwords import generate_password
 from .results import Code, RecordResult, Status
 from .sensitive import Secret
@@ -52,13 +55,22 @@ class IamHolds(Enum):
     UNKNOWN = "unknown"  # Keeper's committed password or one of the journal's (a run died or timed out)
 
 
+THROTTLED_BEFORE_IAM: Final = {
+    IamHolds.KEEPER: "nothing was changed; a later run (or the queue) rotates it",
+    IamHolds.UNKNOWN: "the journal keeps the password; recovery finishes it",
+}
+THROTTLED_AFTER_IAM: Final = (
+    "IAM holds the new password, Keeper has it staged and the journal keeps it; recovery commits it"
+)
+
+
 @dataclass(frozen=True)
 class Rotation:
     """The adapters and limits one invocation shares across its records (each record's IAM gateway comes with its
     claim: the account of its user). `rotated_before(user)`: the latest last rotation at which the record may be
     rotated now (None: whenever it was; see RunContext._due_rule)."""
 
-    vault: KeeperVault
+    vault: Devices
     journal: Journal
     owner: str
     lease_seconds: float
@@ -132,7 +144,8 @@ def open_journal(claim: Claim, password: Secret, rot: Rotation) -> Entry:
     try:
         owner = rightful_owner([user.uid], last_rotator, lambda: still_names(rot.vault, last_rotator, target))
     except KeeperCallError as error:
-        raise fail(Code.KEEPER_UNAVAILABLE, f"{error}; nothing was changed") from None
+        code = Code.KEEPER_THROTTLED if isinstance(error, KeeperThrottledError) else Code.KEEPER_UNAVAILABLE
+        raise fail(code, f"{error}; nothing was changed") from None
     if owner != user.uid:
         raise duplicate_halt(owner, target)
     try:
@@ -179,6 +192,10 @@ def converge(claim: Claim, entry: Entry, passwords: list[Secret], holds: IamHold
     # 5. Stage in Keeper (a transaction other readers do not see until step 7).
     try:
         rot.vault.stage(user, password, claim.account_id, target.arn)
+    except KeeperThrottledError as error:
+        if holds is IamHolds.KEEPER:
+            close_journal(rot, entry, rotated=False)
+        raise fail(Code.KEEPER_THROTTLED, f"{error}; {THROTTLED_BEFORE_IAM[holds]}") from None
     except KeeperCallError as error:
         if holds is IamHolds.KEEPER:
             close_journal(rot, entry, rotated=False)
@@ -200,8 +217,12 @@ def converge(claim: Claim, entry: Entry, passwords: list[Secret], holds: IamHold
         retry_with_fresh_password(claim, entry, passwords, rot, error)
         return
     password_set = (sent, time.time())  # IAM took the password in this window (drift.py compares changes with it)
-    # 7. Commit in Keeper, or put IAM back.
-    if not commit(rot, user.uid, password):
+    # 7. Commit in Keeper, or put IAM back (not while Keeper throttles: that would take more Keeper requests).
+    try:
+        committed = commit(rot, user.uid, password)
+    except KeeperThrottledError as error:
+        raise fail(Code.KEEPER_THROTTLED, f"{error}; {THROTTLED_AFTER_IAM}") from None
+    if not committed:
         restore_iam(claim, entry, password, rot)
     # 8. Close the journal: IAM and Keeper agree.
     close_journal(rot, entry, rotated=True, password_set=password_set)
@@ -224,11 +245,14 @@ def retry_with_fresh_password(
 
 def commit(rot: Rotation, uid: str, password: Secret) -> bool:
     """Step 7: finalize Keeper's staged update, retrying. A lost reply can hide a commit that happened, so a
-    failure is confirmed by reading the record back before anyone acts on it."""
+    failure is confirmed by reading the record back before anyone acts on it. A throttle is raised at once: the
+    journal keeps the password, and recovery commits it once the device may send again."""
     for _ in range(rot.commit_attempts):
         try:
             rot.vault.commit(uid)
             return True
+        except KeeperThrottledError:
+            raise
         except KeeperCallError as error:
             log.warning("Keeper commit failed", extra={"record_uid": uid, "error": str(error)})
     try:

@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from .errors import ConfigurationError
+from .pacing import Limits
 
 ACCOUNT_ID = re.compile(r"\d{12}")
 RATE = re.compile(r"rate\((\d+) (minute|minutes|hour|hours|day|days)\)")
@@ -84,6 +85,11 @@ def _rate_seconds(name: str, raw: str) -> int:
     return int(rate[1]) * UNIT_SECONDS[rate[2].removesuffix("s")]
 
 
+def _schedule_seconds(name: str, raw: str) -> int:
+    """A schedule's period in seconds: a rate's, or a day for a cron expression (the usual daily run)."""
+    return UNIT_SECONDS["day"] if raw.startswith("cron(") else _rate_seconds(name, raw)
+
+
 def _account_ids(name: str, raw: str) -> tuple[str, ...]:
     ids = _uids(name, raw)
     bad = [account for account in ids if not ACCOUNT_ID.fullmatch(account)]
@@ -107,8 +113,49 @@ class Variable:
 VARIABLES: Final = (
     Variable(
         "KSM_CONFIG_SECRET_ID",
-        "ksm_config_secret_id",
-        "Secrets Manager secret holding the KSM config (base64 or JSON); the only variable the code requires",
+        "ksm_config_secret_ids",
+        "Secrets Manager secret(s) holding a KSM config (base64 or JSON), comma-separated: one per client device; "
+        "the only variable the code requires",
+        _uids,
+    ),
+    Variable("PACING_TABLE_NAME", "pacing_table", "the DynamoDB table pacing Keeper requests per client device"),
+    Variable(
+        "KEEPER_PACING",
+        "keeper_pacing",
+        "pace Keeper requests through PACING_TABLE_NAME (false: unpaced, for tests of other things)",
+        _flag,
+        default="true",
+    ),
+    Variable(
+        "KEEPER_BURST_LIMIT",
+        "keeper_burst_limit",
+        "most requests one client device sends one Keeper endpoint without a KEEPER_QUIET_SECONDS pause",
+        _number(1, 10000),
+    ),
+    Variable(
+        "KEEPER_QUIET_SECONDS",
+        "keeper_quiet_seconds",
+        "the pause after which Keeper's per-device burst count restarts (Keeper: 10 s)",
+        _number(1, 600, whole=False),
+    ),
+    Variable(
+        "KEEPER_REQUESTS_PER_MINUTE",
+        "keeper_requests_per_minute",
+        "most requests per client device in any 60 s (0: no per-minute cap; Keeper's rate-limit page: 10)",
+        _number(0, 100000),
+    ),
+    Variable(
+        "KEEPER_PACING_MAX_WAIT",
+        "keeper_pacing_max_wait",
+        "seconds a Keeper request may wait for pacing before its record fails `keeper_throttled`",
+        _number(0, 600, whole=False),
+    ),
+    Variable(
+        "SCHEDULE_EXPRESSION",
+        "schedule_period",
+        "the planning schedule (`rate(...)`; a `cron(...)` counts as daily): the Keeper budget of one scheduled run",
+        _schedule_seconds,
+        default="rate(1 day)",
     ),
     Variable(
         "ROTATION_FOLDER_UIDS",
@@ -232,7 +279,14 @@ VARIABLES: Final = (
 
 @dataclass(frozen=True)
 class Settings:
-    ksm_config_secret_id: str = ""  # the Lambda's config source (see require_ksm_config_secret)
+    ksm_config_secret_ids: tuple[str, ...] = ()  # the Lambda's config sources, one per client device
+    pacing_table: str = "keeper-iam-rotator-pacing"
+    keeper_pacing: bool = True
+    keeper_burst_limit: int = 90
+    keeper_quiet_seconds: float = 11.0
+    keeper_requests_per_minute: int = 0
+    keeper_pacing_max_wait: float = 60.0
+    schedule_period: int = 86400  # seconds between scheduled runs (ScheduleExpression)
     folder_uids: tuple[str, ...] = ()
     dry_run: bool = False
     password_length: int = 32
@@ -269,10 +323,14 @@ class Settings:
         }
         return cls(**values)
 
-    def require_ksm_config_secret(self) -> str:
-        """The secret the Lambda reads its KSM config from; it has no other source."""
-        if not self.ksm_config_secret_id:
+    def require_ksm_config_secrets(self) -> tuple[str, ...]:
+        """The secrets the Lambda reads its KSM configs from (one per client device); it has no other source."""
+        if not self.ksm_config_secret_ids:
             raise ConfigurationError(
                 "KSM_CONFIG_SECRET_ID is not set: name the Secrets Manager secret holding the KSM config"
             )
-        return self.ksm_config_secret_id
+        return tuple(dict.fromkeys(self.ksm_config_secret_ids))
+
+    @property
+    def keeper_limits(self) -> Limits:
+        return Limits(self.keeper_burst_limit, self.keeper_quiet_seconds, self.keeper_requests_per_minute)
