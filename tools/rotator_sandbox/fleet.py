@@ -443,4 +443,4 @@ def _model_text(limits: KeeperLimits) -> str:
         parts.append(f"3600*{limits.throttle.burst}/{limits.throttle.quiet:g} per endpoint")
     if limits.rate_limit is not None:
         parts.append(f"30*{requests_per_minute(limits.rate_limit)}/min")
-    return ", ".join(parts)
+    return " and ".join(parts) + (", together" if len(parts) > 1 else "")

@@ -6,7 +6,10 @@ it, so:
 - the SDK's model (``--throttle burst=N,quiet=Q``: at most N requests per device *and endpoint* without a Q-second
   pause) allows at most N rotations per Q seconds per device: 3600·N/Q rotations per device-hour;
 - the per-minute model (``--rate-limit N/W``: N requests per W seconds per device, all endpoints together) allows
-  R = N·60/W requests per minute, R/2 rotations per minute: 30·R per device-hour.
+  R = N·60/W requests per minute, R/2 rotations per minute: 30·R per device-hour;
+- both at once: at r = R/120 rotations per second a burst of N takes N/r seconds and must then pause Q, so
+  N/(N/r + Q) rotations per second. The handler paces under both whenever a per-minute cap is set (its burst pacing
+  is always on), so its own ceiling is that combination even when the emulator runs the per-minute model alone.
 ``--rate-limit 10/2`` is Keeper's documented 10/60 thirty times faster: the sandbox compresses time, and the handler
 is told the compressed cap (KEEPER_REQUESTS_PER_MINUTE = N·60/W).
 """
@@ -48,22 +51,25 @@ def time_compression(rate: RateLimit) -> float:
     return (rate.requests / rate.seconds) / (KEEPER_RATE.requests / KEEPER_RATE.seconds)
 
 
+def _combined(burst: float | None, quiet: float, per_minute: float) -> float:
+    """Rotations per device-hour under a burst limit (None: none) and a per-minute cap (0: none), both at once."""
+    rate = per_minute / 60 / REQUESTS_PER_ROTATION if per_minute else math.inf  # rotations per second
+    if burst is None:
+        return 3600 * rate
+    return 3600 * burst / (burst / rate + quiet)
+
+
 def model_ceiling(throttle: BurstLimit | None, rate: RateLimit | None) -> float | None:
-    """Rotations per device-hour the emulator's models allow (the lower when both are on); None when neither is."""
-    ceilings = []
-    if throttle is not None:
-        ceilings.append(3600 * throttle.burst / throttle.quiet)
-    if rate is not None:
-        ceilings.append(60 * (rate.requests * 60 / rate.seconds) / REQUESTS_PER_ROTATION)
-    return min(ceilings) if ceilings else None
+    """Rotations per device-hour the emulator's models allow (both when both are on); None when neither is."""
+    if throttle is None and rate is None:
+        return None
+    per_minute = 0.0 if rate is None else rate.requests * 60 / rate.seconds
+    return _combined(throttle and throttle.burst, throttle.quiet if throttle else 0.0, per_minute)
 
 
 def pacing_ceiling(env: Mapping[str, str]) -> float:
-    """Rotations per device-hour the handler's pacing allows itself (its defaults where `env` is silent)."""
+    """Rotations per device-hour the handler's pacing allows itself (its defaults where `env` is silent): its burst
+    pacing, slowed further by a per-minute cap when one is set."""
     burst = float(env.get("KEEPER_BURST_LIMIT") or FUNCTION_BURST_LIMIT)
     quiet = float(env.get("KEEPER_QUIET_SECONDS") or FUNCTION_QUIET_SECONDS)
-    ceiling = 3600 * burst / quiet
-    per_minute = float(env.get("KEEPER_REQUESTS_PER_MINUTE") or 0)
-    if per_minute > 0:
-        ceiling = min(ceiling, 60 * per_minute / REQUESTS_PER_ROTATION)
-    return ceiling
+    return _combined(burst, quiet, float(env.get("KEEPER_REQUESTS_PER_MINUTE") or 0))
