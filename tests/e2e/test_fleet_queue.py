@@ -37,7 +37,7 @@ def test_a_fleet_rotates_through_the_queue_despite_a_missing_role_and_a_killed_w
             "skipped": 0,
             "planned": 0,
             "notDue": 0,
-            "deferred": 0,  # 210 records are far below one daily run's Keeper budget
+            "deferred": 0,
         }
 
         killed = WarmWorker(sb, env | {"SANDBOX_CRASH_AFTER": "aws:iam:UpdateLoginProfile#15"})  # its 2nd batch

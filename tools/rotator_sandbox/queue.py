@@ -1,5 +1,5 @@
 """The rotation queue, locally: moto SQS holds the messages a scheduled run sends, and a driver does what Lambda's
-event source mapping does — receive up to ten, hand them to the handler as an SQS event, delete the ones the
+event source mapping does — receive up to a batch (25), hand them to the handler as an SQS event, delete the ones the
 handler did not report in `batchItemFailures` (the rest come back after the visibility timeout, then go to the
 dead-letter queue after `max_receives`)."""
 
@@ -9,6 +9,8 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from keeper_iam_rotator.queue_worker import MAX_BATCH
 
 QUEUE_NAME = "keeper-iam-rotator-rotations"
 DLQ_NAME = "keeper-iam-rotator-rotations-dlq"
@@ -43,14 +45,24 @@ class LocalQueue:
         )["Attributes"]
         return int(attributes["ApproximateNumberOfMessages"]) + int(attributes["ApproximateNumberOfMessagesNotVisible"])
 
-    def receive_event(self, batch_size: int = 10) -> dict[str, Any] | None:
-        """Up to `batch_size` messages as the SQS event Lambda would deliver, or None when the queue is empty."""
-        messages = self.sqs.receive_message(
-            QueueUrl=self.url, MaxNumberOfMessages=batch_size, AttributeNames=["All"], WaitTimeSeconds=0
-        ).get("Messages", [])
+    def receive_event(self, batch_size: int = MAX_BATCH) -> dict[str, Any] | None:
+        """Up to `batch_size` messages as the SQS event Lambda would deliver (its poller gathers several receives of
+        at most 10), or None when the queue is empty."""
+        messages: dict[str, dict[str, Any]] = {}  # by id: a queue without a visibility timeout hands them out again
+        while len(messages) < batch_size:
+            received = self.sqs.receive_message(
+                QueueUrl=self.url,
+                MaxNumberOfMessages=min(10, batch_size - len(messages)),
+                AttributeNames=["All"],
+                WaitTimeSeconds=0,
+            ).get("Messages", [])
+            new = {message["MessageId"]: message for message in received if message["MessageId"] not in messages}
+            if not new:
+                break
+            messages |= new
         if not messages:
             return None
-        return {"Records": [self._record(message) for message in messages]}
+        return {"Records": [self._record(message) for message in messages.values()]}
 
     def _record(self, message: dict[str, Any]) -> dict[str, Any]:
         return {

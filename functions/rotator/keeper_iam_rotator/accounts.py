@@ -79,8 +79,7 @@ def assumed_gateway(assumed: dict[str, Any], clients: ClientFactory, retry_delay
 
 
 class Accounts:
-    """One per invocation: the hub's gateway, and one gateway per allowed member account, made on first use.
-    `bulk_directory`: each account's whole directory is read (ListUsers) whatever the run looks up; otherwise a run
+    """One per invocation: the hub's gateway, and one gateway per allowed member account, made on first use. A run
     says how many users it will look up in each account (expect_lookups) and each directory is read when that is
     cheaper than a GetUser per user (IamGateway.read_directory_for)."""
 
@@ -92,7 +91,6 @@ class Accounts:
         role_name: str,
         connect: Callable[[dict[str, Any]], IamGateway],  # the AssumeRole answer -> its account's gateway
         external_id: Callable[[], str] = str,  # read on the first AssumeRole ("" when none is required)
-        bulk_directory: bool = False,
     ) -> None:
         self.hub = hub
         self._sts = sts
@@ -100,16 +98,13 @@ class Accounts:
         self._role_name = role_name
         self._connect = connect
         self._external_id = external_id
-        self._bulk_directory = bulk_directory
         self._lookups: Mapping[str, int] = {}
         self._known: dict[str, IamGateway | RotationHaltedError] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
     @classmethod
-    def for_settings(
-        cls, hub: IamGateway, clients: ClientFactory, settings: Settings, bulk_directory: bool = False
-    ) -> Accounts:
+    def for_settings(cls, hub: IamGateway, clients: ClientFactory, settings: Settings) -> Accounts:
         """The function's own account and the member accounts it may rotate in (TargetAccountIds)."""
         return cls(
             hub,
@@ -118,7 +113,6 @@ class Accounts:
             settings.target_role_name,
             lambda assumed: assumed_gateway(assumed, clients, settings.retry_delay),
             lambda: external_id(settings, clients),
-            bulk_directory,
         )
 
     def expect_lookups(self, lookups: Mapping[str, int]) -> None:
@@ -129,10 +123,7 @@ class Accounts:
         self._read_directory(self.hub)
 
     def _read_directory(self, gateway: IamGateway) -> None:
-        if self._bulk_directory:
-            gateway.list_users()
-        else:
-            gateway.read_directory_for(self._lookups.get(gateway.account_id, 0))
+        gateway.read_directory_for(self._lookups.get(gateway.account_id, 0))
 
     def role_arn(self, account_id: str) -> str:
         return f"arn:{self.hub.partition}:iam::{account_id}:role/{self._role_name}"

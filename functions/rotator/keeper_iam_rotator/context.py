@@ -102,9 +102,9 @@ class RunContext:
             return account_of(subject.user_arn)
         return self.hub.account_id if subject is None else target_account(subject, self.hub.account_id)
 
-    def accounts(self, bulk_directory: bool) -> Accounts:
+    def accounts(self) -> Accounts:
         """The hub and the member accounts records may name (one AssumeRole each, on first use)."""
-        return Accounts.for_settings(self.hub, self.invocation.clients, self.settings, bulk_directory)
+        return Accounts.for_settings(self.hub, self.invocation.clients, self.settings)
 
     def rotation(self, forced: Collection[str] = ()) -> Rotation:
         """The protocol's shared parts; `forced`: records this run rotates whether due or not (drift)."""

@@ -119,7 +119,7 @@ def _changed_user(context: RunContext, change: PasswordChange) -> tuple[IamUser,
     change)."""
     if _made_by_rotator(context, change):
         raise skip(Code.NO_DRIFT, f"{described(change)}: the rotator's own role made it; nothing to do")
-    gateway = context.accounts(bulk_directory=False).gateway(change.account_id, f"event-{change.event_id}")
+    gateway = context.accounts().gateway(change.account_id, f"event-{change.event_id}")
     try:
         arn = gateway.user_arn_of(change.user_name)
     except AWS_ERRORS as error:

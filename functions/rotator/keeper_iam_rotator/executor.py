@@ -57,12 +57,12 @@ def execute(plan: Plan) -> Outcome:
 def _accounts(plan: Plan) -> Accounts:
     """The accounts, told how many users step 1 looks up in each, so each account's directory is read once (one
     ListUsers page per 1,000 users) wherever that is cheaper than a GetUser per record: any run, the queue's batches
-    of ten as well as a planning run. What the binding is checked against is the same either way: the ARN IAM
+    of 25 as well as a planning run. What the binding is checked against is the same either way: the ARN IAM
     returns in this invocation, never one carried over from another (a queue message carries record uids only).
     The hub's password policy is read once before records run in parallel when a record may rotate there (a
     failure is left for each record to report)."""
     lookups = _lookups(plan)
-    accounts = plan.context.accounts(bulk_directory=False)
+    accounts = plan.context.accounts()
     accounts.expect_lookups(lookups)
     if lookups[accounts.hub.account_id]:
         with suppress(Exception):

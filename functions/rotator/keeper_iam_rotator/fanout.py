@@ -25,6 +25,9 @@ from .errors import AWS_ERRORS, BadQueueMessageError, describe_aws_error
 from .results import Code, RecordResult, Status
 
 SQS_BATCH: Final = 10  # SendMessageBatch's maximum
+# The event source mapping's BatchSize (template.yaml): one Keeper read per batch, so 25 records share it (Keeper
+# requests per rotation 2 + 1/25); a batch still fits the function's timeout at 10 Keeper requests per minute.
+QUEUE_BATCH: Final = 25
 log = logging.getLogger(__name__)
 
 
@@ -105,13 +108,13 @@ class RotationQueue:
 
 
 def interleave(handoffs: Sequence[Handoff]) -> list[Handoff]:
-    """Round-robin over (device, account) in runs of one SQS batch: a worker's batch then usually holds one device
+    """Round-robin over (device, account) in runs of one queue batch: a worker's batch then usually holds one device
     (one Keeper read) and one account (one AssumeRole, one ListUsers), and the batches concurrent workers take hit
     different devices and accounts."""
     by_key: dict[tuple[int, str], list[Handoff]] = {}
     for handoff in handoffs:
         by_key.setdefault((handoff.device, handoff.account_id), []).append(handoff)
-    runs = [[same[i : i + SQS_BATCH] for i in range(0, len(same), SQS_BATCH)] for same in by_key.values()]
+    runs = [[same[i : i + QUEUE_BATCH] for i in range(0, len(same), QUEUE_BATCH)] for same in by_key.values()]
     return [handoff for run in chain.from_iterable(zip_longest(*runs, fillvalue=[])) for handoff in run]
 
 

@@ -76,7 +76,10 @@ class Pacer:
             while not self._burst_granted(f"{device}#{endpoint}", deadline):
                 pass
         except AWS_ERRORS as error:
-            raise KeeperThrottledError(f"cannot pace Keeper requests ({describe_aws_error(error)})") from None
+            raise KeeperThrottledError(
+                f"cannot pace Keeper requests through the table {self._table} ({describe_aws_error(error)}); "
+                "nothing was sent to Keeper (PACING_TABLE_NAME names the table, or --stack for the CLI)"
+            ) from None
 
     def sent(self, device: str, endpoint: str) -> None:
         """The request granted for `endpoint` has been answered (or failed): Keeper's quiet timer restarted when it

@@ -6,7 +6,7 @@ folder declared AWS-only vouches for an unbound record), and "due" from the jour
 was rotated after the message was planned, is skipped: a redelivered message rotates nothing).
 
 Binding is checked against IAM by the batch itself: an account holding two or more of its users is read with one
-ListUsers page (per 1,000 users) instead of a GetUser per record (executor._accounts), so a batch of ten costs the
+ListUsers page (per 1,000 users) instead of a GetUser per record (executor._accounts), so a batch of 25 costs the
 four calls per user every rotation needs (GetLoginProfile, UpdateLoginProfile, the journal's open and close) plus
 what each invocation pays once. Neither the message (record uid, plannedAt; its accountId only spreads the queue)
 nor an earlier batch supplies a fact the worker acts on: a directory read by one invocation is not reused by the
@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .errors import BadQueueMessageError
-from .fanout import Handoff
+from .fanout import QUEUE_BATCH, Handoff
 from .request import RotationRequest, Trigger
 from .results import Status
 
-MAX_BATCH: Final = 10  # the event source mapping's BatchSize (template.yaml): a real event never holds more
+MAX_BATCH: Final = QUEUE_BATCH  # the event source mapping's BatchSize: a real event never holds more
 MESSAGE_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,100}")  # SQS message ids (UUIDs); nothing else is echoed back
 
 

@@ -114,7 +114,7 @@ def _candidates(context: RunContext, in_scope: Sequence[PamUser], entries: Itera
 
 def _gateways(context: RunContext, accounts: list[str]) -> tuple[dict[str, IamGateway], list[RecordResult]]:
     """Each account's gateway (one AssumeRole per member account), and a result for each that refused."""
-    directory = context.accounts(bulk_directory=False)
+    directory = context.accounts()
     gateways, refused = {}, []
     for account in accounts:
         try:
