@@ -51,9 +51,13 @@ mutation: $(STAMP)  ## mutation testing of rotation.py, binding.py, due.py, jour
 bench: $(STAMP)  ## rotation throughput and CPU per record against the sandbox (BENCH_ARGS=...)
 	$(DEV) -m rotator_sandbox bench $(BENCH_ARGS)
 
-# A fleet end to end: 10 accounts, the scheduled run's plan, the rotation queue worked by warm handler processes.
-bench-fleet: $(STAMP)  ## 10,000 records over 10 accounts through the rotation queue
-	$(DEV) -m rotator_sandbox fleet --records 10000 --accounts 10 $(BENCH_ARGS)
+# A fleet end to end: 10 accounts, scheduled runs (again while they defer records for the Keeper budget), the rotation
+# queue worked by warm handler processes, over FLEET_DEVICES KSM client devices; Keeper's throttling as the sandbox's
+# default, or BENCH_ARGS="--throttle burst=100,quiet=10" / "--rate-limit 10/2" (Keeper's 10/60, 30 times faster).
+FLEET_RECORDS ?= 10000
+FLEET_DEVICES ?= 1
+bench-fleet: $(STAMP)  ## a fleet (FLEET_RECORDS=10000 over 10 accounts, FLEET_DEVICES=1) through the rotation queue
+	$(DEV) -m rotator_sandbox fleet --records $(FLEET_RECORDS) --accounts 10 --devices $(FLEET_DEVICES) $(BENCH_ARGS)
 
 clean:  ## remove the virtual environments and build/test caches
 	rm -rf $(VENV) $(SAM_VENV) .venv-package .aws-sam .pytest_cache .ruff_cache .hypothesis

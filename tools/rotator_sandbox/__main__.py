@@ -100,8 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         help="rotate a fleet: several accounts, the scheduled run's plan, the rotation queue worked by warm handlers",
         description="Seeds N IAM users over M accounts (the hub plus members reached through the target role), runs "
         "the scheduled event (it rotates InlineRotationLimit records and queues the rest on moto SQS), then works "
-        "the queue with W warm handler processes as Lambda's SQS event source would, and prints wall time, "
-        "records/s, calls per user and peak RSS. Exits 1 if any IAM password differs from Keeper's.",
+        "the queue with W warm handler processes as Lambda's SQS event source would; while a scheduled run defers due "
+        "records (the Keeper budget), runs the scheduled event again and works the queue again. Prints wall time, "
+        "records/s, deferred per scheduled run, Keeper throttled answers and requests per rotation, rotations per "
+        "device-hour against the throttling model's ceiling, AWS calls per user and peak RSS. Exits 1 if any IAM "
+        "password differs from Keeper's, a record was not rotated, or the dead-letter queue is not empty.",
     )
     _seeding(fleet, records=1000, keeper_latency=0.01)
     fleet.add_argument("--accounts", type=int, default=10, help="accounts, the hub included (default 10)")
@@ -124,8 +127,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     for command in (demo, bench, converge, fleet):
         command.add_argument("--plain", action="store_true", help="plain text tables instead of rich")
+    fleet.add_argument(
+        "--schedule",
+        metavar="EXPR",
+        help="the handler's SCHEDULE_EXPRESSION, e.g. 'rate(5 minutes)': the Keeper budget of one scheduled run is "
+        "what the devices serve in that period (default: the function's, daily)",
+    )
+    fleet.add_argument(
+        "--max-runs", type=int, default=100, help="scheduled runs at most while runs defer records (default 100)"
+    )
     for command in (demo, bench, converge, fleet, serve):
         _keeper_limits(command)
+    for command in (demo, bench, fleet, serve):
+        command.add_argument(
+            "--devices",
+            type=int,
+            default=1,
+            help="KSM client devices (one config secret each: keeper-iam-rotator/ksm-config, ...-2, ...), all of one "
+            "application; KSM_CONFIG_SECRET_ID lists them (default 1)",
+        )
     args = parser.parse_args(argv)
     limits = _limits(args, parser)
 
@@ -135,10 +155,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--records must be at least 2")
     if args.command == "bench" and args.records < 1:
         parser.error("--records must be at least 1")
+    if getattr(args, "devices", 1) < 1:
+        parser.error("--devices must be at least 1")
     signal.signal(signal.SIGTERM, _terminate)
     try:
         if args.command == "demo":
-            return run_demo(users=args.users, plain=args.plain, verbose=args.verbose, limits=limits)
+            return run_demo(
+                users=args.users, plain=args.plain, verbose=args.verbose, limits=limits, devices=args.devices
+            )
         if args.command == "converge":
             return run_converge(records=args.records, plain=args.plain, limits=limits)
         if args.command == "fleet":
@@ -150,9 +174,14 @@ def main(argv: list[str] | None = None) -> int:
                 inline_limit=args.inline,
                 plain=args.plain,
                 limits=limits,
+                devices=args.devices,
+                max_runs=args.max_runs,
+                schedule=args.schedule,
             )
         if args.command == "serve":
-            return run_serve(env_file=args.env_file, limits=limits, event_records=args.event_records)
+            return run_serve(
+                env_file=args.env_file, limits=limits, event_records=args.event_records, devices=args.devices
+            )
         return run_bench(
             records=args.records,
             keeper_latency=args.keeper_latency,
@@ -162,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             rounds=args.rounds,
             profile=args.profile,
             limits=limits,
+            devices=args.devices,
         )
     except KeyboardInterrupt:
         print("interrupted; servers stopped", file=sys.stderr)

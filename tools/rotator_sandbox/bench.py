@@ -66,20 +66,21 @@ def run_bench(
     rounds: int = 1,
     profile: Path | None = None,
     limits: KeeperLimits = DEFAULT_LIMITS,
+    devices: int = 1,
 ) -> int:
     out = Printer(plain)
     variants = [Variant("baseline", baseline)] if baseline else []
     variants.append(Variant("this tree", FUNCTION_DIR))
     out.line(f"Seeding {records} IAM users + pamUser records (moto server + KSM emulator on 127.0.0.1) ...")
     with (
-        Sandbox(users=0, user_prefix="bench-user", limits=limits) as sb,
+        Sandbox(users=0, user_prefix="bench-user", limits=limits, devices=devices) as sb,
         tempfile.TemporaryDirectory(prefix="sandbox-bench-") as tmp,
     ):
         seed_started = time.monotonic()
         for i in range(records):
             sb.add_user(f"bench-user-{i + 1:04d}")
         out.line(f"  seeded in {time.monotonic() - seed_started:.1f}s; Keeper latency {keeper_latency * 1000:.0f} ms")
-        out.line(f"  Keeper {limits}")
+        out.line(f"  Keeper {limits}; {devices} KSM client device(s)")
         sb.keeper.vault.set_latency(keeper_latency)
         env = {"ROTATION_CONCURRENCY": str(concurrency)} if concurrency is not None else {}
         out.line("Binding run (first rotation of every record) ...")

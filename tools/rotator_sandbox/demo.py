@@ -59,16 +59,18 @@ class Printer:
         print()
 
 
-def run_demo(users: int = 3, plain: bool = False, verbose: bool = False, limits: KeeperLimits = DEFAULT_LIMITS) -> int:
+def run_demo(
+    users: int = 3, plain: bool = False, verbose: bool = False, limits: KeeperLimits = DEFAULT_LIMITS, devices: int = 1
+) -> int:
     out = Printer(plain)
     started = time.monotonic()
     out.line("Starting moto server and the KSM emulator on 127.0.0.1 ...")
-    with Sandbox(users=0, user_prefix="demo-user", limits=limits) as sb:
+    with Sandbox(users=0, user_prefix="demo-user", limits=limits, devices=devices) as sb:
         sb.add_user("demo-user-001", uid=EVENT_RECORD_UID)
         for i in range(2, users + 1):
             sb.add_user(f"demo-user-{i:03d}")
         out.line(f"  AWS (moto): {sb.aws_url}   Keeper (KSM emulator): {sb.keeper.url}")
-        out.line(f"  Keeper {limits}")
+        out.line(f"  Keeper {limits}; {devices} KSM client device(s)")
         out.line(f"  seeded {len(sb.users)} IAM users with console passwords and their pamUser records\n")
         problems: list[str] = []
         for number, step in enumerate(STEPS, 1):

@@ -23,10 +23,19 @@ import boto3
 
 from rotator_sandbox.accounts import TARGET_ROLE, create_target_role, iam_password, member_session, roles_must_exist
 from rotator_sandbox.demo import Printer
+from rotator_sandbox.keeper_model import (
+    KEEPER_RATE,
+    PACING_VARIABLES,
+    model_ceiling,
+    pacing_ceiling,
+    requests_per_minute,
+    time_compression,
+)
 from rotator_sandbox.queue import LocalQueue
 from rotator_sandbox.stack import (
     ACCOUNT,
     DEFAULT_LIMITS,
+    PACING_TABLE,
     REGION,
     SCOPE_TAG,
     KeeperLimits,
@@ -169,6 +178,77 @@ def scheduled_event() -> dict[str, Any]:
     return load_event("scheduled.json") | {"id": str(uuid.uuid4())}
 
 
+@dataclass
+class Pass:
+    """One scheduled run (EventBridge's) and the queue work it left."""
+
+    summary: dict[str, Any]
+    planning_seconds: float
+    batches: int
+
+    @property
+    def deferred(self) -> int:
+        return int(self.summary.get("deferred") or 0)
+
+    @property
+    def progressed(self) -> bool:
+        return bool(self.summary.get("rotated") or self.summary.get("queued"))
+
+
+@dataclass
+class FleetRun:
+    """What a fleet run did: its scheduled runs, the stats of every handler process, and the wall time."""
+
+    passes: list[Pass] = field(default_factory=list)
+    planner_stats: list[dict[str, Any]] = field(default_factory=list)  # the scheduled runs'
+    worker_stats: list[dict[str, Any]] = field(default_factory=list)  # the queue workers'
+    wall: float = 0.0
+    error: str = ""
+
+    @property
+    def stats(self) -> list[dict[str, Any]]:
+        return [*self.planner_stats, *self.worker_stats]
+
+    @property
+    def rotated_inline(self) -> int:
+        """Records the scheduled runs rotated themselves (the rest went through the queue)."""
+        return sum(int(p.summary.get("rotated") or 0) for p in self.passes)
+
+
+def drive(
+    sb: Sandbox, queue: LocalQueue, env: dict[str, str], pool: list[WarmWorker], tmp: Path, max_runs: int
+) -> FleetRun:
+    """Scheduled runs as EventBridge would send them, each followed by the queue work it left, for as long as a run
+    says it deferred due records for a later one (the Keeper budget). A run that defers but plans nothing waits for
+    the budget (STALL_WAIT) before the next, at most STALLS times in a row."""
+    run, stalls, started = FleetRun(), 0, time.monotonic()
+    while len(run.passes) < max_runs:
+        stats_file = tmp / f"planner-{len(run.passes) + 1}.json"
+        planning_started = time.monotonic()
+        plan = sb.invoke(scheduled_event(), env | {"SANDBOX_STATS_FILE": str(stats_file)}, timeout=7200)
+        planned = time.monotonic() - planning_started
+        if plan.exit_code != 0 or plan.result is None:
+            run.error = f"scheduled run {len(run.passes) + 1} exited {plan.exit_code}\n{plan.stderr.strip()[-3000:]}"
+            break
+        run.planner_stats.append(json.loads(stats_file.read_text()))
+        done = Pass(dict(plan.result.get("summary") or {}), planned, drain(queue, pool))
+        run.passes.append(done)
+        if done.deferred == 0:
+            break
+        stalls = 0 if done.progressed else stalls + 1
+        if stalls > STALLS:
+            run.error = f"{stalls} scheduled runs in a row deferred {done.deferred} records and planned none"
+            break
+        if stalls:
+            time.sleep(STALL_WAIT)
+    run.wall = time.monotonic() - started
+    run.worker_stats = [s for worker in pool for s in worker.stats]
+    return run
+
+
+STALLS, STALL_WAIT = 5, 15.0
+
+
 def run_fleet(
     records: int = 1000,
     accounts: int = 10,
@@ -177,67 +257,168 @@ def run_fleet(
     inline_limit: int = 50,
     plain: bool = False,
     limits: KeeperLimits = DEFAULT_LIMITS,
+    devices: int = 1,
+    max_runs: int = 100,
+    schedule: str | None = None,
 ) -> int:
     out = Printer(plain)
     out.line(f"Seeding {records} IAM users over {accounts} accounts + their pamUser records; Keeper {limits} ...")
     with (
         roles_must_exist(),
-        Sandbox(users=0, limits=limits) as sb,
+        Sandbox(users=0, limits=limits, devices=devices) as sb,
         tempfile.TemporaryDirectory(prefix="sandbox-fleet-") as tmp,
     ):
         fleet = Fleet(sb, accounts)
         seed_started = time.monotonic()
         fleet.seed(records)
-        out.line(f"  seeded in {time.monotonic() - seed_started:.1f}s")
+        out.line(f"  seeded in {time.monotonic() - seed_started:.1f}s; {devices} KSM client device(s)")
+        for line in pacing_lines(sb):
+            out.line(f"  {line}")
+        if schedule:
+            out.line(f"  SCHEDULE_EXPRESSION={schedule}: one scheduled run's Keeper budget is that period's")
         queue = LocalQueue(sb.aws("sqs"), visibility_timeout=600).create()
-        env = fleet.env(queue, inline_limit)
+        env = fleet.env(queue, inline_limit) | ({"SCHEDULE_EXPRESSION": schedule} if schedule else {})
         sb.keeper.vault.set_latency(keeper_latency)
         sb.keeper.vault.reset_calls()
-        started = time.monotonic()
-        stats_file = Path(tmp) / "planner.json"
-        plan = sb.invoke(scheduled_event(), env | {"SANDBOX_STATS_FILE": str(stats_file)}, timeout=7200)
-        planned = time.monotonic() - started
-        if plan.exit_code != 0 or plan.result is None:
-            out.line(f"the planning run exited {plan.exit_code}", style="red")
-            out.line(plan.stderr.strip()[-3000:])
+        run = drive(sb, queue, env, [WarmWorker(sb, env) for _ in range(workers)], Path(tmp), max_runs)
+        if run.error:
+            out.line(run.error, style="red")
             return 1
-        pool = [WarmWorker(sb, env) for _ in range(workers)]
-        batches = drain(queue, pool)
-        wall = time.monotonic() - started
+        report = FleetReport(sb, fleet, queue, run, workers)
+        out.table(f"Fleet run over {records} records in {accounts} accounts", ["figure", "value"], report.rows())
+        return 0 if report.passed() else 1
+
+
+def pacing_lines(sb: Sandbox) -> list[str]:
+    """What the handler is told about Keeper's limits, and why."""
+    env = sb.handler_env()
+    pacing = " ".join(f"{name}={env[name]}" for name in PACING_VARIABLES if name in env) or "the function's defaults"
+    lines = [f"handler pacing: {pacing}"]
+    if (rate := sb.limits.rate_limit) is not None:
+        compression = time_compression(rate)
+        lines.append(
+            f"time compressed: the emulator's {rate} per device is Keeper's documented {KEEPER_RATE} "
+            f"{compression:g} times faster, so the handler gets KEEPER_REQUESTS_PER_MINUTE = "
+            f"{rate.requests}*60/{rate.seconds:g} = {requests_per_minute(rate)}; figures per hour below are sandbox "
+            f"hours (divide by {compression:g} for Keeper's)"
+        )
+    return lines
+
+
+class FleetReport:
+    """The figures of a finished fleet run, read from the end state (moto, the emulator, the queues) and the
+    handler processes' stats."""
+
+    def __init__(self, sb: Sandbox, fleet: Fleet, queue: LocalQueue, run: FleetRun, workers: int) -> None:
+        self.sb, self.fleet, self.run, self.workers = sb, fleet, run, workers
         journaled = set(sb.journal_passwords())
-        rotated = sum(1 for u in fleet.users if iam_password(u.account, u.name) != u.initial_password)
-        split = [u.name for u in fleet.users if not fleet.agrees(u, journaled)]
-        planner, worker_stats = json.loads(stats_file.read_text()), [s for worker in pool for s in worker.stats]
-        every = [planner, *worker_stats]
-        inline_calls, queue_calls = _aws_calls([planner]), _aws_calls(worker_stats)
-        aws_calls = inline_calls + queue_calls
-        keeper_calls = sum(sb.keeper.vault.calls.values())
-        per = max(rotated, 1)
-        inline = int(plan.result.get("summary", {}).get("rotated", 0))
-        per_inline, per_queued = max(inline, 1), max(rotated - inline, 1)
+        self.records = len(fleet.users)
+        self.rotated = sum(1 for u in fleet.users if iam_password(u.account, u.name) != u.initial_password)
+        self.split = [u.name for u in fleet.users if not fleet.agrees(u, journaled)]
+        self.unequal = [u.name for u in fleet.users if iam_password(u.account, u.name) != sb.keeper_password(u.uid)]
+        self.dlq = queue.depth(queue.dlq_url)
+        self.left = queue.depth()
+        self.keeper = sb.keeper.vault.throttle_state()
+        self.calls = sb.keeper.vault.calls
+
+    def passed(self) -> bool:
+        """fleet's checks: every record rotated, none split; and now every IAM password = Keeper's, DLQ empty."""
+        return not self.split and not self.unequal and self.rotated >= self.records and self.dlq == 0
+
+    def rows(self) -> list[list[str]]:
+        return [*self._run_rows(), *self._keeper_rows(), *self._capacity_rows(), *self._aws_rows()]
+
+    def _run_rows(self) -> list[list[str]]:
+        run, wall = self.run, self.run.wall
+        deferred = ", ".join(str(p.deferred) for p in run.passes)
+        return [
+            [
+                "records / accounts / workers / devices",
+                f"{self.records} / {len(self.fleet.accounts)} / {self.workers} / {self.sb.devices}",
+            ],
+            ["scheduled runs", f"{len(run.passes)}; planning {sum(p.planning_seconds for p in run.passes):.1f} s"],
+            ["first run's summary", json.dumps(run.passes[0].summary)],
+            ["deferred per scheduled run", deferred],
+            ["queue batches", str(sum(p.batches for p in run.passes))],
+            ["wall time (plans + queue)", f"{wall:.1f} s"],
+            ["records/s", f"{self.rotated / wall:.1f}" if wall else "-"],
+            ["rotated (IAM changed)", str(self.rotated)],
+            ["IAM = Keeper (or journaled)", "all" if not self.split else f"NO for {len(self.split)}"],
+            ["every IAM password = its Keeper record", "yes" if not self.unequal else f"NO for {len(self.unequal)}"],
+            ["DLQ empty", "yes" if self.dlq == 0 else f"NO: {self.dlq} messages"],
+            ["queue left", str(self.left)],
+        ]
+
+    def _keeper_rows(self) -> list[list[str]]:
+        per = max(self.rotated, 1)
+        throttled = Counter[str]()
+        for routes in self.keeper["throttled"].values():
+            throttled.update(routes)
+        by_route = ", ".join(f"{route} {n}" for route, n in sorted(throttled.items()))
+        devices = [sum(routes.values()) for routes in self.keeper["requests"].values()]
         rows = [
-            ["records / accounts / workers", f"{records} / {accounts} / {workers}"],
-            ["planning run", f"{planned:.1f} s; summary {json.dumps(plan.result.get('summary'))}"],
-            ["queue batches", str(batches)],
-            ["wall time (plan + queue)", f"{wall:.1f} s"],
-            ["records/s", f"{rotated / wall:.1f}" if wall else "-"],
-            ["rotated (IAM changed)", str(rotated)],
-            ["IAM = Keeper (or journaled)", "all" if not split else f"NO for {len(split)}"],
-            ["Keeper calls per user", f"{keeper_calls / per:.2f}"],
-            ["Keeper throttled answers", str(sb.keeper.vault.throttled_total)],
+            ["Keeper throttled answers", f"{self.keeper['throttled_total']}" + (f" ({by_route})" if by_route else "")],
+            ["Keeper requests per rotation", f"{sum(self.calls.values()) / per:.3f}"],
+            *([f"  {route}", f"{n / per:.3f}"] for route, n in sorted(self.calls.items())),
+            [
+                "Keeper requests per device (min-max)",
+                f"{min(devices, default=0)}-{max(devices, default=0)} over {len(devices)} device(s)",
+            ],
+        ]
+        return rows
+
+    def _capacity_rows(self) -> list[list[str]]:
+        limits, devices = self.sb.limits, self.sb.devices
+        measured = self.rotated / (devices * self.run.wall / 3600) if self.run.wall else 0.0
+        model = model_ceiling(limits.throttle, limits.rate_limit)
+        pacing = pacing_ceiling(self.sb.handler_env())
+        rows = [
+            ["rotations per device-hour (measured)", f"{measured:,.0f}"],
+            [
+                "  ceiling of the emulator's model",
+                "none (no throttling)"
+                if model is None
+                else f"{model:,.0f} ({_model_text(limits)}); measured = {measured / model:.0%}",
+            ],
+            ["  ceiling of the handler's pacing", f"{pacing:,.0f}; measured = {measured / pacing:.0%}"],
+        ]
+        if limits.rate_limit is not None:
+            compression = time_compression(limits.rate_limit)
+            keeper = measured / compression
+            rows.append(
+                [
+                    f"  in Keeper time (/{compression:g})",
+                    f"{keeper:,.0f} per device-hour, {keeper * 24:,.0f} per device-day",
+                ]
+            )
+        return rows
+
+    def _aws_rows(self) -> list[list[str]]:
+        per = max(self.rotated, 1)
+        inline_calls, queue_calls = _aws_calls(self.run.planner_stats), _aws_calls(self.run.worker_stats)
+        aws_calls = inline_calls + queue_calls
+        per_inline, per_queued = max(self.run.rotated_inline, 1), max(self.rotated - self.run.rotated_inline, 1)
+        pacing = {call: n for call, n in _table_calls(self.run.stats).items() if call.endswith(f"@{PACING_TABLE}")}
+        pacing_calls = ", ".join(
+            f"{call.split(':')[-1].split('@')[0]} {n / per:.2f}" for call, n in sorted(pacing.items())
+        )
+        rows = [
             ["AWS calls per user (planner + workers)", f"{sum(aws_calls.values()) / per:.2f}"],
             [
                 "  planning run (per user it rotated) | queue",
                 f"{sum(inline_calls.values()) / per_inline:.2f} | {sum(queue_calls.values()) / per_queued:.2f}",
             ],
-            ["peak RSS (planner or a worker)", f"{max(s['maxrss_kb'] for s in every) / 1024:.0f} MiB"],
+            [
+                "  of which the pacing table's",
+                f"{sum(pacing.values()) / per:.2f}" + (f" ({pacing_calls})" if pacing else ""),
+            ],
+            ["peak RSS (planner or a worker)", f"{max(s['maxrss_kb'] for s in self.run.stats) / 1024:.0f} MiB"],
             ["AWS calls per user by operation", "all  (planning run | queue)"],
         ]
         for name, n in sorted(aws_calls.items()):
             split = f"{inline_calls[name] / per_inline:.2f} | {queue_calls[name] / per_queued:.2f}"
             rows.append([f"  {name}", f"{n / per:.2f}  ({split})"])
-        out.table(f"Fleet run over {records} records in {accounts} accounts", ["figure", "value"], rows)
-        return 1 if split or rotated < records else 0
+        return rows
 
 
 def _aws_calls(stats: list[dict[str, Any]]) -> Counter[str]:
@@ -246,3 +427,20 @@ def _aws_calls(stats: list[dict[str, Any]]) -> Counter[str]:
     for one in stats:
         calls.update({call: n for call, n in one["calls"].items() if call.startswith("aws:")})
     return calls
+
+
+def _table_calls(stats: list[dict[str, Any]]) -> Counter[str]:
+    """DynamoDB calls by operation and table ("aws:dynamodb:UpdateItem@<table>") over these processes' stats."""
+    calls = Counter[str]()
+    for one in stats:
+        calls.update(one.get("table_calls", {}))
+    return calls
+
+
+def _model_text(limits: KeeperLimits) -> str:
+    parts = []
+    if limits.throttle is not None:
+        parts.append(f"3600*{limits.throttle.burst}/{limits.throttle.quiet:g} per endpoint")
+    if limits.rate_limit is not None:
+        parts.append(f"30*{requests_per_minute(limits.rate_limit)}/min")
+    return " and ".join(parts) + (", together" if len(parts) > 1 else "")

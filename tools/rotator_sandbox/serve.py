@@ -200,12 +200,12 @@ def exports(sb: Sandbox, door_url: str, config_file: Path) -> list[str]:
         "REQUESTS_CA_BUNDLE": sb.keeper.ca_file,
         "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost",
-        "KSM_CONFIG_SECRET_ID": CONFIG_SECRET,
+        "KSM_CONFIG_SECRET_ID": ",".join(sb.config_secrets),
         "JOURNAL_TABLE_NAME": JOURNAL_TABLE,
+        "PACING_TABLE_NAME": PACING_TABLE,
         "JOURNAL_KEY_ID": JOURNAL_KEY,
         "JOURNAL_MAC_KEY_ID": JOURNAL_MAC_KEY,
         "IDEMPOTENCY_TABLE_NAME": IDEMPOTENCY_TABLE,
-        "PACING_TABLE_NAME": PACING_TABLE,
         "ROTATOR_STACK": STACK_NAME,
         "ROTATOR_API_URL": f"{door_url}{API_PATH}",
         "ROTATOR_KSM_CONFIG_FILE": str(config_file),
@@ -219,7 +219,7 @@ def exports(sb: Sandbox, door_url: str, config_file: Path) -> list[str]:
 def notes(sb: Sandbox) -> list[str]:
     lines = [
         f"# AWS (moto) {sb.aws_url}, Keeper (KSM emulator) {sb.keeper.url}, stack {STACK_NAME}",
-        f"# Keeper {sb.limits}; throttled answers: GET https://$KSM_EMULATOR_HOST/_emulator/throttle",
+        f"# Keeper {sb.limits}, {sb.devices} client device(s); throttled answers: GET https://$KSM_EMULATOR_HOST/_emulator/throttle",
     ]
     for user in sb.users:
         console = "console password" if sb.iam_password(user.name) is not None else "NO console password"
@@ -239,9 +239,11 @@ def seed(sb: Sandbox, event_records: bool = False) -> None:
         sb.add_user(name, uid=uid, console=console, folder=folder)
 
 
-def run_serve(env_file: Path | None = None, limits: KeeperLimits = DEFAULT_LIMITS, event_records: bool = False) -> int:
+def run_serve(
+    env_file: Path | None = None, limits: KeeperLimits = DEFAULT_LIMITS, event_records: bool = False, devices: int = 1
+) -> int:
     with (
-        Sandbox(users=0, limits=limits, random_seed=RANDOM_SEED) as sb,
+        Sandbox(users=0, limits=limits, random_seed=RANDOM_SEED, devices=devices) as sb,
         front_door(sb) as door,
         tempfile.TemporaryDirectory(prefix="rotator-sandbox-") as tmp,
     ):

@@ -15,7 +15,7 @@ import secrets
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, NamedTuple
@@ -31,6 +31,7 @@ from keeper_iam_rotator.journal import Entry, Journal
 from ksm_emulator import EmulatorServer
 from ksm_emulator.throttle import BurstLimit, RateLimit
 from rotator_sandbox.aging import age_rotations
+from rotator_sandbox.keeper_model import pacing_env
 from rotator_sandbox.paths import EVENTS_DIR, FUNCTION_DIR, ROOT, TOOLS_DIR
 
 ACCOUNT = "123456789012"
@@ -39,20 +40,21 @@ JOURNAL_TABLE = "keeper-iam-rotator-journal"
 JOURNAL_KEY = "alias/keeper-iam-rotator-journal"
 JOURNAL_MAC_KEY = "alias/keeper-iam-rotator-journal-mac"
 IDEMPOTENCY_TABLE = "keeper-iam-rotator-idempotency"
-PACING_TABLE = "keeper-iam-rotator-pacing"
 CONFIG_SECRET = "keeper-iam-rotator/ksm-config"  # noqa: S105 - a secret's name
+# One row per client device and endpoint (and per-minute window): the Keeper request budget every invocation shares.
+PACING_TABLE = "keeper-iam-rotator-pacing"
 # template.yaml's default RequiredUserTagValue: an IAM administrator opts each user in (moto does not evaluate the
 # condition, so the tag is seeded to make the sandbox look like a real deployment, not to make anything pass)
 SCOPE_TAG = {"Key": "keeper-iam-rotator", "Value": "managed"}
 
-# Keeper throttles (the SDK's model: more than 100 requests per device and endpoint without a 10 s pause), and the
-# sandbox should too: DEFAULT_THROTTLE = BurstLimit(100, 10). It stays off until the rotator paces its Keeper calls.
-# Measured with it on: one scheduled run over 120 records took 262 s instead of 4 s (118 throttled update_secret
-# answers, 18 records keeper_stage_failed); over 150 records the binding run of `bench` had not finished after 10 min,
-# nor `fleet --records 300 --accounts 3` after 15. Once past the burst, the handler's concurrent threads (one client
-# device) keep restarting each other's quiet timer, and the SDK's jittered retries come up to 25% early.
-# `--throttle burst=100,quiet=10` turns it on for one run; `make demo` passes with it on.
-DEFAULT_THROTTLE: BurstLimit | None = None
+# Keeper throttles (the SDK's model: more than 100 requests per device and endpoint without a 10 s pause), and so does
+# the sandbox, by default: every demo, bench and fleet meets what a real Keeper does. The function paces its Keeper
+# requests under it (KEEPER_BURST_LIMIT 90 / KEEPER_QUIET_SECONDS 11 per device and endpoint, shared by every
+# invocation through the pacing table), so a run should see no throttled answer; `bench` and `fleet` count them.
+# Before the function paced, one scheduled run over 120 records took 262 s instead of 4 s (118 throttled
+# update_secret answers, 18 records keeper_stage_failed), and `fleet --records 300 --accounts 3` had not finished
+# after 15 min. `--no-throttle` turns it off for one run, `--rate-limit N/W` adds the per-minute model.
+DEFAULT_THROTTLE: BurstLimit | None = BurstLimit(100, 10)
 
 
 @dataclass(frozen=True)
@@ -69,17 +71,23 @@ class KeeperLimits:
 DEFAULT_LIMITS = KeeperLimits()
 
 
-def create_function_resources(aws: Callable[[str], Any], ksm_config: str) -> None:
-    """What template.yaml creates: the journal, idempotency and pacing tables, the journal's KMS keys (encryption,
-    and the HMAC key of its integrity MAC) + aliases, and the KSM config secret (which `keeper-iam-rotator init`
-    creates in real life). `aws` makes a client for a service."""
+def config_secret_name(device: int) -> str:
+    """The secret holding client device `device`'s KSM config (1-based): the first is CONFIG_SECRET, the others
+    CONFIG_SECRET-2, -3, ... (`keeper-iam-rotator init` names them in real life)."""
+    return CONFIG_SECRET if device == 1 else f"{CONFIG_SECRET}-{device}"
+
+
+def config_secret_names(devices: int) -> list[str]:
+    return [config_secret_name(n) for n in range(1, devices + 1)]
+
+
+def create_function_resources(aws: Callable[[str], Any], ksm_config: str | Sequence[str]) -> None:
+    """What template.yaml creates: the journal, idempotency and Keeper pacing tables, the journal's KMS keys
+    (encryption, and the HMAC key of its integrity MAC) + aliases, and one KSM config secret per client device
+    (which `keeper-iam-rotator init` creates in real life; `ksm_config` is one config or a list of them, named by
+    config_secret_name). `aws` makes a client for a service."""
     for table, key in ((JOURNAL_TABLE, "userArn"), (IDEMPOTENCY_TABLE, "id"), (PACING_TABLE, "id")):
-        aws("dynamodb").create_table(
-            TableName=table,
-            KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        _create_table(aws, table, key)
     kms = aws("kms")
     key_id = kms.create_key(Description="keeper-iam-rotator journal")["KeyMetadata"]["KeyId"]
     kms.create_alias(AliasName=JOURNAL_KEY, TargetKeyId=key_id)
@@ -87,7 +95,18 @@ def create_function_resources(aws: Callable[[str], Any], ksm_config: str) -> Non
         Description="keeper-iam-rotator journal MAC", KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC"
     )
     kms.create_alias(AliasName=JOURNAL_MAC_KEY, TargetKeyId=mac["KeyMetadata"]["KeyId"])
-    aws("secretsmanager").create_secret(Name=CONFIG_SECRET, SecretString=ksm_config)
+    configs = [ksm_config] if isinstance(ksm_config, str) else list(ksm_config)
+    for device, config in enumerate(configs, start=1):
+        aws("secretsmanager").create_secret(Name=config_secret_name(device), SecretString=config)
+
+
+def _create_table(aws: Callable[[str], Any], table: str, key: str) -> None:
+    aws("dynamodb").create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": key, "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
 
 
 PASSWORD_POLICY = {
@@ -99,8 +118,14 @@ PASSWORD_POLICY = {
     "AllowUsersToChangePassword": True,
 }
 # Inherited variables that would point the handler somewhere else than the sandbox.
-_DROP_ENV_PREFIXES = ("AWS_", "KSM_", "POWERTOOLS_", "SANDBOX_", "JOURNAL_", "ROTATION_", "MOTO_", "IDEMPOTENCY_")
-_DROP_ENV = {"DRY_RUN", "RETRY_DELAY", "LOG_LEVEL", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PYTHONPATH"}
+_DROP_ENV_PREFIXES = (
+    *("AWS_", "KSM_", "POWERTOOLS_", "SANDBOX_", "JOURNAL_", "ROTATION_", "MOTO_", "IDEMPOTENCY_", "KEEPER_"),
+    "PACING_",
+)
+_DROP_ENV = {
+    *("DRY_RUN", "RETRY_DELAY", "LOG_LEVEL", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PYTHONPATH"),
+    "SCHEDULE_EXPRESSION",
+}
 
 
 def fingerprint(password: str | None) -> str:
@@ -187,9 +212,13 @@ class Sandbox:
         user_prefix: str = "sandbox-user",
         limits: KeeperLimits = DEFAULT_LIMITS,
         random_seed: int | None = None,
+        devices: int = 1,
     ) -> None:
+        if devices < 1:
+            raise ValueError(f"devices must be at least 1, not {devices}")
         self.user_count = users
         self.limits = limits
+        self.devices = devices  # KSM client devices of the one application: each sees every record
         self.random_seed = random_seed  # moto's ids and ARN suffixes: the same every run when set
         self.pending_policy = pending_policy
         self.user_prefix = user_prefix
@@ -256,10 +285,15 @@ class Sandbox:
         self.keeper.vault.pending_policy = self.pending_policy
         self._clients.clear()
         self.users = []
-        create_function_resources(self.aws, self.keeper.client_config())
+        create_function_resources(self.aws, [self.keeper.client_config() for _ in range(self.devices)])
         self.aws("iam").update_account_password_policy(**PASSWORD_POLICY)
         for i in range(self.user_count if users is None else users):
             self.add_user(f"{self.user_prefix}-{i + 1:03d}")
+
+    @property
+    def config_secrets(self) -> list[str]:
+        """The KSM config secrets, one per client device, in KSM_CONFIG_SECRET_ID's order."""
+        return config_secret_names(self.devices)
 
     # -- seeding -------------------------------------------------------------------------------------------------
     def aws(self, service: str) -> Any:
@@ -328,7 +362,8 @@ class Sandbox:
 
     # -- running the handler ---------------------------------------------------------------------------------------
     def handler_env(self, extra_env: dict[str, str] | None = None) -> dict[str, str]:
-        """The environment a handler subprocess needs to talk to this sandbox and nothing else."""
+        """The environment a handler subprocess needs to talk to this sandbox and nothing else, with Keeper pacing
+        that matches the emulator's limits (keeper_model.pacing_env: KEEPER_* set here override it)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(_DROP_ENV_PREFIXES) and k not in _DROP_ENV}
         env.update(
             {
@@ -352,16 +387,17 @@ class Sandbox:
                 "POWERTOOLS_METRICS_NAMESPACE": "KeeperIamRotator",
                 "POWERTOOLS_SERVICE_NAME": "keeper-iam-rotator",
                 "LOG_LEVEL": "INFO",
-                "KSM_CONFIG_SECRET_ID": CONFIG_SECRET,
+                "KSM_CONFIG_SECRET_ID": ",".join(self.config_secrets),
                 "JOURNAL_TABLE_NAME": JOURNAL_TABLE,
+                "PACING_TABLE_NAME": PACING_TABLE,
                 "JOURNAL_KEY_ID": JOURNAL_KEY,
                 "JOURNAL_MAC_KEY_ID": JOURNAL_MAC_KEY,
                 "IDEMPOTENCY_TABLE_NAME": IDEMPOTENCY_TABLE,
-                "PACING_TABLE_NAME": PACING_TABLE,
                 "RETRY_DELAY": "0",
                 "PYTHONDONTWRITEBYTECODE": "1",
             }
         )
+        env.update(pacing_env(self.limits.throttle, self.limits.rate_limit, os.environ))
         env.update(self.handler_credentials)
         env.update(extra_env or {})
         return env
