@@ -20,9 +20,10 @@ COMPRESSED = RateLimit(10, 2)  # Keeper's 10/60, thirty times faster
 
 def test_the_sdk_model_gets_the_functions_defaults_and_the_per_minute_model_the_emulators_cap():
     assert pacing_env(KEEPER_SDK, None, {}) == {"KEEPER_BURST_LIMIT": "90", "KEEPER_QUIET_SECONDS": "11"}
-    assert pacing_env(None, COMPRESSED, {}) == {"KEEPER_REQUESTS_PER_MINUTE": "300"}
+    # compressed, 10 slots span the window plus 0.5 s of host jitter: 10 per 2.5 s
+    assert pacing_env(None, COMPRESSED, {}) == {"KEEPER_REQUESTS_PER_MINUTE": "240"}
     assert pacing_env(None, RateLimit(7, 60), {}) == {"KEEPER_REQUESTS_PER_MINUTE": "7"}
-    assert pacing_env(None, RateLimit(10, 7), {}) == {"KEEPER_REQUESTS_PER_MINUTE": "85"}  # 85.7: never above
+    assert pacing_env(None, RateLimit(10, 7), {}) == {"KEEPER_REQUESTS_PER_MINUTE": "80"}
     assert pacing_env(None, None, {}) == {}
 
 
@@ -32,7 +33,7 @@ def test_the_users_pacing_variables_win():
     assert pacing_env(KEEPER_SDK, COMPRESSED, environ) == {
         "KEEPER_BURST_LIMIT": "50",
         "KEEPER_QUIET_SECONDS": "12",
-        "KEEPER_REQUESTS_PER_MINUTE": "300",  # empty: not set
+        "KEEPER_REQUESTS_PER_MINUTE": "240",  # empty: not set
     }
     assert pacing_env(None, None, {"KEEPER_QUIET_SECONDS": "3"}) == {"KEEPER_QUIET_SECONDS": "3"}
 

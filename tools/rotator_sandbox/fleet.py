@@ -24,6 +24,7 @@ import boto3
 from rotator_sandbox.accounts import TARGET_ROLE, create_target_role, iam_password, member_session, roles_must_exist
 from rotator_sandbox.demo import Printer
 from rotator_sandbox.keeper_model import (
+    HOST_JITTER,
     KEEPER_RATE,
     PACING_VARIABLES,
     model_ceiling,
@@ -299,8 +300,8 @@ def pacing_lines(sb: Sandbox) -> list[str]:
         lines.append(
             f"time compressed: the emulator's {rate} per device is Keeper's documented {KEEPER_RATE} "
             f"{compression:g} times faster, so the handler gets KEEPER_REQUESTS_PER_MINUTE = "
-            f"{rate.requests}*60/{rate.seconds:g} = {requests_per_minute(rate)}; figures per hour below are sandbox "
-            f"hours (divide by {compression:g} for Keeper's)"
+            f"{rate.requests}*60/({rate.seconds:g} s + {HOST_JITTER:g} s jitter) = {requests_per_minute(rate)}; "
+            f"figures per hour below are sandbox hours (divide by {compression:g} for Keeper's)"
         )
     return lines
 

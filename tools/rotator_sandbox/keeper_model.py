@@ -11,7 +11,7 @@ it, so:
   N/(N/r + Q) rotations per second. The handler paces under both whenever a per-minute cap is set (its burst pacing
   is always on), so its own ceiling is that combination even when the emulator runs the per-minute model alone.
 ``--rate-limit 10/2`` is Keeper's documented 10/60 thirty times faster: the sandbox compresses time, and the handler
-is told the compressed cap (KEEPER_REQUESTS_PER_MINUTE = N·60/W).
+is told the compressed cap (KEEPER_REQUESTS_PER_MINUTE = N·60/(W + 0.5 s): see requests_per_minute).
 """
 
 from __future__ import annotations
@@ -28,9 +28,15 @@ REQUESTS_PER_ROTATION = 2  # update_secret + finalize_secret_update
 PACING_VARIABLES = ("KEEPER_BURST_LIMIT", "KEEPER_QUIET_SECONDS", "KEEPER_REQUESTS_PER_MINUTE")
 
 
+HOST_JITTER = 0.5  # seconds a loaded sandbox host may deliver a granted request late; time compression leaves it
+
+
 def requests_per_minute(rate: RateLimit) -> int:
-    """The per-minute cap the handler gets for the emulator's N/W: N·60/W, rounded down (never above the model)."""
-    return max(1, math.floor(rate.requests * 60 / rate.seconds + 1e-9))
+    """The per-minute cap the handler gets for the emulator's N/W: N·60/W, rounded down (never above the model).
+    Compressed (W < 60 s), N slots must span W plus the host's delivery jitter, which compression does not shrink
+    (the function's own 5% slot margin is 3 s of a real minute, but 0.1 s of a 2-second one): N·60/(W + 0.5 s)."""
+    window = rate.seconds + (HOST_JITTER if rate.seconds < KEEPER_RATE.seconds else 0.0)
+    return max(1, math.floor(rate.requests * 60 / window + 1e-9))
 
 
 def pacing_env(throttle: BurstLimit | None, rate: RateLimit | None, environ: Mapping[str, str]) -> dict[str, str]:
