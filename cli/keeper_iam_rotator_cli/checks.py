@@ -23,7 +23,7 @@ from keeper_iam_rotator.results import Code
 from keeper_iam_rotator.rotation import require_console_access
 
 from .aws import aws_error
-from .devices import capacity
+from .devices import device_checks
 from .drift_view import DriftView
 from .errors import CliError
 from .permissions import PermissionCheck, Resources, principal_of
@@ -74,9 +74,8 @@ class Preflight:
         self.checks.append(user_scope(self.target.required_user_tag))
         config = self._config()
         users = self._records(config)
-        if config is not None:
-            settings = self.target.settings(folder_uids=self.folders)
-            self.checks.append(capacity(settings, self.target.devices, len(users)))
+        if config is not None and not self.uids:  # the whole fleet: its devices and their capacity
+            self.checks += device_checks(self.target, users, self.target.settings(folder_uids=self.folders))
         if caller:
             self._member_accounts()
         user_arns = self._iam_users(users) if caller else []

@@ -105,7 +105,9 @@ class Target:
     idempotency_table: str | None = None  # only the Lambda uses it; `check` verifies it when known
     journal_mac_key: str = Settings.journal_mac_key_id  # the HMAC key of the journal's integrity MAC
     pacing_table: str = Settings.pacing_table  # shared with the function: a CLI run paces on the same devices
-    devices: int = 1  # the client devices the deployment lists (the CLI itself uses the first)
+    devices: tuple[
+        str, ...
+    ] = ()  # the config secrets the deployment lists, one per client device (the CLI uses the first)
 
     def settings(self, folder_uids: tuple[str, ...] = (), dry_run: bool = False) -> Settings:
         """The rotator's Settings: the environment's tuning (PASSWORD_LENGTH, RETRY_DELAY, ...) with our values. A
@@ -192,7 +194,7 @@ def resolve_target(
         journal_mac_key=_setting(None, outputs, "JournalMacKeyArn", "JOURNAL_MAC_KEY_ID")
         or Settings.journal_mac_key_id,
         pacing_table=_setting(None, outputs, "PacingTableName", "PACING_TABLE_NAME") or Settings.pacing_table,
-        devices=len(_listed(outputs.get("ConfigSecretArn") or os.environ.get("KSM_CONFIG_SECRET_ID", ""))) or 1,
+        devices=tuple(_listed(outputs.get("ConfigSecretArn") or os.environ.get("KSM_CONFIG_SECRET_ID", ""))),
     )
 
 

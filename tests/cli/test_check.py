@@ -9,7 +9,7 @@ import boto3
 import pytest
 
 from keeper_iam_rotator.settings import Settings
-from keeper_iam_rotator_cli.devices import capacity
+from keeper_iam_rotator_cli.devices import capacity, device_check
 from keeper_iam_rotator_cli.verdicts import Verdict
 from rotator_sandbox.stack import JOURNAL_KEY
 
@@ -378,7 +378,11 @@ def test_keeper_capacity_counts_every_listed_device_against_the_fleets_need(read
     simulate({})
     listed = "keeper-iam-rotator/ksm-config,keeper-iam-rotator/ksm-config-2"
     result = run("check", "--json", *TARGET, env={"KSM_CONFIG_SECRET_ID": listed, "KEEPER_REQUESTS_PER_MINUTE": "10"})
-    capacity = checks_of(result)["keeper-capacity"]
+    checks = checks_of(result)
+    assert checks["keeper-device 1"]["detail"].endswith("sees 2 pamUser record(s)")
+    assert checks["keeper-device 2"]["result"] == "SKIP"  # no such secret here: its records are not counted
+    assert "keeper-iam-rotator/ksm-config-2" in checks["keeper-device 2"]["detail"]
+    capacity = checks["keeper-capacity"]
     assert capacity["result"] == "PASS"
     # 10 requests a minute, slots 5% apart = 4.76 rotations a minute = 6,857 a day, less 25%: 5,143 per device
     assert capacity["detail"].startswith(
@@ -388,12 +392,26 @@ def test_keeper_capacity_counts_every_listed_device_against_the_fleets_need(read
     assert "the fleet needs 0.1/day (2 records every 30 days)" in capacity["detail"]
 
 
-@pytest.mark.parametrize(
-    ("records", "period", "warning"),
-    [(600, 30, "Keeper recommends at most 500 per app"), (520, 1, "more than the devices can rotate")],
-)
-def test_keeper_capacity_warns_above_500_records_and_below_the_fleets_need(records, period, warning):
-    settings = Settings(keeper_requests_per_minute=1, rotation_period_days=period)  # 514 rotations/day
-    check = capacity(settings, devices=1, records=records)
-    assert (check.result, warning in check.detail) == (Verdict.WARN, True)
-    assert capacity(settings, 1, 100).result is Verdict.PASS
+def test_a_device_above_500_records_and_a_fleet_beyond_capacity_are_warned():
+    assert device_check(1, "secret s", 501).result is Verdict.WARN
+    assert "Keeper recommends at most 500" in device_check(1, "secret s", 501).detail
+    assert device_check(1, "secret s", 500).result is Verdict.PASS
+    settings = Settings(keeper_requests_per_minute=1, rotation_period_days=1)  # 514 rotations/day per device
+    assert capacity(settings, devices=1, records=520).result is Verdict.WARN
+    assert "more than the devices can rotate" in capacity(settings, 1, 520).detail
+    assert capacity(settings, devices=2, records=520).result is Verdict.PASS
+
+
+def test_a_second_device_this_caller_may_read_is_counted(ready, run, stack):
+    boto3.client("secretsmanager").create_secret(Name="second-device", SecretString=stack.keeper.client_config())
+    simulate({})
+    result = run(
+        "check", "--json", *TARGET, env={"KSM_CONFIG_SECRET_ID": "keeper-iam-rotator/ksm-config,second-device"}
+    )
+    checks = checks_of(result)
+    assert checks["keeper-device 2"] == {
+        "check": "keeper-device 2",
+        "result": "PASS",
+        "detail": "secret second-device: sees 2 pamUser record(s)",
+    }
+    assert "2 client device(s)" in checks["keeper-capacity"]["detail"]
