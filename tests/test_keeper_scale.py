@@ -3,15 +3,18 @@ devices, through the real handler (moto + the KSM emulator, real state asserted)
 
 from __future__ import annotations
 
+import time
+
 import boto3
 import pytest
 
 from keeper_iam_rotator.devices import Device, Devices
+from keeper_iam_rotator.fanout import Handoff
 from keeper_iam_rotator.keeper import KeeperVault
 from keeper_iam_rotator.sensitive import Secret
 from ksm_emulator import EmulatorServer
 from rotator_sandbox.queue import LocalQueue
-from rotator_sandbox.stack import CONFIG_SECRET
+from rotator_sandbox.stack import CONFIG_SECRET, load_event
 from test_binding import by_uid, code
 from test_fleet import scheduled
 
@@ -135,3 +138,23 @@ def test_a_record_only_one_application_sees_goes_through_that_applications_devic
         assert stack.keeper_password(ours) == f"New-{ours}-Passw0rd!"
         assert other.vault.committed(theirs)["fields"][1]["value"] == [f"New-{theirs}-Passw0rd!"]
         assert stack.keeper.vault.calls["update_secret"] == other.vault.calls["update_secret"] == 1
+
+
+def test_a_queue_batch_naming_two_devices_is_read_once_through_its_most_common_one(stack, monkeypatch):
+    second_device(stack, monkeypatch)
+    users = {f"user{i}": stack.add_pair(f"user{i}") for i in range(5)}
+    (template,) = load_event("sqs-rotation.json")["Records"]
+    planned = time.time()
+    event = {
+        "Records": [
+            template | {"messageId": f"m{n}", "body": Handoff(uid, "", planned, device=int(n < 2)).body()}
+            for n, uid in enumerate(users.values())
+        ]
+    }
+    stack.keeper.vault.reset_calls()  # never rotated: all due
+    assert stack.invoke(event) == {"batchItemFailures": []}
+    assert stack.keeper.vault.calls["get_secret"] == 1
+    requests = stack.keeper.vault.throttle_state()["requests"]
+    assert [calls.get("update_secret", 0) for calls in requests.values()] == [5]  # all through device 0 (3 of 5)
+    for name, uid in users.items():
+        assert_rotated(stack, uid, name)
