@@ -95,14 +95,15 @@ def test_handoffs_round_trip_and_interleave_in_runs_of_a_batch():
     assert Handoff.parse(handoff.body()) == handoff
     earlier_version = '{"recordUid": "AbCdEfGhIjKlMnOpQrStUv", "accountId": "1", "vouched": true}'
     assert Handoff.parse(earlier_version) == Handoff("AbCdEfGhIjKlMnOpQrStUv", "1")  # `vouched` is not trusted
-    mixed = [Handoff(f"a{i}", "A") for i in range(60)] + [Handoff(f"b{i}", "B", device=1) for i in range(30)]
-    mixed += [Handoff(f"c{i}", "B") for i in range(5)]
+    mixed = [Handoff(f"a{i}", "A") for i in range(30)] + [Handoff(f"b{i}", "B") for i in range(30)]
+    mixed += [Handoff(f"c{i}", "A", device=1) for i in range(20)] + [Handoff(f"d{i}", "B", device=1) for i in range(20)]
     ordered = interleave(mixed)
     assert sorted(h.record_uid for h in ordered) == sorted(h.record_uid for h in mixed)
-    # runs of one queue batch (25) per device and account, round-robin: a worker's batch is one Keeper read
-    assert [(h.device, h.account_id) for h in ordered[:75]] == [(0, "A")] * 25 + [(1, "B")] * 25 + [(0, "B")] * 5 + [
-        (0, "A")
-    ] * 20
+    # runs of one queue batch (25) per device, round-robin over the devices: a worker's batch is one Keeper read,
+    # the next worker's another device; within a device by account, each device starting at another account
+    batches = [ordered[i : i + 25] for i in range(0, len(ordered), 25)]
+    assert [{h.device for h in batch} for batch in batches[:3]] == [{0}, {1}, {0}]  # then the rest of each
+    assert [[h.account_id for h in batch] for batch in batches[:2]] == [["A"] * 25, ["B"] * 20 + ["A"] * 5]
     assert Handoff.parse(Handoff("u", "A", 1.0, device=3, requested=True).body()).requested is True
     assert Handoff.parse('{"recordUid": "u", "device": "0; drop", "requested": "yes"}') == Handoff("u", "")
 

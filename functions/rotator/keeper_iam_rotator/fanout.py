@@ -108,13 +108,18 @@ class RotationQueue:
 
 
 def interleave(handoffs: Sequence[Handoff]) -> list[Handoff]:
-    """Round-robin over (device, account) in runs of one queue batch: a worker's batch then usually holds one device
-    (one Keeper read) and one account (one AssumeRole, one ListUsers), and the batches concurrent workers take hit
-    different devices and accounts."""
-    by_key: dict[tuple[int, str], list[Handoff]] = {}
+    """Runs of one queue batch per client device, round-robin over the devices: a worker's batch then holds one
+    device (one Keeper read), and the batches concurrent workers take next use different devices (each paced on its
+    own). Within a device the records are ordered by account, each device starting at a different account, so a
+    batch holds one or two accounts (one AssumeRole each) and concurrent batches hit different accounts."""
+    position = {account: n for n, account in enumerate(sorted({handoff.account_id for handoff in handoffs}))}
+    by_device: dict[int, list[Handoff]] = {}
     for handoff in handoffs:
-        by_key.setdefault((handoff.device, handoff.account_id), []).append(handoff)
-    runs = [[same[i : i + QUEUE_BATCH] for i in range(0, len(same), QUEUE_BATCH)] for same in by_key.values()]
+        by_device.setdefault(handoff.device, []).append(handoff)
+    runs: list[list[list[Handoff]]] = []
+    for device, same in sorted(by_device.items()):
+        same.sort(key=lambda handoff: (position[handoff.account_id] - device) % len(position))
+        runs.append([same[i : i + QUEUE_BATCH] for i in range(0, len(same), QUEUE_BATCH)])
     return [handoff for run in chain.from_iterable(zip_longest(*runs, fillvalue=[])) for handoff in run]
 
 
