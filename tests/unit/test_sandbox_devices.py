@@ -63,7 +63,7 @@ def test_each_device_is_a_bound_client_with_its_own_secret_and_the_handler_gets_
     assert env["PACING_TABLE_NAME"] == PACING_TABLE
     assert pacing["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
     assert pacing["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
-    assert env["KEEPER_REQUESTS_PER_MINUTE"] == "240"  # 10 per (2 s + 0.5 s of host jitter)
+    assert (env["KEEPER_REQUESTS_PER_MINUTE"], env["KEEPER_RATE_WINDOW_SECONDS"]) == ("10", "2")
 
 
 def test_inherited_pacing_variables_reach_the_handler_only_as_pacing(monkeypatch):

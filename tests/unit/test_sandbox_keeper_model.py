@@ -20,10 +20,14 @@ COMPRESSED = RateLimit(10, 2)  # Keeper's 10/60, thirty times faster
 
 def test_the_sdk_model_gets_the_functions_defaults_and_the_per_minute_model_the_emulators_cap():
     assert pacing_env(KEEPER_SDK, None, {}) == {"KEEPER_BURST_LIMIT": "90", "KEEPER_QUIET_SECONDS": "11"}
-    # compressed, 10 slots span the window plus 0.5 s of host jitter: 10 per 2.5 s
-    assert pacing_env(None, COMPRESSED, {}) == {"KEEPER_REQUESTS_PER_MINUTE": "240"}
-    assert pacing_env(None, RateLimit(7, 60), {}) == {"KEEPER_REQUESTS_PER_MINUTE": "7"}
-    assert pacing_env(None, RateLimit(10, 7), {}) == {"KEEPER_REQUESTS_PER_MINUTE": "80"}
+    # compressed: the same 10 requests, over the emulator's 2-second window
+    compressed = {"KEEPER_REQUESTS_PER_MINUTE": "10", "KEEPER_RATE_WINDOW_SECONDS": "2"}
+    assert pacing_env(None, COMPRESSED, {}) == compressed
+    assert pacing_env(None, RateLimit(7, 60), {}) == {
+        "KEEPER_REQUESTS_PER_MINUTE": "7",
+        "KEEPER_RATE_WINDOW_SECONDS": "60",
+    }
+    assert pacing_env(None, RateLimit(10, 120), {}) == {"KEEPER_REQUESTS_PER_MINUTE": "5"}
     assert pacing_env(None, None, {}) == {}
 
 
@@ -33,7 +37,8 @@ def test_the_users_pacing_variables_win():
     assert pacing_env(KEEPER_SDK, COMPRESSED, environ) == {
         "KEEPER_BURST_LIMIT": "50",
         "KEEPER_QUIET_SECONDS": "12",
-        "KEEPER_REQUESTS_PER_MINUTE": "240",  # empty: not set
+        "KEEPER_REQUESTS_PER_MINUTE": "10",  # empty: not set
+        "KEEPER_RATE_WINDOW_SECONDS": "2",
     }
     assert pacing_env(None, None, {"KEEPER_QUIET_SECONDS": "3"}) == {"KEEPER_QUIET_SECONDS": "3"}
 
@@ -49,6 +54,9 @@ def test_ceilings_per_device_hour():
     assert pacing_ceiling({}) == pytest.approx(3600 * 90 / 11)
     # the handler's burst pacing stays on under a per-minute cap: 90 per (36 s + 11 s)
     assert pacing_ceiling({"KEEPER_REQUESTS_PER_MINUTE": "300"}) == pytest.approx(3600 * 90 / 47)
+    assert pacing_ceiling({"KEEPER_REQUESTS_PER_MINUTE": "10", "KEEPER_RATE_WINDOW_SECONDS": "2"}) == pytest.approx(
+        3600 * 90 / (36 + 11)
+    )
     assert pacing_ceiling({"KEEPER_BURST_LIMIT": "10", "KEEPER_QUIET_SECONDS": "1"}) == 36_000
 
 

@@ -24,12 +24,10 @@ import boto3
 from rotator_sandbox.accounts import TARGET_ROLE, create_target_role, iam_password, member_session, roles_must_exist
 from rotator_sandbox.demo import Printer
 from rotator_sandbox.keeper_model import (
-    HOST_JITTER,
     KEEPER_RATE,
     PACING_VARIABLES,
     model_ceiling,
     pacing_ceiling,
-    requests_per_minute,
     time_compression,
 )
 from rotator_sandbox.queue import LocalQueue
@@ -299,9 +297,8 @@ def pacing_lines(sb: Sandbox) -> list[str]:
         compression = time_compression(rate)
         lines.append(
             f"time compressed: the emulator's {rate} per device is Keeper's documented {KEEPER_RATE} "
-            f"{compression:g} times faster, so the handler gets KEEPER_REQUESTS_PER_MINUTE = "
-            f"{rate.requests}*60/({rate.seconds:g} s + {HOST_JITTER:g} s jitter) = {requests_per_minute(rate)}; "
-            f"figures per hour below are sandbox hours (divide by {compression:g} for Keeper's)"
+            f"{compression:g} times faster; figures per hour below are sandbox hours (divide by {compression:g} for "
+            "Keeper's)"
         )
     return lines
 
@@ -443,5 +440,6 @@ def _model_text(limits: KeeperLimits) -> str:
     if limits.throttle is not None:
         parts.append(f"3600*{limits.throttle.burst}/{limits.throttle.quiet:g} per endpoint")
     if limits.rate_limit is not None:
-        parts.append(f"30*{requests_per_minute(limits.rate_limit)}/min")
+        rate = limits.rate_limit
+        parts.append(f"1800*{rate.requests}/{rate.seconds:g} per device")
     return " and ".join(parts) + (", together" if len(parts) > 1 else "")

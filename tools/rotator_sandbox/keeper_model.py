@@ -11,7 +11,7 @@ it, so:
   N/(N/r + Q) rotations per second. The handler paces under both whenever a per-minute cap is set (its burst pacing
   is always on), so its own ceiling is that combination even when the emulator runs the per-minute model alone.
 ``--rate-limit 10/2`` is Keeper's documented 10/60 thirty times faster: the sandbox compresses time, and the handler
-is told the compressed cap (KEEPER_REQUESTS_PER_MINUTE = N·60/(W + 0.5 s): see requests_per_minute).
+is told the compressed cap (KEEPER_REQUESTS_PER_MINUTE = N over KEEPER_RATE_WINDOW_SECONDS = W: see rate_env).
 """
 
 from __future__ import annotations
@@ -25,18 +25,21 @@ FUNCTION_BURST_LIMIT = 90  # template.yaml's KeeperBurstLimit default: 10 below 
 FUNCTION_QUIET_SECONDS = 11  # KeeperQuietSeconds: 1 s above Keeper's 10, for clock and network slack
 KEEPER_RATE = RateLimit(10, 60)  # Keeper's documented per-device default
 REQUESTS_PER_ROTATION = 2  # update_secret + finalize_secret_update
-PACING_VARIABLES = ("KEEPER_BURST_LIMIT", "KEEPER_QUIET_SECONDS", "KEEPER_REQUESTS_PER_MINUTE")
+PACING_VARIABLES = (
+    "KEEPER_BURST_LIMIT",
+    "KEEPER_QUIET_SECONDS",
+    "KEEPER_REQUESTS_PER_MINUTE",
+    "KEEPER_RATE_WINDOW_SECONDS",
+)
 
 
-HOST_JITTER = 0.5  # seconds a loaded sandbox host may deliver a granted request late; time compression leaves it
-
-
-def requests_per_minute(rate: RateLimit) -> int:
-    """The per-minute cap the handler gets for the emulator's N/W: N·60/W, rounded down (never above the model).
-    Compressed (W < 60 s), N slots must span W plus the host's delivery jitter, which compression does not shrink
-    (the function's own 5% slot margin is 3 s of a real minute, but 0.1 s of a 2-second one): N·60/(W + 0.5 s)."""
-    window = rate.seconds + (HOST_JITTER if rate.seconds < KEEPER_RATE.seconds else 0.0)
-    return max(1, math.floor(rate.requests * 60 / window + 1e-9))
+def rate_env(rate: RateLimit) -> dict[str, str]:
+    """The per-minute cap the handler gets for the emulator's N/W: N per window of W seconds when W is at most a
+    minute (compressed time: the handler counts its window from answers, so a loaded host's late deliveries need no
+    extra margin), else N·60/W per minute, rounded down (never above the model)."""
+    if rate.seconds <= KEEPER_RATE.seconds:
+        return {"KEEPER_REQUESTS_PER_MINUTE": str(rate.requests), "KEEPER_RATE_WINDOW_SECONDS": f"{rate.seconds:g}"}
+    return {"KEEPER_REQUESTS_PER_MINUTE": str(max(1, math.floor(rate.requests * 60 / rate.seconds + 1e-9)))}
 
 
 def pacing_env(throttle: BurstLimit | None, rate: RateLimit | None, environ: Mapping[str, str]) -> dict[str, str]:
@@ -47,7 +50,7 @@ def pacing_env(throttle: BurstLimit | None, rate: RateLimit | None, environ: Map
     if throttle is not None:
         env |= {"KEEPER_BURST_LIMIT": str(FUNCTION_BURST_LIMIT), "KEEPER_QUIET_SECONDS": str(FUNCTION_QUIET_SECONDS)}
     if rate is not None:
-        env["KEEPER_REQUESTS_PER_MINUTE"] = str(requests_per_minute(rate))
+        env |= rate_env(rate)
     env |= {name: environ[name].strip() for name in PACING_VARIABLES if environ.get(name, "").strip()}
     return env
 
@@ -57,9 +60,10 @@ def time_compression(rate: RateLimit) -> float:
     return (rate.requests / rate.seconds) / (KEEPER_RATE.requests / KEEPER_RATE.seconds)
 
 
-def _combined(burst: float | None, quiet: float, per_minute: float) -> float:
-    """Rotations per device-hour under a burst limit (None: none) and a per-minute cap (0: none), both at once."""
-    rate = per_minute / 60 / REQUESTS_PER_ROTATION if per_minute else math.inf  # rotations per second
+def _combined(burst: float | None, quiet: float, per_second: float) -> float:
+    """Rotations per device-hour under a burst limit (None: none) and a cap of requests per second (0: none), both at
+    once."""
+    rate = per_second / REQUESTS_PER_ROTATION if per_second else math.inf  # rotations per second
     if burst is None:
         return 3600 * rate
     return 3600 * burst / (burst / rate + quiet)
@@ -69,8 +73,8 @@ def model_ceiling(throttle: BurstLimit | None, rate: RateLimit | None) -> float 
     """Rotations per device-hour the emulator's models allow (both when both are on); None when neither is."""
     if throttle is None and rate is None:
         return None
-    per_minute = 0.0 if rate is None else rate.requests * 60 / rate.seconds
-    return _combined(throttle and throttle.burst, throttle.quiet if throttle else 0.0, per_minute)
+    per_second = 0.0 if rate is None else rate.requests / rate.seconds
+    return _combined(throttle and throttle.burst, throttle.quiet if throttle else 0.0, per_second)
 
 
 def pacing_ceiling(env: Mapping[str, str]) -> float:
@@ -78,4 +82,5 @@ def pacing_ceiling(env: Mapping[str, str]) -> float:
     pacing, slowed further by a per-minute cap when one is set."""
     burst = float(env.get("KEEPER_BURST_LIMIT") or FUNCTION_BURST_LIMIT)
     quiet = float(env.get("KEEPER_QUIET_SECONDS") or FUNCTION_QUIET_SECONDS)
-    return _combined(burst, quiet, float(env.get("KEEPER_REQUESTS_PER_MINUTE") or 0))
+    window = float(env.get("KEEPER_RATE_WINDOW_SECONDS") or KEEPER_RATE.seconds)
+    return _combined(burst, quiet, float(env.get("KEEPER_REQUESTS_PER_MINUTE") or 0) / window)

@@ -89,16 +89,15 @@ class _Transport:
             "Authorization": f"Signature {bytes_to_base64(payload.signature)}",
         }
         endpoint = urlsplit(url).path.rsplit("/", 1)[-1]
-        if self.pacer is not None:
-            self.pacer.admit(self.device, endpoint)
+        grant = self.pacer.admit(self.device, endpoint) if self.pacer is not None else None
         pool = self._pool(url, verify_ssl_certs, proxy_url)
         try:
             response = pool.request("POST", url, body=payload.encrypted_payload, headers=headers)
         except urllib3.exceptions.HTTPError as error:
             raise _as_requests_error(error, url) from None
         finally:
-            if self.pacer is not None:
-                self.pacer.sent(self.device, endpoint)
+            if self.pacer is not None and grant is not None:
+                self.pacer.sent(grant)
         if response.status == 403 and _throttled(response.data):
             raise KeeperThrottledError(f"Keeper throttled {endpoint} for client device {self.device}")
         answer = _Answer(response.status, response.data, response.reason)

@@ -142,7 +142,13 @@ VARIABLES: Final = (
         "KEEPER_REQUESTS_PER_MINUTE",
         "keeper_requests_per_minute",
         "most requests per client device in any 60 s (0: no per-minute cap; Keeper's rate-limit page: 10)",
-        _number(0, 100000),
+        _number(0, 1000),
+    ),
+    Variable(
+        "KEEPER_RATE_WINDOW_SECONDS",
+        "keeper_rate_window",
+        "the window KEEPER_REQUESTS_PER_MINUTE counts over; only the sandbox shortens it, to compress time",
+        _number(1, 60, whole=False),
     ),
     Variable(
         "KEEPER_PACING_MAX_WAIT",
@@ -285,6 +291,7 @@ class Settings:
     keeper_burst_limit: int = 90
     keeper_quiet_seconds: float = 11.0
     keeper_requests_per_minute: int = 0
+    keeper_rate_window: float = 60.0
     keeper_pacing_max_wait: float = 60.0
     schedule_period: int = 86400  # seconds between scheduled runs (ScheduleExpression)
     folder_uids: tuple[str, ...] = ()
@@ -333,4 +340,6 @@ class Settings:
 
     @property
     def keeper_limits(self) -> Limits:
-        return Limits(self.keeper_burst_limit, self.keeper_quiet_seconds, self.keeper_requests_per_minute)
+        return Limits(
+            self.keeper_burst_limit, self.keeper_quiet_seconds, self.keeper_requests_per_minute, self.keeper_rate_window
+        )
