@@ -53,6 +53,7 @@ def test_burst_throttles_the_request_after_n_per_endpoint_and_device(clock):
     assert limiter.counts() == {
         "requests": {"dev1": {"get_secret": 4, "update_secret": 1}, "dev2": {"get_secret": 1}},
         "throttled": {"dev1": {"get_secret": 1}},
+        "throttled_by": {"burst": 1},
         "throttled_total": 1,
     }
 
@@ -256,6 +257,7 @@ def test_sdk_retry_waits_out_the_rate_window(emulator, ksm, jitter):
 
     assert len(ksm.get_secrets()) == 2  # throttled once, then retried after retry_after
     assert emulator.vault.throttled_total == 1
+    assert emulator.vault.throttle_state()["throttled_by"] == {"rate": 1}
     assert emulator.vault.calls["get_secret"] == 4
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import pytest
 
@@ -99,11 +100,15 @@ def test_handoffs_round_trip_and_interleave_in_runs_of_a_batch():
     mixed += [Handoff(f"c{i}", "A", device=1) for i in range(20)] + [Handoff(f"d{i}", "B", device=1) for i in range(20)]
     ordered = interleave(mixed)
     assert sorted(h.record_uid for h in ordered) == sorted(h.record_uid for h in mixed)
-    # runs of one queue batch (25) per device, round-robin over the devices: a worker's batch is one Keeper read,
-    # the next worker's another device; within a device by account, each device starting at another account
+    # runs of one queue batch (25) per application (here each device its own), round-robin: a worker's batch is one
+    # Keeper read, the next worker's another application; within one by account, each starting at another account
     batches = [ordered[i : i + 25] for i in range(0, len(ordered), 25)]
     assert [{h.device for h in batch} for batch in batches[:3]] == [{0}, {1}, {0}]  # then the rest of each
     assert [[h.account_id for h in batch] for batch in batches[:2]] == [["A"] * 25, ["B"] * 20 + ["A"] * 5]
+    one_application = interleave(mixed, peers_of=lambda device: (0, 2))  # devices 0 and 2 see the same records
+    batches = [one_application[i : i + 25] for i in range(0, len(one_application), 25)]
+    assert [sorted(Counter(h.device for h in batch).values()) for batch in batches] == [[12, 13]] * 4  # dealt evenly
+    assert [h.account_id for h in one_application] == ["A"] * 50 + ["B"] * 50
     assert Handoff.parse(Handoff("u", "A", 1.0, device=3, requested=True).body()).requested is True
     assert Handoff.parse('{"recordUid": "u", "device": "0; drop", "requested": "yes"}') == Handoff("u", "")
 

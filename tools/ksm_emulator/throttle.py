@@ -96,6 +96,7 @@ class Limiter:
     clock: Callable[[], float] = field(default=time.monotonic, repr=False)
     requests: Counter[tuple[str, str]] = field(default_factory=Counter)
     throttled: Counter[tuple[str, str]] = field(default_factory=Counter)
+    throttled_by: Counter[str] = field(default_factory=Counter)  # which model refused: "burst" or "rate"
     _bursts: dict[tuple[str, str], _Burst] = field(default_factory=lambda: defaultdict(_Burst), repr=False)
     _windows: dict[str, deque[float]] = field(default_factory=lambda: defaultdict(deque), repr=False)
 
@@ -104,11 +105,12 @@ class Limiter:
         now = self.clock()
         key = (client_id, route)
         self.requests[key] += 1
-        retry_after = self._burst_wait(key, now)
+        retry_after, model = self._burst_wait(key, now), "burst"
         if retry_after is None:
-            retry_after = self._rate_wait(client_id, now)
+            retry_after, model = self._rate_wait(client_id, now), "rate"
         if retry_after is not None:
             self.throttled[key] += 1
+            self.throttled_by[model] += 1
             return _round_up_ms(retry_after)
         return None
 
@@ -146,12 +148,15 @@ class Limiter:
     def reset_counts(self) -> None:
         self.requests.clear()
         self.throttled.clear()
+        self.throttled_by.clear()
 
     def counts(self) -> dict[str, Any]:
-        """JSON-safe counters: requests and throttled answers by client device, then endpoint."""
+        """JSON-safe counters: requests and throttled answers by client device, then endpoint; throttled answers by
+        the model that gave them."""
         return {
             "requests": _nested(self.requests),
             "throttled": _nested(self.throttled),
+            "throttled_by": dict(sorted(self.throttled_by.items())),
             "throttled_total": sum(self.throttled.values()),
         }
 

@@ -353,6 +353,7 @@ class FleetReport:
         for routes in self.keeper["throttled"].values():
             throttled.update(routes)
         by_route = ", ".join(f"{route} {n}" for route, n in sorted(throttled.items()))
+        by_route += "".join(f"; {n} by the {model} model" for model, n in self.keeper.get("throttled_by", {}).items())
         devices = [sum(routes.values()) for routes in self.keeper["requests"].values()]
         rows = [
             ["Keeper throttled answers", f"{self.keeper['throttled_total']}" + (f" ({by_route})" if by_route else "")],

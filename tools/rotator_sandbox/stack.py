@@ -14,6 +14,7 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -165,11 +166,27 @@ class NotImplementedAsAwsError:
             return [body]
 
 
+class AtomicDynamoDB:
+    """WSGI middleware: one DynamoDB call at a time. DynamoDB applies a conditional write atomically; moto checks the
+    condition and writes in Python on the server's request threads with no lock, so two concurrent writes to one item
+    can both pass a condition only one should (seen as a rare extra request in a pacing window, pacing.py)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if not str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+            return self.app(environ, start_response)
+        with self._lock:
+            return list(self.app(environ, start_response))
+
+
 class QuietMotoServer(ThreadedMotoServer):
-    """moto's threaded server with NotImplementedAsAwsError around its app."""
+    """moto's threaded server with NotImplementedAsAwsError and AtomicDynamoDB around its app."""
 
     def _server_entry(self) -> None:
-        app = NotImplementedAsAwsError(DomainDispatcherApplication(create_backend_app))
+        app = NotImplementedAsAwsError(AtomicDynamoDB(DomainDispatcherApplication(create_backend_app)))
         self._server = make_server(self._ip_address, self._port, app, True, request_handler=MotoRequestHandler)
         self._server_ready_event.set()
         self._server.serve_forever()

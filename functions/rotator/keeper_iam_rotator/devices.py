@@ -3,9 +3,11 @@
 KSM_CONFIG_SECRET_ID lists one secret per client device (of one KSM application or several). Keeper throttles
 each device on its own (pacing.py), so capacity grows with their number when the records are spread over them:
 - a record's device is a stable pick among the devices that see it (a hash of its uid), or the device its queue
-  message names (fanout.py groups hand-offs by device, so a worker's batch is one device and one read);
-- a request's records are read from their devices, one read per device; a record a device does not return is
-  asked of the others (it may be shared with another application only);
+  message names; it stages and commits the record, so every device carries its share of the writes whichever
+  records a worker's batch holds;
+- a request's records are read once per KSM application, through the device most of them name: every device of an
+  application sees the same records (fanout.py groups hand-offs by application, so a worker's batch is one read);
+  a record a read does not return is asked of the other devices (it may be shared with another application only);
 - a device whose secret cannot be read, or whose config points elsewhere (trust.py), serves nothing: only the
   records no other device sees fail, naming the secret (never its content).
 """
@@ -14,7 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .keeper import KeeperVault, PamUser
@@ -30,6 +33,11 @@ class Device:
     vault: KeeperVault | None = None
     code: Code | None = None
     problem: str = ""
+
+    @property
+    def application(self) -> str:
+        """Which KSM application the device belongs to (its devices see the same records)."""
+        return self.vault.application if self.vault is not None else self.secret_id
 
 
 def _spread(uid: str, count: int) -> int:
@@ -55,6 +63,13 @@ class Devices:
         """The position in KSM_CONFIG_SECRET_ID of the device the record goes through (what a hand-off names)."""
         return self.all.index(self._device(uid))
 
+    def peers_of(self, index: int) -> tuple[int, ...]:
+        """The positions of the usable devices of the same KSM application as device `index` (they see the same
+        records): hand-offs among them share a queue batch and its one Keeper read, and may go through any of them."""
+        application = self.all[index].application
+        peers = tuple(n for n, device in enumerate(self.all) if device.vault and device.application == application)
+        return peers or (index,)
+
     def _candidates(self, uid: str) -> list[Device]:
         """The usable devices in the order a record asks them: its hint or its spread pick first."""
         usable = self.usable
@@ -75,28 +90,34 @@ class Devices:
     def vaults(self) -> list[KeeperVault]:
         return [device.vault for device in self.usable if device.vault is not None]
 
-    def _remember(self, device: Device, users: Iterable[PamUser]) -> None:
-        with self._lock:
-            self._routes.update({user.uid: device for user in users})
-
     def fetch(self, uids: Sequence[str], links: bool = False) -> dict[str, PamUser]:
-        """The requested records any usable device sees, by uid: one read per device, then the ones a device did
-        not return asked of the next."""
+        """The requested records any usable device sees, by uid. Each application is read once, through the device
+        most of its records name; each record is then written through the device it names (same application: it
+        sees the record too). Records a read did not return are asked of their next application, and so on."""
         found: dict[str, PamUser] = {}
-        pending = list(dict.fromkeys(uids))
-        for attempt in range(len(self.usable)):
-            groups: dict[int, list[str]] = {}
-            for uid in pending:
-                groups.setdefault(id(self._candidates(uid)[attempt]), []).append(uid)
-            for device in self.usable:
-                if id(device) in groups and device.vault is not None:
-                    users = device.vault.fetch(groups[id(device)], links=links)
-                    self._remember(device, users.values())
-                    found.update(users)
-            pending = [uid for uid in pending if uid not in found]
-            if not pending:
-                break
+        asked: dict[str, set[str]] = {uid: set() for uid in uids}
+        while wanted := self._next_devices(asked, found):
+            by_application: dict[str, list[str]] = {}
+            for uid, device in wanted.items():
+                by_application.setdefault(device.application, []).append(uid)
+                asked[uid].add(device.application)
+            for group in by_application.values():
+                reader = Counter(self.usable.index(wanted[uid]) for uid in group).most_common(1)[0][0]
+                vault = self.usable[reader].vault
+                users = vault.fetch(group, links=links) if vault is not None else {}
+                with self._lock:
+                    self._routes.update({uid: wanted[uid] for uid in users})
+                found.update(users)
         return found
+
+    def _next_devices(self, asked: Mapping[str, set[str]], found: Mapping[str, PamUser]) -> dict[str, Device]:
+        """Each record not found yet: its first device of an application not asked yet (none left: not listed)."""
+        wanted = {}
+        for uid, applications in asked.items():
+            device = next((d for d in self._candidates(uid) if d.application not in applications), None)
+            if uid not in found and device is not None:
+                wanted[uid] = device
+        return wanted
 
     def fetch_all(self, folder_uids: Sequence[str] = (), links: bool = False) -> list[PamUser]:
         """Every record (in the folders, if given) any usable device sees; each through one of the devices that

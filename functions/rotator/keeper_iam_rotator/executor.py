@@ -135,12 +135,16 @@ def _names(context: RunContext, record_uid: str, target: IamUser) -> bool:
 
 def _hand_off(steps: list[Step], plan: Plan, limit: int) -> list[Step]:
     """Beyond `limit`, bound records go to the rotation queue (fanout.py), each naming the client device it was
-    read through; unfinished ones stay here."""
+    read through, batched by KSM application; unfinished ones stay here."""
     context = plan.context
     queue = fanout.RotationQueue(context.invocation.clients("sqs"), context.settings.rotation_queue_url)
     requested = context.request.trigger is not Trigger.SCHEDULE
     return fanout.hand_off(
-        steps, queue, limit, plan.first, fanout.Plan(plan.planned_at, context.vault.index_of, requested)
+        steps,
+        queue,
+        limit,
+        plan.first,
+        fanout.Plan(plan.planned_at, context.vault.index_of, requested, context.vault.peers_of),
     )
 
 

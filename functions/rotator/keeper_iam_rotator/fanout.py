@@ -2,13 +2,13 @@
 one SQS message per record, to the rotation queue, whose events the same function handles (queue_worker.py). A
 caller's request beyond what Keeper's pace lets it finish in 29 s hands its rest over the same way (budget.py).
 
-A message carries only what the worker cannot re-derive: the record uid, its account and client device (for
-interleaving, and the device it is read through first) and when the run planned it. The worker trusts nothing else
+A message carries only what the worker cannot re-derive: the record uid, its account and client device (the one it
+is staged and committed through, and read through first) and when the run planned it. The worker trusts nothing else
 in it: it binds the record again under the schedule's rules (vouching only from the record's folder), and the
 journal refuses a record that is not due (unless a caller asked) or was rotated after `plannedAt` (a redelivered
 message rotates nothing). Only the function's role may send to the queue (its queue policy). Messages are
-interleaved across devices and accounts, so the queue's concurrent workers spread Keeper and IAM calls instead of
-draining one device or account.
+interleaved across KSM applications and accounts, so the queue's concurrent workers spread Keeper and IAM calls
+instead of draining one application or account.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain, zip_longest
 from typing import Any, Final
 
@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Handoff:
     """One queued record. `planned_at`: when the run planned it (0: unknown, a message of an earlier version); a
-    record rotated after that is skipped. `device`: the position of the client device it was read through in
-    KSM_CONFIG_SECRET_ID (a hint: the worker reads it there first, among the configured devices only).
+    record rotated after that is skipped. `device`: the position in KSM_CONFIG_SECRET_ID of the client device it
+    was read through (a hint: the worker reads and writes it there first, among the configured devices only).
     `requested`: a caller's request handed it off (rotated due or not, unless rotated after `planned_at`); only the
     function's role can send to the queue, and that caller could rotate the record anyway. Other fields a body
     carries (an earlier version's `vouched`) are ignored: the worker decides binding and vouching itself."""
@@ -79,11 +79,13 @@ class Handoff:
 
 @dataclass(frozen=True)
 class Plan:
-    """What every hand-off of one run shares: when it was planned, each record's device, whether a caller asked."""
+    """What every hand-off of one run shares: when it was planned, each record's device and the devices of the same
+    KSM application (`peers_of` a device, in list order), whether a caller asked."""
 
     planned_at: float
     device_of: Callable[[str], int]
     requested: bool = False
+    peers_of: Callable[[int], tuple[int, ...]] = lambda device: (device,)
 
 
 class RotationQueue:
@@ -107,19 +109,24 @@ class RotationQueue:
         return unsent
 
 
-def interleave(handoffs: Sequence[Handoff]) -> list[Handoff]:
-    """Runs of one queue batch per client device, round-robin over the devices: a worker's batch then holds one
-    device (one Keeper read), and the batches concurrent workers take next use different devices (each paced on its
-    own). Within a device the records are ordered by account, each device starting at a different account, so a
-    batch holds one or two accounts (one AssumeRole each) and concurrent batches hit different accounts."""
+def interleave(
+    handoffs: Sequence[Handoff], peers_of: Callable[[int], tuple[int, ...]] = lambda device: (device,)
+) -> list[Handoff]:
+    """Runs of one queue batch per KSM application (`peers_of` a device: the devices that see the same records),
+    round-robin over the applications: a worker's batch then needs one Keeper read. Within an application the
+    records are dealt round-robin over its devices, each written through the device dealt (devices.py), so every
+    device carries an equal share whichever batches the workers take; and they are ordered by account, each
+    application starting at a different account, so a batch holds one or two accounts (one AssumeRole each) and
+    concurrent batches hit different accounts."""
     position = {account: n for n, account in enumerate(sorted({handoff.account_id for handoff in handoffs}))}
-    by_device: dict[int, list[Handoff]] = {}
+    by_application: dict[tuple[int, ...], list[Handoff]] = {}
     for handoff in handoffs:
-        by_device.setdefault(handoff.device, []).append(handoff)
+        by_application.setdefault(peers_of(handoff.device), []).append(handoff)
     runs: list[list[list[Handoff]]] = []
-    for device, same in sorted(by_device.items()):
-        same.sort(key=lambda handoff: (position[handoff.account_id] - device) % len(position))
-        runs.append([same[i : i + QUEUE_BATCH] for i in range(0, len(same), QUEUE_BATCH)])
+    for peers, same in sorted(by_application.items()):
+        same.sort(key=lambda handoff: (position[handoff.account_id] - peers[0]) % len(position))
+        dealt = [replace(handoff, device=peers[n % len(peers)]) for n, handoff in enumerate(same)]
+        runs.append([dealt[i : i + QUEUE_BATCH] for i in range(0, len(dealt), QUEUE_BATCH)])
     return [handoff for run in chain.from_iterable(zip_longest(*runs, fillvalue=[])) for handoff in run]
 
 
@@ -136,7 +143,7 @@ def hand_off(
     handoffs = [
         Handoff(c.user.uid, c.account_id, plan.planned_at, plan.device_of(c.user.uid), plan.requested) for c in queued
     ]
-    unsent = queue.send(interleave(handoffs))
+    unsent = queue.send(interleave(handoffs, plan.peers_of))
     results = {claim.user.uid: _queued(claim, claim.user.uid in unsent, plan.requested) for claim in queued}
     return [item if isinstance(item, RecordResult) else results.get(item.user.uid, item) for item in items]
 

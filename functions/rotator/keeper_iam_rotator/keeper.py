@@ -251,6 +251,7 @@ class KeeperVault:
         try:
             self._sm = SecretsManager(config=InMemoryKeyValueStorage(config))
             client_id = str(self._sm.config.get(ConfigKeys.KEY_CLIENT_ID) or "")
+            app_key = str(self._sm.config.get(ConfigKeys.KEY_APP_KEY) or "")
         except Exception as error:
             raise KeeperCallError(
                 f"the KSM config is not a usable KSM client configuration ({type(error).__name__}); "
@@ -258,10 +259,12 @@ class KeeperVault:
             ) from None
         self._transport = _Transport(timeout, device_id(client_id))
         self._sm.post_function = self._transport
+        # Devices of one KSM application see the same records (devices.py): a digest of its key, never the key
+        self.application = device_id(app_key) if app_key else self.device
 
     @property
     def device(self) -> str:
-        """The client device's name in the pacing table and in messages (a digest of its clientId)."""
+        """The client device's name in the pacing table (a digest of its clientId)."""
         return self._transport.device
 
     def pace(self, pacer: Pacer | None) -> None:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from .errors import AWS_ERRORS, KeeperThrottledError, describe_aws_error
 
@@ -51,14 +51,20 @@ class Limits:
         return min(burst, self.per_minute / (self.window * RATE_MARGIN) / 2) if self.per_minute else burst
 
 
+class RingSlot(NamedTuple):
+    """A per-minute ring slot a request holds: its position, and the time written there until the answer."""
+
+    index: int
+    held: float
+
+
 @dataclass(frozen=True)
 class Grant:
-    """A request `Pacer.admit` let go: what `Pacer.sent` marks answered. `slot`: its per-minute ring slot and the
-    time written there until the answer (None without a per-minute cap)."""
+    """A request `Pacer.admit` let go: what `Pacer.sent` marks answered (`slot`: None without a per-minute cap)."""
 
     device: str
     endpoint: str
-    slot: tuple[int, float] | None = None
+    slot: RingSlot | None = None
 
 
 def device_id(client_id: str) -> str:
@@ -96,7 +102,7 @@ class Pacer:
                 while not self._burst_granted(f"{device}#{endpoint}", deadline):
                     pass
             except (KeeperThrottledError, *AWS_ERRORS):
-                self._release(device, slot)  # never sent: its ring slot is free again
+                self._release(device, slot, 0.0)  # never sent: free again (its last answer was a window old)
                 raise
         except AWS_ERRORS as error:
             raise KeeperThrottledError(
@@ -119,9 +125,9 @@ class Pacer:
             )
         self._release(grant.device, grant.slot, values[":now"])
 
-    def _release(self, device: str, slot: tuple[int, float] | None, answered: float = 0.0) -> None:
-        """Write the answer time into the ring slot a request held (0: it was never sent, the slot is free at once),
-        unless a later request has taken the slot since (this one was presumed dead)."""
+    def _release(self, device: str, slot: RingSlot | None, answered: float) -> None:
+        """Write the answer time into the ring slot a request held, unless a later request has taken the slot since
+        (this one was presumed dead)."""
         if slot is None:
             return
         index, held = slot
@@ -145,7 +151,7 @@ class Pacer:
         if delay > 0:
             self._sleep(delay)
 
-    def _minute_slot(self, device: str, deadline: float) -> tuple[int, float]:
+    def _minute_slot(self, device: str, deadline: float) -> RingSlot:
         """Take one of the device's N per-minute ring slots, the one free longest: a slot is free once the answer to
         the request that last held it is a window old. Of any N+1 requests two held one slot, the later granted a
         window after the earlier was answered, so no window of Keeper's holds N+1. While held, a slot reads the time
@@ -162,7 +168,7 @@ class Pacer:
                 granted, old = self._update(key, "SET ring = :ring", create, values, "ALL_OLD", raw=True)
                 self._rings[device] = fresh if granted else _read_ring(old)
                 if granted:
-                    return 0, held
+                    return RingSlot(0, held)
                 continue
             index = min(range(len(ring)), key=lambda i: ring[i] if ring[i] <= now else float("inf"))
             free_at = ring[index] + limits.window if ring[index] <= now else now + ANSWER_POLL  # all on their way
@@ -172,9 +178,11 @@ class Pacer:
             values = {":held": held, ":free_before": now - limits.window}
             free = f"ring[{index}] <= :free_before"
             granted, old = self._update(key, f"SET ring[{index}] = :held", free, values, "ALL_OLD", raw=True)
-            self._rings[device] = _replaced(ring, index, held) if granted else _read_ring(old)
-            if granted:
-                return index, held
+            ring = _read_ring(old)  # the item before this update, whether or not it applied
+            if granted and ring is not None:
+                self._rings[device] = _replaced(ring, index, held)
+                return RingSlot(index, held)
+            self._rings[device] = ring
 
     def _burst_granted(self, key: str, deadline: float) -> bool:
         """One request of the endpoint's burst: granted (True), or not yet (False: ask again, after sleeping if the
@@ -209,8 +217,8 @@ class Pacer:
         self, key: str, update: str, condition: str, values: dict[str, Any], returns: str = "NONE", raw: bool = False
     ) -> tuple[bool, dict[str, Any]]:
         """A conditional UpdateItem on the item `key`: whether it was applied, and the top-level numbers `returns`
-        asks for (on a failed condition: the item as it was, when `returns` is ALL_OLD), or the item as DynamoDB
-        answers it when `raw`. `values`: numbers, and lists of numbers."""
+        asks for (ALL_OLD: the item before, whether or not the condition held), or the item as DynamoDB answers it
+        when `raw`. `values`: numbers, and lists of numbers."""
         expressions = update + condition
         try:
             answer = self._db.update_item(
@@ -220,7 +228,7 @@ class Pacer:
                 ConditionExpression=condition,
                 ExpressionAttributeValues={name: _value(v) for name, v in values.items() if name in expressions},
                 **({"ExpressionAttributeNames": {"#count": "count"}} if "#count" in expressions else {}),
-                ReturnValues="NONE" if returns == "ALL_OLD" else returns,
+                ReturnValues=returns,
                 **({"ReturnValuesOnConditionCheckFailure": "ALL_OLD"} if returns == "ALL_OLD" else {}),
             )
         except self._db.exceptions.ConditionalCheckFailedException as failed:

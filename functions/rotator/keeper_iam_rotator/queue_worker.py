@@ -24,7 +24,6 @@ exception.
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -68,19 +67,13 @@ def handle(event: dict[str, Any], run: Callable[[RotationRequest], dict[str, Any
             Trigger.QUEUE,
             record_uids=tuple(dict.fromkeys(h.record_uid for h in handoffs)),
             planned_at={h.record_uid: h.planned_at for h in handoffs if h.planned_at},
-            devices=dict.fromkeys((h.record_uid for h in handoffs), _batch_device(handoffs)),
+            devices={h.record_uid: h.device for h in handoffs},
             requested=frozenset(h.record_uid for h in handoffs if h.requested and h.planned_at),
         )
         results = {result["recordUid"]: result for result in run(request)["results"]}
     failed = [m.message_id for m in batch if m.message_id and not _done(m, results)]
     failed += [m.message_id for m in beyond if m.message_id]
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed]}
-
-
-def _batch_device(handoffs: list[Handoff]) -> int:
-    """The client device the whole batch is read through first: its messages' most common one. Messages come in
-    runs of one device (fanout.interleave), but a batch can straddle two runs, and one read beats two."""
-    return Counter(handoff.device for handoff in handoffs).most_common(1)[0][0]
 
 
 def _read(record: dict[str, Any]) -> Message:
