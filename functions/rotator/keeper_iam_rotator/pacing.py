@@ -54,7 +54,7 @@ class Limits:
 class RingSlot(NamedTuple):
     """A per-minute ring slot a request holds: its position, and the time written there until the answer."""
 
-    index: int
+    position: int
     held: float
 
 
@@ -170,7 +170,7 @@ class Pacer:
                 if granted:
                     return RingSlot(0, held)
                 continue
-            index = min(range(len(ring)), key=lambda i: ring[i] if ring[i] <= now else float("inf"))
+            index = _longest_free(ring, now)
             free_at = ring[index] + limits.window if ring[index] <= now else now + ANSWER_POLL  # all on their way
             if free_at > now:
                 self._wait_until(free_at, deadline, device)
@@ -178,11 +178,11 @@ class Pacer:
             values = {":held": held, ":free_before": now - limits.window}
             free = f"ring[{index}] <= :free_before"
             granted, old = self._update(key, f"SET ring[{index}] = :held", free, values, "ALL_OLD", raw=True)
-            ring = _read_ring(old)  # the item before this update, whether or not it applied
-            if granted and ring is not None:
-                self._rings[device] = _replaced(ring, index, held)
+            before = _read_ring(old)  # the item before this update, whether or not it applied
+            if granted and before is not None:
+                self._rings[device] = _replaced(before, index, held)
                 return RingSlot(index, held)
-            self._rings[device] = ring
+            self._rings[device] = before
 
     def _burst_granted(self, key: str, deadline: float) -> bool:
         """One request of the endpoint's burst: granted (True), or not yet (False: ask again, after sleeping if the
@@ -249,6 +249,11 @@ def _ring(old: tuple[float, ...] | None, held: float, slots: int) -> tuple[float
     changed), a window after the old ring's last answer."""
     last = max((t for t in old if t <= held), default=0.0) if old else 0.0
     return (held, *([last] * (slots - 1)))
+
+
+def _longest_free(ring: tuple[float, ...], now: float) -> int:
+    """The slot whose last answer is oldest (the first slot when every one is still on its way)."""
+    return min(range(len(ring)), key=lambda i: ring[i] if ring[i] <= now else float("inf"))
 
 
 def _replaced(ring: tuple[float, ...], index: int, at: float) -> tuple[float, ...]:
