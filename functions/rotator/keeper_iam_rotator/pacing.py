@@ -88,9 +88,8 @@ class Pacer:
     ) -> None:
         self._db, self._table, self.limits, self._max_wait = dynamodb, table, limits, max_wait
         self._request_timeout, self._clock, self._sleep = request_timeout, clock, sleep
-        self._rings: dict[
-            str, tuple[float, ...] | None
-        ] = {}  # each device's ring as last seen here: the next grant's first guess
+        # each device's ring as last seen here: the next grant's first guess
+        self._rings: dict[str, tuple[float, ...] | None] = {}
 
     def admit(self, device: str, endpoint: str) -> Grant:
         """Return when a request to `endpoint` on `device` may be sent; raise KeeperThrottledError when it may not
